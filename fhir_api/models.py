@@ -1,0 +1,103 @@
+"""API clients and their OAuth 2.0 credentials (CONTRACT section 8).
+
+Secrets and tokens are stored hashed; the plain values are shown once, when issued.
+Everything lives in the database so any number of server processes agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from scheduling.models import Organization
+
+
+def token_digest(value: str) -> str:
+    """Tokens are random and long, so a fast unsalted hash is enough to store them."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class ApiClient(models.Model):
+    """A partner system or patient app allowed to call the FHIR API."""
+
+    name = models.CharField(max_length=200)
+    client_id = models.CharField(max_length=100, unique=True)
+    secret_hash = models.CharField(max_length=200, blank=True)
+    organizations = models.ManyToManyField(
+        Organization, through="ApiClientOrganization", related_name="api_clients"
+    )
+    # A patient-facing app is bound to one patient (by FHIR id, within its organisations).
+    patient_fhir_id = models.CharField(max_length=64, blank=True)
+    scopes = models.TextField(help_text=_("Space-separated SMART v2 scopes."))
+    # Public keys for private_key_jwt client assertions (SMART Backend Services).
+    jwks = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API client")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.client_id})"
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+    def set_secret(self, raw: str) -> None:
+        self.secret_hash = make_password(raw)
+
+    def check_secret(self, raw: str) -> bool:
+        return bool(self.secret_hash) and check_password(raw, self.secret_hash)
+
+    @staticmethod
+    def new_client_id() -> str:
+        return secrets.token_urlsafe(16)
+
+    @staticmethod
+    def new_secret() -> str:
+        return secrets.token_urlsafe(32)
+
+
+class ApiClientOrganization(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "client"], name="uniq_client_org")
+        ]
+
+
+class AccessToken(models.Model):
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    scopes = models.TextField()
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="token_expiry")]
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+
+class UsedAssertion(models.Model):
+    """jti values of accepted client assertions, so a replay is refused."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE)
+    jti = models.CharField(max_length=255)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["client", "jti"], name="uniq_client_jti")
+        ]

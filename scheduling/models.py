@@ -1,0 +1,557 @@
+"""Scheduling domain models.
+
+Every row belongs to exactly one organisation, and every index leads with it, so the
+data can be distributed by organisation later (see docs/deployment.md). FHIR logical ids
+are stored in ``fhir_id`` and are unique per organisation. Instants are stored in UTC
+(USE_TZ); recurrence rules keep their own IANA zone because they run on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+FHIR_ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+FORBIDDEN_FREQS = ("SECONDLY", "MINUTELY", "HOURLY")
+
+
+def validate_fhir_id(value: str) -> None:
+    if not FHIR_ID_RE.match(value or ""):
+        raise ValidationError(
+            _("'%(value)s' is not a FHIR id: use 1-64 of A-Z, a-z, 0-9, '-' and '.'."),
+            params={"value": value},
+        )
+
+
+def validate_timezone_name(value: str) -> None:
+    if not value:
+        return
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            _("'%(value)s' is not an IANA time zone (for example Europe/Amsterdam)."),
+            params={"value": value},
+        ) from None
+
+
+def validate_rrule_value(value: str) -> None:
+    if not value:
+        return
+    from scheduling import recurrence
+    from scheduling.errors import InvalidRecurrence
+
+    try:
+        recurrence.validate_rrule(value)
+    except InvalidRecurrence as exc:
+        raise ValidationError(exc.message) from None
+
+
+def validate_exdates(value: Any) -> None:
+    if value in (None, ""):
+        return
+    if not isinstance(value, list):
+        raise ValidationError(_("Exception dates must be a list of date-times."))
+    for item in value:
+        if not isinstance(item, str):
+            raise ValidationError(_("Exception dates must be ISO 8601 strings."))
+        try:
+            parsed = datetime.fromisoformat(item)
+        except ValueError:
+            raise ValidationError(
+                _("'%(value)s' is not an ISO 8601 date-time."), params={"value": item}
+            ) from None
+        if parsed.tzinfo is None:
+            raise ValidationError(
+                _("Exception date '%(value)s' needs a UTC offset."), params={"value": item}
+            )
+
+
+# --- FHIR code systems (fhir.resources does not check codes: these choices must) ---------
+
+
+class SlotStatus(models.TextChoices):
+    BUSY = "busy", _("Busy")
+    FREE = "free", _("Free")
+    BUSY_UNAVAILABLE = "busy-unavailable", _("Busy (unavailable)")
+    BUSY_TENTATIVE = "busy-tentative", _("Busy (tentative)")
+    ENTERED_IN_ERROR = "entered-in-error", _("Entered in error")
+
+
+class AppointmentStatus(models.TextChoices):
+    PROPOSED = "proposed", _("Proposed")
+    PENDING = "pending", _("Pending")
+    BOOKED = "booked", _("Booked")
+    ARRIVED = "arrived", _("Arrived")
+    FULFILLED = "fulfilled", _("Fulfilled")
+    CANCELLED = "cancelled", _("Cancelled")
+    NOSHOW = "noshow", _("No-show")
+    ENTERED_IN_ERROR = "entered-in-error", _("Entered in error")
+    CHECKED_IN = "checked-in", _("Checked in")
+    WAITLIST = "waitlist", _("Waitlist")
+
+
+#: Statuses that no longer hold a slot (CONTRACT section 6).
+INACTIVE_APPOINTMENT_STATUSES = (
+    AppointmentStatus.CANCELLED,
+    AppointmentStatus.NOSHOW,
+    AppointmentStatus.ENTERED_IN_ERROR,
+)
+#: What `$book-slot` may create.
+BOOKABLE_STATUSES = (
+    AppointmentStatus.PROPOSED,
+    AppointmentStatus.PENDING,
+    AppointmentStatus.BOOKED,
+)
+
+
+class ParticipationStatus(models.TextChoices):
+    ACCEPTED = "accepted", _("Accepted")
+    DECLINED = "declined", _("Declined")
+    TENTATIVE = "tentative", _("Tentative")
+    NEEDS_ACTION = "needs-action", _("Needs action")
+
+
+class AdministrativeGender(models.TextChoices):
+    MALE = "male", _("Male")
+    FEMALE = "female", _("Female")
+    OTHER = "other", _("Other")
+    UNKNOWN = "unknown", _("Unknown")
+
+
+# --- Tenancy ---------------------------------------------------------------------------
+
+
+class Organization(models.Model):
+    """A tenant: a clinic. Its id is the FHIR logical id used in every API URL."""
+
+    id = models.CharField(primary_key=True, max_length=64, validators=[validate_fhir_id])
+    name = models.CharField(max_length=200)
+    timezone = models.CharField(
+        max_length=64, default="Europe/Amsterdam", validators=[validate_timezone_name]
+    )
+    staff = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        through="StaffMembership",
+        related_name="organizations",
+        blank=True,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("organisation")
+        verbose_name_plural = _("organisations")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class StaffMembership(models.Model):
+    """A staff user works for an organisation and may manage its data in the admin."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="uniq_staff_membership")
+        ]
+        verbose_name = _("staff membership")
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.organization_id}"
+
+
+class TenantModel(models.Model):
+    """Base of every row that belongs to an organisation and has a FHIR logical id."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    fhir_id = models.CharField(
+        "FHIR id", max_length=64, validators=[validate_fhir_id], db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def clean_tenant(self, **related: Any) -> None:
+        """Refuse links to rows of another organisation."""
+        errors = {}
+        for field, obj in related.items():
+            if obj is not None and obj.organization_id != self.organization_id:
+                errors[field] = _("Belongs to another organisation.")
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Validation on save as well as in forms: imports and services go through here.
+        self.full_clean(validate_unique=False, validate_constraints=False)
+        super().save(*args, **kwargs)
+
+
+
+
+class Patient(TenantModel):
+    family = models.CharField(_("family name"), max_length=200, blank=True)
+    given = models.CharField(_("given names"), max_length=200, blank=True)
+    gender = models.CharField(max_length=16, choices=AdministrativeGender.choices, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=64, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["organization", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_patient_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.display or self.fhir_id
+
+    @property
+    def display(self) -> str:
+        return " ".join(part for part in (self.given, self.family) if part)
+
+
+class Practitioner(TenantModel):
+    family = models.CharField(_("family name"), max_length=200, blank=True)
+    given = models.CharField(_("given names"), max_length=200, blank=True)
+    prefix = models.CharField(max_length=50, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["organization", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_practitioner_id")
+        ]
+
+    def __str__(self) -> str:
+        return self.display or self.fhir_id
+
+    @property
+    def display(self) -> str:
+        return " ".join(part for part in (self.prefix, self.given, self.family) if part)
+
+
+class PractitionerRole(TenantModel):
+    practitioner = models.ForeignKey(
+        Practitioner, on_delete=models.PROTECT, null=True, blank=True, related_name="roles"
+    )
+    # The role as a coded concept, e.g. {"system": "...", "code": "...", "display": "GP"}.
+    code = models.JSONField(default=list, blank=True)
+    specialty = models.JSONField(default=list, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["organization", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "fhir_id"], name="uniq_practitionerrole_id"
+            )
+        ]
+        verbose_name = _("practitioner role")
+
+    def __str__(self) -> str:
+        name = self.practitioner.display if self.practitioner else ""
+        label = ""
+        for concept in self.code or []:
+            label = concept.get("display") or concept.get("code") or ""
+            if label:
+                break
+        return " - ".join(p for p in (name, label) if p) or self.fhir_id
+
+    def clean(self) -> None:
+        self.clean_tenant(practitioner=self.practitioner)
+
+
+class RecurrenceFields(models.Model):
+    """Optional recurrence: an RRULE in an IANA zone, repeating the first period."""
+
+    rrule = models.CharField(
+        "RRULE",
+        max_length=500,
+        blank=True,
+        validators=[validate_rrule_value],
+        help_text=_("RFC 5545 RRULE without the 'RRULE:' prefix, e.g. FREQ=WEEKLY;BYDAY=MO"),
+    )
+    recurrence_timezone = models.CharField(
+        _("recurrence time zone"),
+        max_length=64,
+        blank=True,
+        validators=[validate_timezone_name],
+        help_text=_("IANA zone the rule runs in; empty means the organisation's zone."),
+    )
+    exdates = models.JSONField(
+        _("exception dates"),
+        default=list,
+        blank=True,
+        validators=[validate_exdates],
+        help_text=_("Occurrence starts left out (ISO 8601 with offset)."),
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_recurring(self) -> bool:
+        return bool(self.rrule)
+
+    def rule_timezone(self, organization: Organization) -> str:
+        return self.recurrence_timezone or organization.timezone
+
+    def exdate_values(self) -> list[datetime]:
+        return [datetime.fromisoformat(value) for value in self.exdates or []]
+
+
+class Schedule(TenantModel, RecurrenceFields):
+    """A practitioner's availability; with a recurrence its period is the first window."""
+
+    active = models.BooleanField(default=True)
+    practitioner_role = models.ForeignKey(
+        PractitionerRole,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="schedules",
+        help_text=_("The actor whose availability this is."),
+    )
+    practitioner = models.ForeignKey(
+        Practitioner, on_delete=models.PROTECT, null=True, blank=True, related_name="schedules"
+    )
+    # Coded concepts: [{"system": ..., "code": ..., "display": ...}].
+    service_category = models.JSONField(default=list, blank=True)
+    service_type = models.JSONField(default=list, blank=True)
+    specialty = models.JSONField(default=list, blank=True)
+    planning_start = models.DateTimeField(_("start of (first) window"))
+    planning_end = models.DateTimeField(_("end of (first) window"))
+    slot_minutes = models.PositiveIntegerField(
+        _("slot duration (minutes)"),
+        null=True,
+        blank=True,
+        help_text=_("Cut each availability window into slots of this many minutes."),
+    )
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["organization", "planning_start", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_schedule_id"),
+            models.CheckConstraint(
+                condition=Q(planning_end__gt=models.F("planning_start")),
+                name="schedule_end_after_start",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "active", "planning_start"], name="schedule_org_start"),
+        ]
+
+    def __str__(self) -> str:
+        return self.fhir_id
+
+    def clean(self) -> None:
+        self.clean_tenant(practitioner_role=self.practitioner_role, practitioner=self.practitioner)
+        if self.planning_start and self.planning_end and self.planning_end <= self.planning_start:
+            raise ValidationError({"planning_end": _("The end must be after the start.")})
+        if self.slot_minutes is not None and self.slot_minutes < 1:
+            raise ValidationError({"slot_minutes": _("A slot lasts at least one minute.")})
+
+    @property
+    def slot_duration(self) -> timedelta | None:
+        return timedelta(minutes=self.slot_minutes) if self.slot_minutes else None
+
+
+class Slot(TenantModel):
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="slots")
+    status = models.CharField(max_length=20, choices=SlotStatus.choices)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    service_category = models.JSONField(default=list, blank=True)
+    overbooked = models.BooleanField(default=False)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["organization", "start", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_slot_id"),
+            models.CheckConstraint(
+                condition=Q(end__gt=models.F("start")), name="slot_end_after_start"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "schedule", "start"], name="slot_org_schedule_start"),
+            models.Index(fields=["organization", "start"], name="slot_org_start"),
+        ]
+
+    def __str__(self) -> str:
+        return self.fhir_id
+
+    def clean(self) -> None:
+        self.clean_tenant(schedule=self.schedule if self.schedule_id else None)
+        if self.start and self.end and self.end <= self.start:
+            raise ValidationError({"end": _("The end must be after the start.")})
+
+
+class Appointment(TenantModel, RecurrenceFields):
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="appointments")
+    status = models.CharField(max_length=20, choices=AppointmentStatus.choices)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    schedule = models.ForeignKey(
+        Schedule, on_delete=models.PROTECT, null=True, blank=True, related_name="appointments"
+    )
+    practitioner_role = models.ForeignKey(
+        PractitionerRole,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="appointments",
+    )
+    slot = models.ForeignKey(
+        Slot, on_delete=models.SET_NULL, null=True, blank=True, related_name="appointments"
+    )
+    patient_status = models.CharField(
+        max_length=20, choices=ParticipationStatus.choices, default=ParticipationStatus.ACCEPTED
+    )
+    practitioner_status = models.CharField(
+        max_length=20,
+        choices=ParticipationStatus.choices,
+        default=ParticipationStatus.NEEDS_ACTION,
+    )
+    service_category = models.JSONField(default=list, blank=True)
+    description = models.CharField(max_length=500, blank=True)
+    comment = models.TextField(blank=True)
+    cancelation_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["organization", "start", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_appointment_id"),
+            models.CheckConstraint(
+                condition=Q(end__gt=models.F("start")), name="appointment_end_after_start"
+            ),
+            # The database, not luck, makes a double booking impossible: one active
+            # appointment per schedule and start (CONTRACT section 6).
+            models.UniqueConstraint(
+                fields=["organization", "schedule", "start"],
+                condition=Q(schedule__isnull=False)
+                & ~Q(status__in=["cancelled", "noshow", "entered-in-error"]),
+                name="uniq_active_appointment_per_slot",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "patient", "start"], name="appt_org_patient_start"),
+            models.Index(fields=["organization", "schedule", "start"], name="appt_org_schedule_start"),
+        ]
+
+    def __str__(self) -> str:
+        return self.fhir_id
+
+    @property
+    def is_active(self) -> bool:
+        return self.status not in INACTIVE_APPOINTMENT_STATUSES
+
+    def clean(self) -> None:
+        self.clean_tenant(
+            patient=self.patient if self.patient_id else None,
+            schedule=self.schedule if self.schedule_id else None,
+            practitioner_role=self.practitioner_role if self.practitioner_role_id else None,
+            slot=self.slot if self.slot_id else None,
+        )
+        if self.start and self.end and self.end <= self.start:
+            raise ValidationError({"end": _("The end must be after the start.")})
+
+
+class AppointmentResponse(TenantModel):
+    appointment = models.ForeignKey(
+        Appointment, on_delete=models.CASCADE, related_name="responses"
+    )
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="responses")
+    participant_status = models.CharField(max_length=20, choices=ParticipationStatus.choices)
+    comment = models.TextField(blank=True)
+    start = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True)
+    client_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["organization", "created_at", "fhir_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "fhir_id"], name="uniq_appointmentresponse_id"
+            )
+        ]
+        verbose_name = _("appointment response")
+
+    def __str__(self) -> str:
+        return self.fhir_id
+
+    def clean(self) -> None:
+        self.clean_tenant(
+            appointment=self.appointment if self.appointment_id else None,
+            patient=self.patient if self.patient_id else None,
+        )
+
+
+class IdempotencyKey(models.Model):
+    """A booking's Idempotency-Key, kept in the database so it holds across processes."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    client_id = models.CharField(max_length=100)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE)
+    key = models.CharField(max_length=200)
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE)
+    request_hash = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "client_id", "patient", "key"], name="uniq_idempotency_key"
+            )
+        ]
+
+
+class AuditEvent(models.Model):
+    """Who changed which booking, when, and how (append-only)."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", _("Created")
+        CANCELLED = "cancelled", _("Cancelled")
+        STATUS_CHANGED = "status-changed", _("Status changed")
+        PARTICIPANT_STATUS = "participant-status", _("Participant status")
+        NOSHOW = "noshow", _("No-show")
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=200, help_text=_("API client id or staff user"))
+    action = models.CharField(max_length=32, choices=Action.choices)
+    appointment = models.ForeignKey(
+        Appointment, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    appointment_fhir_id = models.CharField(max_length=64)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["organization", "-at"]
+        indexes = [
+            models.Index(fields=["organization", "appointment_fhir_id"], name="audit_org_appt"),
+        ]
+        verbose_name = _("audit event")
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.appointment_fhir_id}"

@@ -1,0 +1,69 @@
+"""Shared fixtures: tenants, an outsider tenant, and authenticated API clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from fhir_api.models import ApiClient, ApiClientOrganization
+from fhir_api.tokens import issue_access_token
+from scheduling.models import Organization
+from tests.factories import OrganizationFactory
+
+ALL_SYSTEM_SCOPES = (
+    "system/Schedule.rs system/Slot.rs system/Appointment.rs system/Appointment.c "
+    "system/AppointmentResponse.c"
+)
+
+
+@pytest.fixture
+def org(db: Any) -> Organization:
+    return OrganizationFactory(id="clinic-a", name="Clinic A")
+
+
+@pytest.fixture
+def outsider_org(db: Any) -> Organization:
+    return OrganizationFactory(id="clinic-b", name="Clinic B")
+
+
+@pytest.fixture
+def make_api_client(db: Any) -> Callable[..., tuple[ApiClient, str]]:
+    """Create an API client bound to organisations (and optionally a patient), with a token."""
+
+    def make(
+        *organizations: Organization,
+        scopes: str = ALL_SYSTEM_SCOPES,
+        patient_id: str = "",
+        name: str = "test client",
+    ) -> tuple[ApiClient, str]:
+        client = ApiClient.objects.create(
+            name=name,
+            client_id=ApiClient.new_client_id(),
+            scopes=scopes,
+            patient_fhir_id=patient_id,
+        )
+        client.set_secret("s3cret-for-tests")
+        client.save()
+        for organization in organizations:
+            ApiClientOrganization.objects.create(organization=organization, client=client)
+        raw, _ = issue_access_token(client=client)
+        return client, raw
+
+    return make
+
+
+@pytest.fixture
+def api(org: Organization, make_api_client: Callable[..., tuple[ApiClient, str]]) -> APIClient:
+    """A DRF test client authenticated as a system client of ``org`` with every scope."""
+    _, token = make_api_client(org)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
