@@ -1,0 +1,772 @@
+"""Recurrence rules (RFC 5545 RRULE) -> occurrences in a window. PURE: stdlib + dateutil.
+
+How a rule is read (CONTRACT section 4; RFC 5545 wins where python-dateutil departs from it):
+
+- ``first_start``/``first_end`` are DTSTART/DTEND: the first occurrence. DTSTART is always the
+  first instance of the set (RFC 5545 3.8.5.3) and counts towards COUNT, even where it does not
+  match the rule (dateutil would drop it).
+- The rule runs on naive wall-clock times in ``tzid``; each generated time is then localized.
+  A wall-clock time that does not exist that day (spring-forward gap) is skipped and is not
+  counted; an ambiguous one (fall-back) means its first instance (``fold=0``).
+- Every occurrence lasts the exact duration ``first_end - first_start``.
+- UNTIL is applied here, not by dateutil: a UTC ``Z`` value bounds by instant, a floating value
+  by wall-clock time in ``tzid``, a date-only value includes the whole of that local day.
+- BYSETPOS and the other BYxxx parts act on whole periods (a whole WKST-started week for WEEKLY),
+  as the RFC says; dateutil only sees a partial first week, so the rule is always handed to
+  dateutil from the start of a period, with the DTSTART-derived defaults made explicit.
+
+Cost does not grow with the rule's age: ``expand`` starts dateutil at the period boundary (in
+INTERVAL phase) just before the window, which yields the identical set because every period's
+instances depend only on that period and the (explicit) BYxxx parts. For COUNT rules the last
+counted occurrence is computed once (and cached) and then used like an UNTIL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil import rrule as du
+
+from scheduling.errors import InvalidRecurrence
+
+__all__ = [
+    "FORBIDDEN_FREQS",
+    "Period",
+    "expand",
+    "expand_naive",
+    "occurrence_id",
+    "split_occurrence_id",
+    "upcoming",
+    "validate_rrule",
+    "validate_timezone",
+]
+
+FORBIDDEN_FREQS = frozenset({"SECONDLY", "MINUTELY", "HOURLY"})
+_FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
+_DAYS = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
+_KNOWN_PARTS = frozenset(
+    {
+        "FREQ",
+        "UNTIL",
+        "COUNT",
+        "INTERVAL",
+        "BYSECOND",
+        "BYMINUTE",
+        "BYHOUR",
+        "BYDAY",
+        "BYMONTHDAY",
+        "BYYEARDAY",
+        "BYWEEKNO",
+        "BYMONTH",
+        "BYSETPOS",
+        "WKST",
+    }
+)
+_BYDAY_RE = re.compile(r"^([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)$")
+_UNTIL_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})(Z?))?$")
+_OCC_ID_RE = re.compile(r"^(.+)-(\d{8}T\d{6}Z)$")
+# The Gregorian calendar repeats every 400 years: a COUNT that is not reached within that
+# horizon is not looked for further (only pathological rules get there).
+_HORIZON_YEARS = 400
+_ONE_DAY = timedelta(days=1)
+_STOP_NAIVE = datetime(9999, 12, 31, 23, 59, 59)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One occurrence: a half-open interval of aware UTC datetimes."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Until:
+    kind: str  # "utc" | "floating" | "date"
+    instant: datetime | None  # aware UTC, for "utc"
+    wall: datetime | None  # naive wall clock, for "floating"; end of day for "date"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    freq: int
+    interval: int
+    count: int | None
+    until: _Until | None
+    wkst: int
+    bysecond: tuple[int, ...] | None
+    byminute: tuple[int, ...] | None
+    byhour: tuple[int, ...] | None
+    byday: tuple[tuple[int, int | None], ...] | None  # (weekday, ordinal or None)
+    bymonthday: tuple[int, ...] | None
+    byyearday: tuple[int, ...] | None
+    byweekno: tuple[int, ...] | None
+    bymonth: tuple[int, ...] | None
+    bysetpos: tuple[int, ...] | None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _int_list(name: str, raw: str, lo: int, hi: int, *, signed: bool) -> tuple[int, ...]:
+    values: list[int] = []
+    for item in raw.split(","):
+        if not re.fullmatch(r"[+-]?\d{1,3}" if signed else r"\d{1,3}", item):
+            raise InvalidRecurrence(
+                f"RRULE part {name}={raw!r} is not a comma-separated list of integers.",
+                expression=["rrule"],
+            )
+        value = int(item)
+        if not (lo <= abs(value) <= hi) or (not signed and value < 0):
+            rng = f"{lo}..{hi}" + (f" or -{hi}..-{lo}" if signed else "")
+            raise InvalidRecurrence(
+                f"RRULE part {name} value {item} is out of range (allowed {rng}).",
+                expression=["rrule"],
+            )
+        values.append(value)
+    return tuple(sorted(set(values)))
+
+
+def _parse_until(raw: str) -> _Until:
+    m = _UNTIL_RE.match(raw)
+    if not m:
+        raise InvalidRecurrence(
+            f"RRULE UNTIL={raw!r} is not a date (YYYYMMDD) or date-time (YYYYMMDDTHHMMSSZ).",
+            expression=["rrule"],
+        )
+    y, mo, d, hh, mi, ss, z = m.groups()
+    try:
+        day = date(int(y), int(mo), int(d))
+        if hh is None:
+            return _Until("date", None, datetime.combine(day, time(23, 59, 59)))
+        wall = datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
+    except ValueError:
+        raise InvalidRecurrence(
+            f"RRULE UNTIL={raw!r} is not a valid calendar date or time.", expression=["rrule"]
+        ) from None
+    if z:
+        return _Until("utc", wall.replace(tzinfo=UTC), None)
+    return _Until("floating", None, wall)
+
+
+@lru_cache(maxsize=4096)
+def _parse(rrule: str) -> _Rule:
+    if not isinstance(rrule, str) or not rrule.strip():
+        raise InvalidRecurrence(
+            "The RRULE is empty; give e.g. 'FREQ=WEEKLY;BYDAY=MO'.", expression=["rrule"]
+        )
+    text = rrule.strip()
+    if text.upper().startswith("RRULE:"):
+        raise InvalidRecurrence(
+            "Give the RRULE value without the 'RRULE:' prefix, e.g. 'FREQ=WEEKLY;BYDAY=MO'.",
+            expression=["rrule"],
+        )
+    parts: dict[str, str] = {}
+    for chunk in text.split(";"):
+        if "=" not in chunk:
+            raise InvalidRecurrence(
+                f"RRULE part {chunk!r} is not of the form NAME=VALUE (parts are separated by ';').",
+                expression=["rrule"],
+            )
+        name, _, value = chunk.partition("=")
+        name = name.strip().upper()
+        value = value.strip().upper()
+        if name not in _KNOWN_PARTS:
+            raise InvalidRecurrence(
+                f"RRULE part {name!r} is not supported by RFC 5545 RRULE.", expression=["rrule"]
+            )
+        if name in parts:
+            raise InvalidRecurrence(
+                f"RRULE part {name} is given more than once.", expression=["rrule"]
+            )
+        if not value:
+            raise InvalidRecurrence(f"RRULE part {name} has no value.", expression=["rrule"])
+        parts[name] = value
+
+    freq_name = parts.get("FREQ")
+    if freq_name is None:
+        raise InvalidRecurrence(
+            "The RRULE has no FREQ; it must say e.g. FREQ=WEEKLY.", expression=["rrule"]
+        )
+    if freq_name in FORBIDDEN_FREQS:
+        raise InvalidRecurrence(
+            f"FREQ={freq_name} is not allowed; use DAILY, WEEKLY, MONTHLY or YEARLY.",
+            expression=["rrule"],
+        )
+    if freq_name not in _FREQS:
+        raise InvalidRecurrence(
+            f"FREQ={freq_name} is not a known frequency; use DAILY, WEEKLY, MONTHLY or YEARLY.",
+            expression=["rrule"],
+        )
+    freq = _FREQS[freq_name]
+
+    def positive(name: str) -> int | None:
+        raw = parts.get(name)
+        if raw is None:
+            return None
+        if not raw.isdigit() or int(raw) < 1:
+            raise InvalidRecurrence(
+                f"RRULE {name}={raw!r} must be a positive integer.", expression=["rrule"]
+            )
+        return int(raw)
+
+    interval = positive("INTERVAL") or 1
+    count = positive("COUNT")
+    until = _parse_until(parts["UNTIL"]) if "UNTIL" in parts else None
+    if count is not None and until is not None:
+        raise InvalidRecurrence(
+            "An RRULE may have COUNT or UNTIL, not both (RFC 5545).", expression=["rrule"]
+        )
+
+    def ints(name: str, lo: int, hi: int, *, signed: bool) -> tuple[int, ...] | None:
+        raw = parts.get(name)
+        return None if raw is None else _int_list(name, raw, lo, hi, signed=signed)
+
+    bysecond = ints("BYSECOND", 0, 59, signed=False)
+    byminute = ints("BYMINUTE", 0, 59, signed=False)
+    byhour = ints("BYHOUR", 0, 23, signed=False)
+    bymonthday = ints("BYMONTHDAY", 1, 31, signed=True)
+    byyearday = ints("BYYEARDAY", 1, 366, signed=True)
+    byweekno = ints("BYWEEKNO", 1, 53, signed=True)
+    bymonth = ints("BYMONTH", 1, 12, signed=False)
+    bysetpos = ints("BYSETPOS", 1, 366, signed=True)
+
+    byday: tuple[tuple[int, int | None], ...] | None = None
+    if "BYDAY" in parts:
+        items: list[tuple[int, int | None]] = []
+        for item in parts["BYDAY"].split(","):
+            m = _BYDAY_RE.match(item)
+            if not m:
+                raise InvalidRecurrence(
+                    f"RRULE BYDAY item {item!r} is not a weekday such as MO, 1MO or -1FR.",
+                    expression=["rrule"],
+                )
+            sign, num, day = m.groups()
+            ordinal: int | None = None
+            if num is not None:
+                ordinal = -int(num) if sign == "-" else int(num)
+                if not 1 <= abs(ordinal) <= 53:
+                    raise InvalidRecurrence(
+                        f"RRULE BYDAY item {item!r}: the ordinal must be 1..53 or -53..-1.",
+                        expression=["rrule"],
+                    )
+            elif sign:
+                raise InvalidRecurrence(
+                    f"RRULE BYDAY item {item!r} has a sign but no number.", expression=["rrule"]
+                )
+            if ordinal is not None and freq not in (du.MONTHLY, du.YEARLY):
+                raise InvalidRecurrence(
+                    f"RRULE BYDAY item {item!r} has an ordinal; ordinals are only allowed"
+                    " with FREQ=MONTHLY or YEARLY.",
+                    expression=["rrule"],
+                )
+            if ordinal is not None and byweekno is not None:
+                raise InvalidRecurrence(
+                    f"RRULE BYDAY item {item!r} has an ordinal; ordinals are not allowed"
+                    " together with BYWEEKNO.",
+                    expression=["rrule"],
+                )
+            items.append((_DAYS[day], ordinal))
+        byday = tuple(sorted(set(items), key=lambda x: (x[0], x[1] or 0)))
+
+    wkst = 0
+    if "WKST" in parts:
+        if parts["WKST"] not in _DAYS:
+            raise InvalidRecurrence(
+                f"RRULE WKST={parts['WKST']!r} must be a weekday code such as MO or SU.",
+                expression=["rrule"],
+            )
+        wkst = _DAYS[parts["WKST"]]
+
+    if byweekno is not None and freq != du.YEARLY:
+        raise InvalidRecurrence(
+            "RRULE BYWEEKNO is only allowed with FREQ=YEARLY.", expression=["rrule"]
+        )
+    if byyearday is not None and freq in (du.DAILY, du.WEEKLY, du.MONTHLY):
+        raise InvalidRecurrence(
+            "RRULE BYYEARDAY is only allowed with FREQ=YEARLY here.", expression=["rrule"]
+        )
+    if bymonthday is not None and freq == du.WEEKLY:
+        raise InvalidRecurrence(
+            "RRULE BYMONTHDAY is not allowed with FREQ=WEEKLY.", expression=["rrule"]
+        )
+    if bysetpos is not None and not any(
+        p is not None
+        for p in (bysecond, byminute, byhour, byday, bymonthday, byyearday, byweekno, bymonth)
+    ):
+        raise InvalidRecurrence(
+            "RRULE BYSETPOS needs another BYxxx part to select from.", expression=["rrule"]
+        )
+    if bymonthday is not None and byday is None and byyearday is None and byweekno is None:
+        _check_month_days(bymonth, bymonthday)
+
+    return _Rule(
+        freq=freq,
+        interval=interval,
+        count=count,
+        until=until,
+        wkst=wkst,
+        bysecond=bysecond,
+        byminute=byminute,
+        byhour=byhour,
+        byday=byday,
+        bymonthday=bymonthday,
+        byyearday=byyearday,
+        byweekno=byweekno,
+        bymonth=bymonth,
+        bysetpos=bysetpos,
+    )
+
+
+_MONTH_LEN = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _check_month_days(bymonth: tuple[int, ...] | None, bymonthday: tuple[int, ...]) -> None:
+    """Reject BYMONTH/BYMONTHDAY combinations that can never happen (e.g. 30 February)."""
+    for month in bymonth or range(1, 13):
+        if any(abs(d) <= _MONTH_LEN[month - 1] for d in bymonthday):
+            return
+    raise InvalidRecurrence(
+        "The RRULE can never occur: none of its BYMONTHDAY values exists in its BYMONTH months.",
+        expression=["rrule"],
+    )
+
+
+def validate_rrule(rrule: str) -> None:
+    """Check an RRULE value (without the ``RRULE:`` prefix); raise InvalidRecurrence if unusable.
+
+    Rejected: empty values, the ``RRULE:`` prefix, parts that are not NAME=VALUE or not RFC 5545,
+    a missing FREQ or FREQ of SECONDLY/MINUTELY/HOURLY, bad numbers or ranges, an unparsable
+    UNTIL, COUNT together with UNTIL, and BYxxx combinations the RFC does not allow.
+    """
+    _parse(rrule)
+
+
+@lru_cache(maxsize=512)
+def _zone(tzid: str) -> ZoneInfo:
+    return ZoneInfo(tzid)
+
+
+def validate_timezone(tzid: str) -> ZoneInfo:
+    """Return the IANA zone ``tzid``; raise InvalidRecurrence if it is not a known zone."""
+    if not isinstance(tzid, str) or not tzid or tzid != tzid.strip():
+        raise InvalidRecurrence(
+            f"Time zone {tzid!r} is not an IANA zone name.", expression=["timezone"]
+        )
+    try:
+        return _zone(tzid)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidRecurrence(
+            f"Time zone {tzid!r} is not a known IANA zone (e.g. 'Europe/Amsterdam').",
+            expression=["timezone"],
+        ) from None
+
+
+# --------------------------------------------------------------------------- expansion core
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidRecurrence(f"{name} must be a timezone-aware datetime.", expression=[name])
+
+
+def _local(value: datetime, tz: ZoneInfo) -> datetime:
+    """Aware -> naive wall clock in tz."""
+    return value.astimezone(tz).replace(tzinfo=None)
+
+
+def _to_utc(wall: datetime, tz: ZoneInfo) -> datetime | None:
+    """Naive wall clock in tz -> aware UTC (first instance), or None if it does not exist."""
+    utc = wall.replace(tzinfo=tz).astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) != wall:
+        return None
+    return utc
+
+
+def _period_index(rule: _Rule, wall: datetime) -> int:
+    if rule.freq == du.DAILY:
+        return wall.toordinal()
+    if rule.freq == du.WEEKLY:
+        return wall.toordinal() - (wall.weekday() - rule.wkst) % 7
+    if rule.freq == du.MONTHLY:
+        return wall.year * 12 + wall.month - 1
+    return wall.year
+
+
+def _period_step(rule: _Rule) -> int:
+    return rule.interval * 7 if rule.freq == du.WEEKLY else rule.interval
+
+
+def _period_start(rule: _Rule, index: int) -> datetime:
+    if rule.freq in (du.DAILY, du.WEEKLY):
+        return datetime.fromordinal(index)
+    if rule.freq == du.MONTHLY:
+        return datetime(index // 12, index % 12 + 1, 1)
+    return datetime(index, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    text: str
+    rule: _Rule
+    tz: ZoneInfo
+    dtstart: datetime  # naive wall clock
+    first_utc: datetime
+    duration: timedelta
+    ex_instants: frozenset[datetime]
+    ex_dates: frozenset[date]
+    kwargs: tuple[tuple[str, object], ...]
+
+
+def _dateutil_kwargs(rule: _Rule, dtstart: datetime) -> tuple[tuple[str, object], ...]:
+    """BYxxx parts with dateutil's DTSTART-derived defaults made explicit (so any dtstart works)."""
+    bymonth = rule.bymonth
+    bymonthday = rule.bymonthday
+    byweekday: tuple[du.weekday, ...] | None = (
+        tuple(du.weekday(d, n) for d, n in rule.byday) if rule.byday is not None else None
+    )
+    if (
+        rule.byweekno is None
+        and rule.byyearday is None
+        and bymonthday is None
+        and byweekday is None
+    ):
+        if rule.freq == du.YEARLY:
+            bymonth = bymonth or (dtstart.month,)
+            bymonthday = (dtstart.day,)
+        elif rule.freq == du.MONTHLY:
+            bymonthday = (dtstart.day,)
+        elif rule.freq == du.WEEKLY:
+            byweekday = (du.weekday(dtstart.weekday()),)
+    return (
+        ("interval", rule.interval),
+        ("wkst", rule.wkst),
+        ("bysetpos", rule.bysetpos),
+        ("bymonth", bymonth),
+        ("bymonthday", bymonthday),
+        ("byyearday", rule.byyearday),
+        ("byweekno", rule.byweekno),
+        ("byweekday", byweekday),
+        ("byhour", rule.byhour or (dtstart.hour,)),
+        ("byminute", rule.byminute or (dtstart.minute,)),
+        ("bysecond", rule.bysecond or (dtstart.second,)),
+    )
+
+
+def _context(
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdates: Iterable[datetime | date],
+) -> _Context:
+    rule = _parse(rrule)
+    tz = validate_timezone(tzid)
+    _require_aware(first_start, "first_start")
+    _require_aware(first_end, "first_end")
+    if first_end < first_start:
+        raise InvalidRecurrence("The first occurrence ends before it starts.", expression=["end"])
+    dtstart = _local(first_start, tz).replace(microsecond=0)
+    ex_instants: set[datetime] = set()
+    ex_dates: set[date] = set()
+    for ex in exdates:
+        if isinstance(ex, datetime):
+            if ex.tzinfo is None or ex.utcoffset() is None:
+                # A floating EXDATE is a wall-clock time in the rule's zone (RFC 5545 TZID form).
+                utc = _to_utc(ex, tz)
+                if utc is not None:
+                    ex_instants.add(utc)
+            else:
+                ex_instants.add(ex.astimezone(UTC))
+        elif isinstance(ex, date):
+            ex_dates.add(ex)
+        else:
+            raise InvalidRecurrence(
+                f"exdate {ex!r} is not a date or datetime.", expression=["exdate"]
+            )
+    return _Context(
+        text=rrule,
+        rule=rule,
+        tz=tz,
+        dtstart=dtstart,
+        first_utc=first_start.astimezone(UTC).replace(microsecond=0),
+        duration=first_end - first_start,
+        ex_instants=frozenset(ex_instants),
+        ex_dates=frozenset(ex_dates),
+        kwargs=_dateutil_kwargs(rule, dtstart),
+    )
+
+
+def _stream(
+    ctx: _Context, period_index: int, stop: datetime
+) -> Iterator[tuple[datetime, datetime]]:
+    """(wall, utc) for rule instances from the period ``period_index`` up to wall ``stop``.
+
+    DTSTART itself is not included here; instances at or before it are dropped, gap times
+    are skipped.
+    """
+    begin = _period_start(ctx.rule, period_index)
+    if begin > stop:
+        return
+    gen = du.rrule(ctx.rule.freq, dtstart=begin, until=stop, **dict(ctx.kwargs))  # type: ignore[arg-type]
+    tz = ctx.tz
+    dtstart = ctx.dtstart
+    for wall in gen:
+        if wall <= dtstart:
+            continue
+        utc = _to_utc(wall, tz)
+        if utc is not None:
+            yield wall, utc
+
+
+def _until_ok(ctx: _Context, wall: datetime, utc: datetime) -> bool:
+    until = ctx.rule.until
+    if until is None:
+        return True
+    if until.kind == "utc":
+        assert until.instant is not None
+        return utc <= until.instant
+    assert until.wall is not None
+    return wall <= until.wall
+
+
+def _until_stop(ctx: _Context) -> datetime:
+    """A wall-clock bound at or after the last instance UNTIL allows (generation stops there)."""
+    until = ctx.rule.until
+    if until is None:
+        return _STOP_NAIVE
+    if until.kind == "utc":
+        assert until.instant is not None
+        if until.instant >= datetime(9999, 12, 30, tzinfo=UTC):
+            return _STOP_NAIVE
+        return _local(until.instant, ctx.tz) + _ONE_DAY  # offsets shift by far less than a day
+    assert until.wall is not None
+    return until.wall
+
+
+def _excluded(ctx: _Context, wall: datetime, utc: datetime) -> bool:
+    return utc in ctx.ex_instants or (bool(ctx.ex_dates) and wall.date() in ctx.ex_dates)
+
+
+def _safe_wall(value: datetime, tz: ZoneInfo, shift: timedelta) -> datetime:
+    try:
+        return _local(value, tz) + shift
+    except OverflowError:
+        return datetime.min if shift < timedelta(0) else _STOP_NAIVE
+
+
+def _window_bounds(
+    ctx: _Context, window_start: datetime, window_end: datetime
+) -> tuple[datetime, datetime]:
+    _require_aware(window_start, "window_start")
+    _require_aware(window_end, "window_end")
+    try:
+        lo_instant = window_start - ctx.duration
+    except OverflowError:
+        lo_instant = datetime.min.replace(tzinfo=UTC)
+    lo = (
+        _safe_wall(lo_instant, ctx.tz, -_ONE_DAY)
+        if lo_instant > datetime.min.replace(tzinfo=UTC) + 2 * _ONE_DAY
+        else datetime.min
+    )
+    hi = (
+        _safe_wall(window_end, ctx.tz, _ONE_DAY)
+        if window_end < datetime(9999, 12, 30, tzinfo=UTC)
+        else _STOP_NAIVE
+    )
+    return lo, min(hi, _until_stop(ctx))
+
+
+def _collect(
+    ctx: _Context,
+    seq: Iterable[tuple[datetime, datetime]],
+    window_start: datetime,
+    window_end: datetime,
+    last_wall: datetime | None,
+) -> list[Period]:
+    out: list[Period] = []
+    ws = window_start.astimezone(UTC)
+    we = window_end.astimezone(UTC)
+    dur = ctx.duration
+    for wall, utc in seq:
+        if last_wall is not None and wall > last_wall:
+            break
+        if not _until_ok(ctx, wall, utc) or _excluded(ctx, wall, utc):
+            continue
+        if utc < we and utc + dur > ws:
+            out.append(Period(utc, utc + dur))
+    return out
+
+
+def _dtstart_period(ctx: _Context, window_start: datetime, window_end: datetime) -> list[Period]:
+    """DTSTART is always the first instance (RFC 5545 3.8.5.3), whatever the rule says."""
+    utc = ctx.first_utc
+    if _excluded(ctx, ctx.dtstart, utc):
+        return []
+    if utc < window_end and utc + ctx.duration > window_start:
+        return [Period(utc, utc + ctx.duration)]
+    return []
+
+
+def _sorted(periods: list[Period]) -> list[Period]:
+    periods.sort(key=lambda p: (p.start, p.end))
+    return periods
+
+
+def expand_naive(
+    *,
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdates: Iterable[datetime | date] = (),
+    window_start: datetime,
+    window_end: datetime,
+) -> list[Period]:
+    """Reference expansion: walk the rule from DTSTART, counting every instance.
+
+    Same result as :func:`expand` (the property tests check this); its cost grows with the
+    rule's age, so it is for tests and benchmarks only.
+    """
+    ctx = _context(rrule, first_start, first_end, tzid, exdates)
+    _lo, hi = _window_bounds(ctx, window_start, window_end)
+    out = _dtstart_period(ctx, window_start, window_end)
+    count = ctx.rule.count
+    seen = 1  # DTSTART
+    for wall, utc in _stream(ctx, _period_index(ctx.rule, ctx.dtstart), hi):
+        if count is not None:
+            if seen >= count:
+                break
+            seen += 1
+        out.extend(_collect(ctx, [(wall, utc)], window_start, window_end, None))
+    return _sorted(out)
+
+
+@lru_cache(maxsize=2048)
+def _count_last_wall(rrule: str, tzid: str, first_utc: datetime) -> datetime | None:
+    """Wall clock of the COUNT-th instance (DTSTART counted first), or None beyond the horizon."""
+    ctx = _context(rrule, first_utc, first_utc, tzid, ())
+    count = ctx.rule.count
+    assert count is not None
+    if count <= 1:
+        return ctx.dtstart
+    try:
+        horizon = ctx.dtstart.replace(
+            year=min(ctx.dtstart.year + _HORIZON_YEARS, 9999), day=min(ctx.dtstart.day, 28)
+        )
+    except ValueError:
+        horizon = _STOP_NAIVE
+    seen = 1
+    for wall, _utc in _stream(ctx, _period_index(ctx.rule, ctx.dtstart), horizon):
+        seen += 1
+        if seen == count:
+            return wall
+    return None
+
+
+def _fast_stream(
+    ctx: _Context, lo: datetime, hi: datetime
+) -> tuple[Iterator[tuple[datetime, datetime]], datetime | None]:
+    rule = ctx.rule
+    last_wall: datetime | None = None
+    if rule.count is not None:
+        last_wall = _count_last_wall(ctx.text, ctx.tz.key, ctx.first_utc)
+        if last_wall is not None:
+            hi = min(hi, last_wall)
+    p0 = _period_index(rule, ctx.dtstart)
+    index = p0
+    if lo > ctx.dtstart:
+        step = _period_step(rule)
+        index = p0 + ((_period_index(rule, lo) - p0) // step) * step
+    return _stream(ctx, index, hi), last_wall
+
+
+def expand(
+    *,
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdates: Iterable[datetime | date] = (),
+    window_start: datetime,
+    window_end: datetime,
+) -> list[Period]:
+    """Occurrences overlapping the half-open window, sorted by start, in UTC.
+
+    An occurrence overlaps when ``start < window_end and end > window_start``. The cost
+    depends on the occurrences near the window, not on how long ago the rule began.
+    Raises InvalidRecurrence for an unusable rule, zone, or naive datetimes.
+    """
+    ctx = _context(rrule, first_start, first_end, tzid, exdates)
+    lo, hi = _window_bounds(ctx, window_start, window_end)
+    out = _dtstart_period(ctx, window_start, window_end)
+    stream, last_wall = _fast_stream(ctx, lo, hi)
+    out.extend(_collect(ctx, stream, window_start, window_end, last_wall))
+    return _sorted(out)
+
+
+def upcoming(
+    *,
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdates: Iterable[datetime | date] = (),
+    after: datetime,
+    limit: int,
+) -> list[Period]:
+    """The next ``limit`` occurrences starting at or after ``after`` (e.g. an admin preview).
+
+    Like :func:`expand`, the cost does not depend on the rule's age. Occurrences are looked
+    for up to 400 years after ``after``.
+    """
+    ctx = _context(rrule, first_start, first_end, tzid, exdates)
+    _require_aware(after, "after")
+    if limit <= 0:
+        return []
+    after_utc = after.astimezone(UTC)
+    lo = _safe_wall(after_utc, ctx.tz, -_ONE_DAY)
+    try:
+        hi = lo.replace(year=min(lo.year + _HORIZON_YEARS, 9999), day=min(lo.day, 28))
+    except ValueError:
+        hi = _STOP_NAIVE
+    hi = min(hi, _until_stop(ctx))
+    out: list[Period] = []
+    if ctx.first_utc >= after_utc and not _excluded(ctx, ctx.dtstart, ctx.first_utc):
+        out.append(Period(ctx.first_utc, ctx.first_utc + ctx.duration))
+    stream, last_wall = _fast_stream(ctx, lo, hi)
+    for wall, utc in stream:
+        if len(out) >= limit + 1:
+            break
+        if last_wall is not None and wall > last_wall:
+            break
+        if utc < after_utc or not _until_ok(ctx, wall, utc) or _excluded(ctx, wall, utc):
+            continue
+        out.append(Period(utc, utc + ctx.duration))
+    return _sorted(out)[:limit]
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def occurrence_id(parent_id: str, start: datetime) -> str:
+    """Id of a generated occurrence: ``{parent_id}-{start in UTC as YYYYMMDDTHHMMSSZ}``."""
+    _require_aware(start, "start")
+    return f"{parent_id}-{start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def split_occurrence_id(value: str) -> tuple[str, datetime] | None:
+    """Inverse of :func:`occurrence_id`: ``(parent_id, start UTC)``, or None if not such an id."""
+    m = _OCC_ID_RE.match(value)
+    if not m:
+        return None
+    try:
+        start = datetime.strptime(m.group(2), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return m.group(1), start
