@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -67,3 +68,20 @@ def api(org: Organization, make_api_client: Callable[..., tuple[ApiClient, str]]
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    """In CI (MEDIKIT_FORBID_SKIPS=1) a skipped test is a failed test.
+
+    The one allowed skip: a PostgreSQL-only test during the SQLite run; the PostgreSQL
+    run of .ci/run then executes it.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or os.environ.get("MEDIKIT_FORBID_SKIPS") != "1":
+        return
+    if item.get_closest_marker("postgres") is not None and connection.vendor != "postgresql":
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI, which is not allowed: {report.longrepr}"

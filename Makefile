@@ -1,0 +1,55 @@
+# MediKIT scheduling server. `make run` and `make test` are all a new machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PG_URL ?= postgres://postgres@127.0.0.1:5432/medikit
+
+.PHONY: install run serve test test-sqlite test-postgres bench bench-load lint format migrate clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: install
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+
+run: install
+	DEBUG=1 $(BIN)/python manage.py migrate --noinput
+	DEBUG=1 $(BIN)/python manage.py seed_demo
+	@DEBUG=1 HOST=$(HOST) PORT=$(PORT) $(BIN)/python scripts/print_quickstart.py
+	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# Production-style serving on PostgreSQL (see docs/deployment.md).
+serve: install
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} bash scripts/serve.sh
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/bench_engine.py
+	@if [ -f bench/bench_api.py ]; then $(BIN)/python bench/bench_api.py; fi
+	@if [ -f bench/bench_booking.py ]; then $(BIN)/python bench/bench_booking.py; fi
+
+bench-load: install
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} $(BIN)/python bench/load.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* staticfiles .pytest_cache .mypy_cache .ruff_cache
