@@ -1,0 +1,591 @@
+"""Writes on bookings: book a slot, respond to an appointment, cancel, mark a no-show.
+
+HackSoft style: keyword-only arguments, ``organization`` always required, domain errors
+only (``scheduling.errors``; ``fhir_api.errors`` turns them into OperationOutcomes).
+
+Never a double booking, guaranteed by the database rather than by the order of queries:
+the partial unique constraint ``uniq_active_appointment_per_slot`` allows one active
+appointment per (organization, schedule, start). The check-and-insert runs in one
+transaction that first locks the schedule row (``SELECT ... FOR UPDATE`` on PostgreSQL;
+SQLite runs IMMEDIATE transactions, so writers queue on the database lock), so concurrent
+bookings of one schedule serialise and the loser sees the winner's row and gets SlotTaken.
+Should anything slip past the lock, the constraint still raises IntegrityError, which
+becomes SlotTaken too. Every state change writes its AuditEvent in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from scheduling import recurrence
+from scheduling.errors import BusinessRuleViolation, InvalidInput, NotFound, SlotTaken
+from scheduling.models import (
+    BOOKABLE_STATUSES,
+    INACTIVE_APPOINTMENT_STATUSES,
+    Appointment,
+    AppointmentResponse,
+    AppointmentStatus,
+    AuditEvent,
+    IdempotencyKey,
+    Organization,
+    ParticipationStatus,
+    Patient,
+    Schedule,
+    Slot,
+    SlotStatus,
+)
+
+__all__ = [
+    "BookingResult",
+    "appointment_book",
+    "appointment_cancel",
+    "appointment_mark_noshow",
+    "appointment_respond",
+]
+
+_START = "Parameters.parameter[start]"
+_SCHEDULE = "Parameters.parameter[schedule]"
+_ROLE = "Parameters.parameter[practitionerRole]"
+_STATUS = "Parameters.parameter[status]"
+_IDEMPOTENCY = "Idempotency-Key"
+
+_SLOT_CONSTRAINT = "uniq_active_appointment_per_slot"
+_KEY_CONSTRAINT = "uniq_idempotency_key"
+
+
+@dataclass(frozen=True, slots=True)
+class BookingResult:
+    appointment: Appointment
+    created: bool  # False when an Idempotency-Key replayed an earlier booking
+
+
+def new_fhir_id() -> str:
+    """A fresh logical id (32 hex characters: valid FHIR id syntax)."""
+    return uuid.uuid4().hex
+
+
+# --------------------------------------------------------------------------- booking
+
+
+def appointment_book(
+    *,
+    organization: Organization,
+    patient: Patient,
+    schedule_id: str,
+    start: datetime,
+    practitioner_role_id: str,
+    status: str,
+    comment: str,
+    actor: str,
+    idempotency_key: str | None = None,
+) -> BookingResult:
+    """Book the slot of ``schedule_id`` that starts exactly at ``start`` for ``patient``.
+
+    ``schedule_id`` is a stored schedule's id or a generated occurrence id of one.
+    Raises BusinessRuleViolation (no such schedule/slot, wrong actor, past slot, status not
+    bookable, key reused with another request) or SlotTaken (the slot is no longer free).
+    With ``idempotency_key``, repeating an earlier successful request of the same client and
+    patient returns that appointment with ``created=False`` and writes nothing.
+    """
+    if start.tzinfo is None or start.utcoffset() is None:
+        raise InvalidInput("start needs a timezone offset.", expression=[_START])
+    start = start.astimezone(UTC)
+    request_hash = _request_hash(
+        schedule_id=schedule_id,
+        start=start,
+        practitioner_role_id=practitioner_role_id,
+        status=status,
+        comment=comment,
+    )
+    if idempotency_key is not None:
+        # Cheap check without any lock: most retries end here.
+        replay = _replay(
+            organization=organization,
+            patient=patient,
+            actor=actor,
+            key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if replay is not None:
+            return BookingResult(replay, created=False)
+
+    try:
+        with transaction.atomic():
+            appointment = _book_locked(
+                organization=organization,
+                patient=patient,
+                schedule_id=schedule_id,
+                start=start,
+                practitioner_role_id=practitioner_role_id,
+                status=status,
+                comment=comment,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+    except _Replayed as replayed:
+        return BookingResult(replayed.appointment, created=False)
+    except IntegrityError as exc:
+        if idempotency_key is not None and _violates(exc, _KEY_CONSTRAINT, "idempotencykey"):
+            # A concurrent repeat of the same key won; its booking is the answer.
+            replay = _replay(
+                organization=organization,
+                patient=patient,
+                actor=actor,
+                key=idempotency_key,
+                request_hash=request_hash,
+            )
+            if replay is not None:
+                return BookingResult(replay, created=False)
+        if _violates(exc, _SLOT_CONSTRAINT, "appointment"):
+            raise SlotTaken(
+                "This slot was booked by someone else meanwhile; choose another slot.",
+                expression=[_START],
+            ) from None
+        raise
+    return BookingResult(appointment, created=True)
+
+
+class _Replayed(Exception):  # control flow: an earlier booking answers this request
+    def __init__(self, appointment: Appointment) -> None:
+        super().__init__(appointment.fhir_id)
+        self.appointment = appointment
+
+
+def _book_locked(
+    *,
+    organization: Organization,
+    patient: Patient,
+    schedule_id: str,
+    start: datetime,
+    practitioner_role_id: str,
+    status: str,
+    comment: str,
+    actor: str,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> Appointment:
+    schedule, occurrence_start = _locked_schedule(organization=organization, value=schedule_id)
+    if idempotency_key is not None:
+        # Again under the lock: a concurrent repeat of this key may have committed meanwhile.
+        replay = _replay(
+            organization=organization,
+            patient=patient,
+            actor=actor,
+            key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if replay is not None:
+            raise _Replayed(replay)
+
+    if status not in BOOKABLE_STATUSES:
+        allowed = ", ".join(str(s) for s in BOOKABLE_STATUSES)
+        raise BusinessRuleViolation(
+            f"status '{status}' cannot be booked; use one of: {allowed}.", expression=[_STATUS]
+        )
+    if not schedule.active:
+        raise BusinessRuleViolation(
+            f"Schedule '{schedule.fhir_id}' is not active: it takes no bookings.",
+            expression=[_SCHEDULE],
+        )
+    role = schedule.practitioner_role
+    if role is None or role.fhir_id != practitioner_role_id:
+        raise BusinessRuleViolation(
+            f"PractitionerRole '{practitioner_role_id}' is not the actor of schedule "
+            f"'{schedule.fhir_id}'.",
+            expression=[_ROLE],
+        )
+    slot_start, slot_end, stored_slot = _find_slot(
+        organization=organization,
+        schedule=schedule,
+        start=start,
+        occurrence_start=occurrence_start,
+    )
+    if slot_start < timezone.now():
+        raise BusinessRuleViolation(
+            f"The slot at {_iso(slot_start)} has already started; book a future slot.",
+            expression=[_START],
+        )
+    _require_free(organization=organization, schedule=schedule, start=slot_start, end=slot_end)
+
+    appointment = Appointment(
+        organization=organization,
+        fhir_id=new_fhir_id(),
+        patient=patient,
+        status=status,
+        start=slot_start,
+        end=slot_end,
+        schedule=schedule,
+        practitioner_role=role,
+        slot=stored_slot,
+        patient_status=ParticipationStatus.ACCEPTED,
+        practitioner_status=(
+            ParticipationStatus.ACCEPTED
+            if status == AppointmentStatus.BOOKED
+            else ParticipationStatus.NEEDS_ACTION
+        ),
+        service_category=list(schedule.service_category or []),
+        comment=comment or "",
+    )
+    appointment.save()
+    if idempotency_key is not None:
+        IdempotencyKey.objects.create(
+            organization=organization,
+            client_id=actor,
+            patient=patient,
+            key=idempotency_key,
+            appointment=appointment,
+            request_hash=request_hash,
+        )
+    _audit(
+        organization=organization,
+        actor=actor,
+        action=AuditEvent.Action.CREATED,
+        appointment=appointment,
+        detail={
+            "status": status,
+            "start": _iso(slot_start),
+            "end": _iso(slot_end),
+            "schedule": schedule.fhir_id,
+            "practitionerRole": role.fhir_id,
+            "patient": patient.fhir_id,
+            "slot": stored_slot.fhir_id if stored_slot else None,
+            "idempotencyKey": idempotency_key,
+        },
+    )
+    return appointment
+
+
+def _locked_schedule(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
+    """The stored schedule (row-locked) named by ``value``, and the occurrence start if
+    ``value`` was a generated occurrence id."""
+    locked = Schedule.objects.select_for_update().select_related("practitioner_role")
+    schedule = locked.filter(organization=organization, fhir_id=value).first()
+    if schedule is not None:
+        return schedule, None
+    parsed = recurrence.split_occurrence_id(value)
+    if parsed is not None:
+        parent_id, occurrence_start = parsed
+        schedule = locked.filter(organization=organization, fhir_id=parent_id).first()
+        if schedule is not None and schedule.is_recurring:
+            return schedule, occurrence_start
+    raise BusinessRuleViolation(f"Schedule '{value}' does not exist.", expression=[_SCHEDULE])
+
+
+def _find_slot(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    start: datetime,
+    occurrence_start: datetime | None,
+) -> tuple[datetime, datetime, Slot | None]:
+    """(start, end, stored slot or None) of the slot starting exactly at ``start``."""
+    stored = (
+        Slot.objects.filter(organization=organization, schedule=schedule, start=start)
+        .exclude(status=SlotStatus.ENTERED_IN_ERROR)
+        .order_by("fhir_id")
+        .first()
+    )
+    if stored is not None and occurrence_start is None:
+        return stored.start, stored.end, stored
+    duration = schedule.slot_duration
+    if duration is not None:
+        windows = _windows_containing(organization=organization, schedule=schedule, instant=start)
+        for window_start, window_end in windows:
+            if occurrence_start is not None and window_start != occurrence_start:
+                continue
+            # Slots are cut back to back from the window start, in UTC (exact arithmetic).
+            offset = start - window_start
+            if offset % duration == timedelta(0) and start + duration <= window_end:
+                return start, start + duration, stored
+    if stored is not None:
+        return stored.start, stored.end, stored
+    where = f"occurrence '{occurrence_start:%Y%m%dT%H%M%SZ}' of " if occurrence_start else ""
+    raise BusinessRuleViolation(
+        f"No slot of {where}schedule '{schedule.fhir_id}' starts at {_iso(start)}; "
+        "search Slot?schedule=... for the slots on offer.",
+        expression=[_START],
+    )
+
+
+def _windows_containing(
+    *, organization: Organization, schedule: Schedule, instant: datetime
+) -> list[tuple[datetime, datetime]]:
+    if not schedule.is_recurring:
+        if schedule.planning_start <= instant < schedule.planning_end:
+            return [(schedule.planning_start, schedule.planning_end)]
+        return []
+    periods = recurrence.expand(
+        rrule=schedule.rrule,
+        first_start=schedule.planning_start,
+        first_end=schedule.planning_end,
+        tzid=schedule.rule_timezone(organization),
+        exdates=schedule.exdate_values(),
+        window_start=instant,
+        window_end=instant + timedelta(microseconds=1),
+    )
+    return [(p.start, p.end) for p in periods]
+
+
+def _require_free(
+    *, organization: Organization, schedule: Schedule, start: datetime, end: datetime
+) -> None:
+    overlapping = Q(start__lt=end, end__gt=start)
+    taken = (
+        Appointment.objects.filter(overlapping, organization=organization, schedule=schedule)
+        .exclude(status__in=INACTIVE_APPOINTMENT_STATUSES)
+        .exists()
+    )
+    blocked = Slot.objects.filter(
+        overlapping,
+        organization=organization,
+        schedule=schedule,
+        status=SlotStatus.BUSY_UNAVAILABLE,
+    ).exists()
+    if taken or blocked:
+        raise SlotTaken(
+            f"The slot at {_iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
+            "choose another slot.",
+            expression=[_START],
+        )
+
+
+def _request_hash(
+    *, schedule_id: str, start: datetime, practitioner_role_id: str, status: str, comment: str
+) -> str:
+    canonical = json.dumps(
+        [schedule_id, _iso(start), practitioner_role_id, status, comment or ""],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(
+    *, organization: Organization, patient: Patient, actor: str, key: str, request_hash: str
+) -> Appointment | None:
+    row = (
+        IdempotencyKey.objects.select_related("appointment")
+        .filter(organization=organization, client_id=actor, patient=patient, key=key)
+        .first()
+    )
+    if row is None:
+        return None
+    if row.request_hash != request_hash:
+        raise BusinessRuleViolation(
+            "This Idempotency-Key was already used for a different booking request; "
+            "use a new key for a new request.",
+            expression=[_IDEMPOTENCY],
+        )
+    return row.appointment
+
+
+def _violates(exc: IntegrityError, constraint: str, table: str) -> bool:
+    """Whether ``exc`` comes from ``constraint`` (PostgreSQL names it; SQLite names the
+    table's columns: 'UNIQUE constraint failed: scheduling_<table>.organization_id, ...')."""
+    diag = getattr(exc.__cause__, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return bool(name == constraint)
+    text = str(exc)
+    return "UNIQUE constraint failed" in text and f"scheduling_{table}." in text
+
+
+# --------------------------------------------------------------------------- attendance
+
+
+def appointment_respond(
+    *,
+    organization: Organization,
+    patient: Patient,
+    appointment_fhir_id: str,
+    participant_status: str,
+    comment: str,
+    actor: str,
+) -> AppointmentResponse:
+    """Store the patient's AppointmentResponse and set their participation status.
+
+    ``declined`` also cancels the appointment, which frees its slot; nothing else of the
+    appointment changes. Raises NotFound for an appointment that is not this patient's and
+    InvalidInput for an unknown participant status.
+    """
+    if participant_status not in ParticipationStatus.values:
+        allowed = ", ".join(ParticipationStatus.values)
+        raise InvalidInput(
+            f"participantStatus '{participant_status}' is not one of: {allowed}.",
+            expression=["AppointmentResponse.participantStatus"],
+        )
+    with transaction.atomic():
+        appointment = (
+            Appointment.objects.select_for_update()
+            .filter(organization=organization, patient=patient, fhir_id=appointment_fhir_id)
+            .first()
+        )
+        if appointment is None:
+            raise NotFound(
+                _appointment_missing_message(organization, appointment_fhir_id),
+                expression=["AppointmentResponse.appointment"],
+            )
+        response = AppointmentResponse(
+            organization=organization,
+            fhir_id=new_fhir_id(),
+            appointment=appointment,
+            patient=patient,
+            participant_status=participant_status,
+            comment=comment or "",
+            client_id=actor[:100],
+        )
+        response.save()
+
+        changed: list[str] = []
+        old_patient_status = appointment.patient_status
+        if old_patient_status != participant_status:
+            appointment.patient_status = participant_status
+            changed.append("patient_status")
+        _audit(
+            organization=organization,
+            actor=actor,
+            action=AuditEvent.Action.PARTICIPANT_STATUS,
+            appointment=appointment,
+            detail={
+                "patient": patient.fhir_id,
+                "patientStatus": [old_patient_status, participant_status],
+                "appointmentResponse": response.fhir_id,
+            },
+        )
+        if participant_status == ParticipationStatus.DECLINED and appointment.is_active:
+            old_status = appointment.status
+            appointment.status = AppointmentStatus.CANCELLED
+            changed.append("status")
+            _audit(
+                organization=organization,
+                actor=actor,
+                action=AuditEvent.Action.CANCELLED,
+                appointment=appointment,
+                detail={
+                    "status": [old_status, AppointmentStatus.CANCELLED.value],
+                    "reason": "declined by the patient",
+                    "appointmentResponse": response.fhir_id,
+                },
+            )
+        if changed:
+            appointment.save(update_fields=[*changed, "updated_at"])
+    return response
+
+
+def _appointment_missing_message(organization: Organization, fhir_id: str) -> str:
+    parsed = recurrence.split_occurrence_id(fhir_id)
+    if parsed is not None:
+        parent_id = parsed[0]
+        if Appointment.objects.filter(organization=organization, fhir_id=parent_id).exists():
+            return (
+                f"Appointment '{fhir_id}' is a generated occurrence of Appointment/{parent_id}; "
+                "only stored appointments can be answered."
+            )
+    return f"Appointment '{fhir_id}' was not found for this patient."
+
+
+# --------------------------------------------------------------------------- staff actions
+
+
+def appointment_cancel(
+    *, organization: Organization, appointment: Appointment, actor: str, reason: str = ""
+) -> Appointment:
+    """Cancel ``appointment`` (frees its slot). Cancelling a cancelled one changes nothing;
+    a no-show or entered-in-error appointment cannot be cancelled (BusinessRuleViolation)."""
+    with transaction.atomic():
+        locked = _lock(organization=organization, appointment=appointment)
+        if locked.status == AppointmentStatus.CANCELLED:
+            return locked
+        if not locked.is_active:
+            raise BusinessRuleViolation(
+                f"Appointment '{locked.fhir_id}' is {locked.status} and cannot be cancelled.",
+                expression=["Appointment.status"],
+            )
+        old_status = locked.status
+        locked.status = AppointmentStatus.CANCELLED
+        locked.cancelation_reason = reason[:200]
+        locked.save(update_fields=["status", "cancelation_reason", "updated_at"])
+        _audit(
+            organization=organization,
+            actor=actor,
+            action=AuditEvent.Action.CANCELLED,
+            appointment=locked,
+            detail={"status": [old_status, locked.status], "reason": reason},
+        )
+    return locked
+
+
+def appointment_mark_noshow(
+    *, organization: Organization, appointment: Appointment, actor: str
+) -> Appointment:
+    """Record that the patient did not come. Only an active appointment that has already
+    started can be a no-show (BusinessRuleViolation otherwise). Frees the slot."""
+    with transaction.atomic():
+        locked = _lock(organization=organization, appointment=appointment)
+        if not locked.is_active:
+            raise BusinessRuleViolation(
+                f"Appointment '{locked.fhir_id}' is {locked.status}; only an active "
+                "appointment can be marked as a no-show.",
+                expression=["Appointment.status"],
+            )
+        if locked.start > timezone.now():
+            raise BusinessRuleViolation(
+                f"Appointment '{locked.fhir_id}' has not started yet; it cannot be a no-show.",
+                expression=["Appointment.start"],
+            )
+        old_status = locked.status
+        locked.status = AppointmentStatus.NOSHOW
+        locked.save(update_fields=["status", "updated_at"])
+        _audit(
+            organization=organization,
+            actor=actor,
+            action=AuditEvent.Action.NOSHOW,
+            appointment=locked,
+            detail={"status": [old_status, locked.status]},
+        )
+    return locked
+
+
+def _lock(*, organization: Organization, appointment: Appointment) -> Appointment:
+    locked = (
+        Appointment.objects.select_for_update()
+        .filter(organization=organization, pk=appointment.pk)
+        .first()
+    )
+    if locked is None:
+        raise NotFound(f"Appointment '{appointment.fhir_id}' was not found.")
+    return locked
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _audit(
+    *,
+    organization: Organization,
+    actor: str,
+    action: str,
+    appointment: Appointment,
+    detail: dict[str, Any],
+) -> None:
+    AuditEvent.objects.create(
+        organization=organization,
+        actor=actor[:200],
+        action=action,
+        appointment=appointment,
+        appointment_fhir_id=appointment.fhir_id,
+        detail=detail,
+    )
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
