@@ -1,0 +1,315 @@
+"""Writes over HTTP: ``$book-slot`` (CONTRACT section 6) and AppointmentResponse (section 7).
+
+The views only turn FHIR JSON into service arguments and the result back into FHIR JSON;
+every rule lives in ``scheduling.services``. Input is parsed with ``fhir.resources.R4B``;
+each problem with it becomes one OperationOutcome issue whose ``expression`` names the
+parameter or element, so a client can fix all of them in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, ClassVar
+
+from fhir.resources.R4B.appointmentresponse import AppointmentResponse as FhirAppointmentResponse
+from fhir.resources.R4B.parameters import Parameters
+from pydantic import ValidationError as PydanticValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from fhir_api.errors import FHIR_JSON, Issue, OperationOutcome
+from fhir_api.mappers import appointment_response_to_fhir, appointment_to_fhir
+from fhir_api.tenancy import TenantView
+from scheduling import services
+from scheduling.errors import BusinessRuleViolation
+from scheduling.models import ParticipationStatus, Patient
+
+_ID = r"[A-Za-z0-9\-.]{1,64}"
+_APPOINTMENT_REF = re.compile(rf"^Appointment/({_ID})$")
+_ROLE_REF = re.compile(rf"^(?:PractitionerRole/)?({_ID})$")
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+# name -> (value[x] element it must use, required)
+_BOOK_PARAMETERS: dict[str, tuple[str, bool]] = {
+    "start": ("valueDateTime", True),
+    "schedule": ("valueString", True),
+    "practitionerRole": ("valueString", True),
+    "status": ("valueString", True),
+    "comment": ("valueString", False),
+}
+
+
+class InvalidRequest(Exception):
+    """One or more 400 issues found while reading a request body."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__("; ".join(issue["diagnostics"] for issue in issues))
+        self.issues = issues
+
+
+def _issue(diagnostics: str, expression: str, code: str = "invalid") -> Issue:
+    return {
+        "severity": "error",
+        "code": code,
+        "diagnostics": diagnostics,
+        "expression": [expression],
+    }
+
+
+def _bad_request(issues: list[Issue]) -> Response:
+    body: OperationOutcome = {"resourceType": "OperationOutcome", "issue": issues}
+    return Response(body, status=400, content_type=FHIR_JSON)
+
+
+def _pydantic_issues(
+    exc: PydanticValidationError, resource_type: str, names: dict[int, str] | None = None
+) -> list[Issue]:
+    """pydantic errors -> issues; a parameter's position is also named by its name."""
+    issues: list[Issue] = []
+    for err in exc.errors(include_url=False)[:20]:
+        loc = tuple(err.get("loc", ()))
+        path = resource_type
+        for part in loc:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        expressions = [path]
+        if names and len(loc) >= 2 and loc[0] == "parameter" and isinstance(loc[1], int):
+            name = names.get(loc[1])
+            if name:
+                expressions.append(f"Parameters.parameter[{name}]")
+        message = str(err.get("msg", "Invalid value.")).split("\n")[0]
+        if "but got multiple" in message:
+            message = "A parameter must carry exactly one value[x]."
+        code = "required" if "missing" in str(err.get("type", "")) else "invalid"
+        issue: Issue = {
+            "severity": "error",
+            "code": code,
+            "diagnostics": f"{path}: {message}",
+            "expression": expressions,
+        }
+        issues.append(issue)
+    return issues or [_issue("The resource is not valid.", resource_type)]
+
+
+def _require_resource_type(data: Any, expected: str) -> None:
+    found = data.get("resourceType") if isinstance(data, dict) else None
+    if found != expected:
+        raise InvalidRequest(
+            [
+                _issue(
+                    f"The body must be a {expected} resource (resourceType '{expected}'), "
+                    f"not {found!r}.",
+                    f"{expected}.resourceType",
+                    code="structure",
+                )
+            ]
+        )
+
+
+def _fhir_base(request: Request) -> str:
+    """Absolute URL of this tenant's FHIR base, taken from the request's own path so it
+    holds behind any script prefix: ``.../v2/{org}/fhir/R4``."""
+    path = request.path
+    return request.build_absolute_uri(path[: path.index("/Patient/")])
+
+
+def _idempotency_key(request: Request) -> str | None:
+    raw = request.META.get("HTTP_IDEMPOTENCY_KEY")
+    if raw is None:
+        return None
+    if not _KEY_RE.match(raw):
+        raise InvalidRequest(
+            [
+                _issue(
+                    "The Idempotency-Key header must be 1-200 visible ASCII characters "
+                    "(a UUID is a good choice).",
+                    "Idempotency-Key",
+                )
+            ]
+        )
+    return str(raw)
+
+
+class BookingInput:
+    """The five ``$book-slot`` parameters, checked for presence, type and syntax."""
+
+    def __init__(self, data: Any) -> None:
+        _require_resource_type(data, "Parameters")
+        raw_parameters = data.get("parameter")
+        names: dict[int, str] = {}
+        if isinstance(raw_parameters, list):
+            for index, item in enumerate(raw_parameters):
+                if isinstance(item, dict) and isinstance(item.get("name"), str):
+                    names[index] = item["name"]
+        try:
+            parsed = Parameters.model_validate(data)
+        except PydanticValidationError as exc:
+            raise InvalidRequest(_pydantic_issues(exc, "Parameters", names)) from None
+
+        issues: list[Issue] = []
+        values: dict[str, Any] = {}
+        for parameter in parsed.parameter or []:
+            name = parameter.name
+            expression = f"Parameters.parameter[{name}]"
+            if name not in _BOOK_PARAMETERS:
+                known = ", ".join(_BOOK_PARAMETERS)
+                issues.append(
+                    _issue(f"Unknown parameter '{name}'; $book-slot takes {known}.", expression)
+                )
+                continue
+            if name in values:
+                issues.append(_issue(f"Parameter '{name}' is given more than once.", expression))
+                continue
+            element = _BOOK_PARAMETERS[name][0]
+            value = getattr(parameter, element, None)
+            if value is None:
+                issues.append(_issue(f"Parameter '{name}' must be given as {element}.", expression))
+                values[name] = None
+                continue
+            values[name] = value
+        for name, (element, required) in _BOOK_PARAMETERS.items():
+            if required and name not in values:
+                issues.append(
+                    _issue(
+                        f"Parameter '{name}' ({element}) is required.",
+                        f"Parameters.parameter[{name}]",
+                        code="required",
+                    )
+                )
+
+        start = values.get("start")
+        if start is not None and (not isinstance(start, datetime) or start.utcoffset() is None):
+            issues.append(
+                _issue(
+                    "start must be a full date-time with a timezone offset, "
+                    "e.g. 2026-06-01T09:00:00+02:00.",
+                    "Parameters.parameter[start]",
+                )
+            )
+        role = values.get("practitionerRole")
+        role_match = _ROLE_REF.match(role) if isinstance(role, str) else None
+        if role is not None and role_match is None:
+            issues.append(
+                _issue(
+                    "practitionerRole must be a PractitionerRole id or 'PractitionerRole/{id}'.",
+                    "Parameters.parameter[practitionerRole]",
+                )
+            )
+        if issues:
+            raise InvalidRequest(issues)
+
+        self.start: datetime = start
+        self.schedule_id: str = str(values["schedule"])
+        self.practitioner_role_id: str = role_match.group(1) if role_match else ""
+        self.status: str = str(values["status"])
+        self.comment: str = str(values.get("comment") or "")
+
+
+class _PatientWriteView(TenantView):
+    interaction: ClassVar = "create"
+    patient_scoped: ClassVar[bool] = True
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, InvalidRequest):
+            return _bad_request(exc.issues)
+        return super().handle_exception(exc)
+
+    @property
+    def actor(self) -> str:
+        return self.principal.client_id if self.principal is not None else "anonymous"
+
+    def this_patient(self) -> Patient:
+        assert self.patient is not None  # patient_scoped: tenancy resolved it or raised 404
+        return self.patient
+
+
+class BookSlotView(_PatientWriteView):
+    """POST ``Patient/{pid}/Appointment/$book-slot``: book one slot for this patient."""
+
+    resource_type: ClassVar[str] = "Appointment"
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = _idempotency_key(request)
+        booking = BookingInput(request.data)
+        patient = self.this_patient()
+        result = services.appointment_book(
+            organization=self.organization,
+            patient=patient,
+            schedule_id=booking.schedule_id,
+            start=booking.start,
+            practitioner_role_id=booking.practitioner_role_id,
+            status=booking.status,
+            comment=booking.comment,
+            actor=self.actor,
+            idempotency_key=key,
+        )
+        appointment = result.appointment
+        location = (
+            f"{_fhir_base(request)}/Patient/{patient.fhir_id}/Appointment/{appointment.fhir_id}"
+        )
+        # A replayed Idempotency-Key answers exactly like the original request (201).
+        return Response(
+            appointment_to_fhir(appointment), status=201, headers={"Location": location}
+        )
+
+
+class AppointmentResponseView(_PatientWriteView):
+    """POST ``Patient/{pid}/AppointmentResponse``: the patient accepts, declines, ..."""
+
+    resource_type: ClassVar[str] = "AppointmentResponse"
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = request.data
+        _require_resource_type(data, "AppointmentResponse")
+        try:
+            parsed = FhirAppointmentResponse.model_validate(data)
+        except PydanticValidationError as exc:
+            raise InvalidRequest(_pydantic_issues(exc, "AppointmentResponse")) from None
+        patient = self.this_patient()
+
+        issues: list[Issue] = []
+        reference = parsed.appointment.reference if parsed.appointment else None
+        match = _APPOINTMENT_REF.match(reference) if isinstance(reference, str) else None
+        if match is None:
+            issues.append(
+                _issue(
+                    "appointment.reference must be 'Appointment/{id}' of one of this "
+                    "patient's appointments.",
+                    "AppointmentResponse.appointment.reference",
+                )
+            )
+        status = parsed.participantStatus
+        if status not in ParticipationStatus.values:
+            allowed = ", ".join(ParticipationStatus.values)
+            issues.append(
+                _issue(
+                    f"participantStatus '{status}' is not one of: {allowed}.",
+                    "AppointmentResponse.participantStatus",
+                    code="code-invalid",
+                )
+            )
+        if issues:
+            raise InvalidRequest(issues)
+        assert match is not None  # issues raised above otherwise
+
+        actor_reference = parsed.actor.reference if parsed.actor else None
+        if actor_reference != f"Patient/{patient.fhir_id}":
+            raise BusinessRuleViolation(
+                f"actor.reference must be 'Patient/{patient.fhir_id}', the patient of this "
+                f"path (got {actor_reference!r}).",
+                expression=["AppointmentResponse.actor.reference"],
+            )
+
+        response = services.appointment_respond(
+            organization=self.organization,
+            patient=patient,
+            appointment_fhir_id=match.group(1),
+            participant_status=str(status),
+            comment=parsed.comment or "",
+            actor=self.actor,
+        )
+        base = _fhir_base(request)
+        location = f"{base}/Patient/{patient.fhir_id}/AppointmentResponse/{response.fhir_id}"
+        return Response(
+            appointment_response_to_fhir(response), status=201, headers={"Location": location}
+        )
