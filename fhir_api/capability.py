@@ -1,0 +1,137 @@
+"""The tenant's CapabilityStatement (GET metadata)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_api import mappers
+from scheduling.models import Organization
+
+_SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+
+_PAGING = [
+    ("_count", "number", "Page size (default 50, at most 500)."),
+    ("_offset", "number", "Index of the first entry of the page."),
+]
+_EXTENSIONS_DOC = (
+    f"Extensions: {mappers.EXT_RECURRENCE} (complex: rrule, timezone, exdate), "
+    f"{mappers.EXT_PARENT_SCHEDULE}, {mappers.EXT_PARENT_APPOINTMENT}, "
+    f"{mappers.EXT_SLOT_DURATION} (valueDuration in minutes)."
+)
+
+
+def _params(items: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+    return [
+        {"name": name, "type": kind, "documentation": doc} for name, kind, doc in items + _PAGING
+    ]
+
+
+def capability_statement(
+    *, organization: Organization, base_url: str, token_url: str
+) -> dict[str, Any]:
+    """What this server offers one organisation: resources, searches, $book-slot, security."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "publisher": "MediKIT",
+        "kind": "instance",
+        "software": {"name": "MediKIT scheduling server", "version": "2"},
+        "implementation": {
+            "description": f"MediKIT scheduling for {organization.name}",
+            "url": base_url,
+        },
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "Searches with a date window expand recurring Schedules and Appointments "
+                    "into generated occurrences. " + _EXTENSIONS_DOC
+                ),
+                "security": {
+                    "extension": [
+                        {
+                            "url": _SMART_OAUTH_URIS,
+                            "extension": [{"url": "token", "valueUri": token_url}],
+                        }
+                    ],
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": _SECURITY_SERVICE,
+                                    "code": "SMART-on-FHIR",
+                                    "display": "SMART-on-FHIR",
+                                }
+                            ],
+                            "text": "OAuth 2.0 client credentials (SMART Backend Services)",
+                        }
+                    ],
+                    "description": (
+                        f"Get a token at POST {token_url} (client credentials) and send "
+                        "'Authorization: Bearer <token>'."
+                    ),
+                },
+                "resource": [
+                    {
+                        "type": "Schedule",
+                        "documentation": _EXTENSIONS_DOC,
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": _params(
+                            [
+                                ("_id", "token", "Logical id(s), comma = OR; alias 'id'."),
+                                ("service-category", "token", "code, system|code or |code."),
+                                ("date", "date", "Window for recurrence expansion."),
+                                ("actor", "reference", "PractitionerRole/x or Practitioner/x."),
+                                ("active", "token", "true or false."),
+                            ]
+                        ),
+                    },
+                    {
+                        "type": "Slot",
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": _params(
+                            [
+                                ("start", "date", "Slot generation window (default 7 days)."),
+                                ("schedule", "reference", "Schedule/x or x."),
+                                ("service-category", "token", "code, system|code or |code."),
+                                ("status", "token", "free, busy, ... comma = OR."),
+                            ]
+                        ),
+                    },
+                    {
+                        "type": "Appointment",
+                        "documentation": (
+                            "Below Patient/{id}/Appointment only. " + _EXTENSIONS_DOC
+                        ),
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": _params(
+                            [
+                                ("_id", "token", "Logical id(s), comma = OR; alias 'id'."),
+                                ("date", "date", "Window for recurrence expansion."),
+                                ("status", "token", "Comma = OR."),
+                            ]
+                        ),
+                        "operation": [
+                            {
+                                "name": "book-slot",
+                                "definition": f"{base_url}/OperationDefinition/book-slot",
+                                "documentation": (
+                                    "POST Patient/{id}/Appointment/$book-slot with Parameters "
+                                    "start, schedule, practitionerRole, status, comment."
+                                ),
+                            }
+                        ],
+                    },
+                    {
+                        "type": "AppointmentResponse",
+                        "documentation": "POST below Patient/{id}/AppointmentResponse.",
+                        "interaction": [{"code": "create"}],
+                    },
+                ],
+            }
+        ],
+    }

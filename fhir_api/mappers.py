@@ -1,0 +1,308 @@
+"""Domain rows -> FHIR R4 JSON dicts (plain dicts: encoding them is cheap).
+
+Used by the API and by ``export_fhir``; the names are a shared interface. Instants are
+written as UTC ``isoformat()`` with seconds precision ("2026-06-01T07:00:00+00:00").
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, NotRequired, TypedDict
+
+from scheduling import recurrence
+from scheduling.models import (
+    Appointment,
+    AppointmentResponse,
+    Patient,
+    Practitioner,
+    PractitionerRole,
+    Schedule,
+    Slot,
+)
+
+EXT_RECURRENCE = "urn:extension:recurrence"
+EXT_PARENT_SCHEDULE = "urn:extension:parent:schedule"
+EXT_PARENT_APPOINTMENT = "urn:extension:parent:appointment"
+EXT_SLOT_DURATION = "urn:extension:slot-duration"
+UCUM = "http://unitsofmeasure.org"
+
+FHIRDict = dict[str, Any]
+
+
+class Reference(TypedDict):
+    reference: str
+    display: NotRequired[str]
+
+
+class Coding(TypedDict, total=False):
+    system: str
+    code: str
+    display: str
+
+
+class CodeableConcept(TypedDict, total=False):
+    coding: list[Coding]
+    text: str
+
+
+def instant(value: datetime) -> str:
+    """An aware datetime as UTC ISO 8601 with an explicit offset, seconds precision."""
+    return value.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def _meta(obj: Any) -> dict[str, str]:
+    return {"lastUpdated": instant(obj.updated_at)} if getattr(obj, "updated_at", None) else {}
+
+
+def concepts(values: Any) -> list[CodeableConcept]:
+    """Stored [{system, code, display}] -> one CodeableConcept per coding."""
+    out: list[CodeableConcept] = []
+    for item in values or []:
+        if not isinstance(item, dict):
+            continue
+        coding: Coding = {}
+        for key in ("system", "code", "display"):
+            if item.get(key):
+                coding[key] = str(item[key])  # type: ignore[literal-required]
+        if coding:
+            out.append({"coding": [coding]})
+    return out
+
+
+def _recurrence_extension(obj: Any, organization_timezone: str) -> FHIRDict:
+    inner: list[FHIRDict] = [
+        {"url": "rrule", "valueString": obj.rrule},
+        {"url": "timezone", "valueCode": obj.recurrence_timezone or organization_timezone},
+    ]
+    for value in obj.exdates or []:
+        parsed = datetime.fromisoformat(value)
+        inner.append({"url": "exdate", "valueDateTime": parsed.isoformat()})
+    return {"url": EXT_RECURRENCE, "extension": inner}
+
+
+def _org_timezone(obj: Any) -> str:
+    # organization is nearly always select_related; fall back to the default zone only
+    # when the row is unsaved.
+    organization = getattr(obj, "organization", None)
+    return organization.timezone if organization is not None else "Europe/Amsterdam"
+
+
+def _put(resource: FHIRDict, key: str, value: Any) -> None:
+    if value not in (None, "", [], {}):
+        resource[key] = value
+
+
+def patient_to_fhir(p: Patient) -> FHIRDict:
+    """Patient: name, gender, birthDate, telecom, active."""
+    resource: FHIRDict = {"resourceType": "Patient", "id": p.fhir_id, "meta": _meta(p)}
+    name: FHIRDict = {}
+    _put(name, "family", p.family)
+    _put(name, "given", p.given.split() if p.given else [])
+    if name:
+        resource["name"] = [name]
+    _put(resource, "gender", p.gender)
+    if p.birth_date:
+        resource["birthDate"] = p.birth_date.isoformat()
+    telecom = []
+    if p.email:
+        telecom.append({"system": "email", "value": p.email})
+    if p.phone:
+        telecom.append({"system": "phone", "value": p.phone})
+    _put(resource, "telecom", telecom)
+    resource["active"] = p.active
+    return _drop_empty_meta(resource)
+
+
+def practitioner_to_fhir(p: Practitioner) -> FHIRDict:
+    """Practitioner: name (with prefix), active."""
+    resource: FHIRDict = {"resourceType": "Practitioner", "id": p.fhir_id, "meta": _meta(p)}
+    name: FHIRDict = {}
+    _put(name, "family", p.family)
+    _put(name, "given", p.given.split() if p.given else [])
+    _put(name, "prefix", [p.prefix] if p.prefix else [])
+    if name:
+        resource["name"] = [name]
+    resource["active"] = p.active
+    return _drop_empty_meta(resource)
+
+
+def practitioner_role_to_fhir(r: PractitionerRole) -> FHIRDict:
+    """PractitionerRole: practitioner reference, code, specialty, active."""
+    resource: FHIRDict = {"resourceType": "PractitionerRole", "id": r.fhir_id, "meta": _meta(r)}
+    if r.practitioner_id:
+        ref: FHIRDict = {"reference": f"Practitioner/{r.practitioner.fhir_id}"}
+        _put(ref, "display", r.practitioner.display)
+        resource["practitioner"] = ref
+    _put(resource, "code", concepts(r.code))
+    _put(resource, "specialty", concepts(r.specialty))
+    resource["active"] = r.active
+    return _drop_empty_meta(resource)
+
+
+def _drop_empty_meta(resource: FHIRDict) -> FHIRDict:
+    if not resource.get("meta"):
+        resource.pop("meta", None)
+    return resource
+
+
+def _schedule_actors(s: Schedule) -> list[Reference]:
+    actors: list[Reference] = []
+    if s.practitioner_role_id:
+        role = s.practitioner_role
+        ref: Reference = {"reference": f"PractitionerRole/{role.fhir_id}"}
+        label = str(role)
+        if label and label != role.fhir_id:
+            ref["display"] = label
+        actors.append(ref)
+    if s.practitioner_id:
+        prac = s.practitioner
+        pref: Reference = {"reference": f"Practitioner/{prac.fhir_id}"}
+        if prac.display:
+            pref["display"] = prac.display
+        actors.append(pref)
+    return actors
+
+
+def slot_duration_extension(minutes: int) -> FHIRDict:
+    return {
+        "url": EXT_SLOT_DURATION,
+        "valueDuration": {"value": minutes, "unit": "min", "system": UCUM, "code": "min"},
+    }
+
+
+def _schedule_base(s: Schedule, start: datetime, end: datetime, fhir_id: str) -> FHIRDict:
+    resource: FHIRDict = {"resourceType": "Schedule", "id": fhir_id, "meta": _meta(s)}
+    resource["active"] = s.active
+    _put(resource, "serviceCategory", concepts(s.service_category))
+    _put(resource, "serviceType", concepts(s.service_type))
+    _put(resource, "specialty", concepts(s.specialty))
+    actors = _schedule_actors(s)
+    # FHIR requires at least one actor; a schedule without one still must validate.
+    resource["actor"] = actors or [{"display": "unassigned"}]
+    resource["planningHorizon"] = {"start": instant(start), "end": instant(end)}
+    _put(resource, "comment", s.comment)
+    return _drop_empty_meta(resource)
+
+
+def schedule_to_fhir(s: Schedule) -> FHIRDict:
+    """A stored Schedule, recurring ones with their recurrence extension."""
+    resource = _schedule_base(s, s.planning_start, s.planning_end, s.fhir_id)
+    extensions: list[FHIRDict] = []
+    if s.rrule:
+        extensions.append(_recurrence_extension(s, _org_timezone(s)))
+    if s.slot_minutes:
+        extensions.append(slot_duration_extension(s.slot_minutes))
+    if extensions:
+        resource["extension"] = extensions
+    return resource
+
+
+def schedule_occurrence_to_fhir(s: Schedule, period: recurrence.Period) -> FHIRDict:
+    """A generated occurrence of a recurring Schedule (search-only, CONTRACT section 4)."""
+    resource = _schedule_base(
+        s, period.start, period.end, recurrence.occurrence_id(s.fhir_id, period.start)
+    )
+    extensions: list[FHIRDict] = [
+        {"url": EXT_PARENT_SCHEDULE, "valueReference": {"reference": f"Schedule/{s.fhir_id}"}}
+    ]
+    if s.slot_minutes:
+        extensions.append(slot_duration_extension(s.slot_minutes))
+    resource["extension"] = extensions
+    return resource
+
+
+def slot_to_fhir(slot: Slot) -> FHIRDict:
+    """A stored Slot."""
+    resource: FHIRDict = {"resourceType": "Slot", "id": slot.fhir_id, "meta": _meta(slot)}
+    resource["schedule"] = {"reference": f"Schedule/{slot.schedule.fhir_id}"}
+    resource["status"] = slot.status
+    resource["start"] = instant(slot.start)
+    resource["end"] = instant(slot.end)
+    _put(resource, "serviceCategory", concepts(slot.service_category))
+    if slot.overbooked:
+        resource["overbooked"] = True
+    _put(resource, "comment", slot.comment)
+    return _drop_empty_meta(resource)
+
+
+def generated_slot_to_fhir(schedule: Schedule, generated_slot: Any) -> FHIRDict:
+    """A slot cut from a schedule's availability (never stored)."""
+    start: datetime = generated_slot.start
+    end: datetime = generated_slot.end
+    status = getattr(generated_slot, "status", "free")
+    slot_id = getattr(generated_slot, "id", None) or recurrence.occurrence_id(
+        schedule.fhir_id, start
+    )
+    resource: FHIRDict = {
+        "resourceType": "Slot",
+        "id": slot_id,
+        "schedule": {"reference": f"Schedule/{schedule.fhir_id}"},
+        "status": str(status),
+        "start": instant(start),
+        "end": instant(end),
+    }
+    _put(resource, "serviceCategory", concepts(schedule.service_category))
+    return resource
+
+
+def _appointment_base(a: Appointment, start: datetime, end: datetime, fhir_id: str) -> FHIRDict:
+    resource: FHIRDict = {"resourceType": "Appointment", "id": fhir_id, "meta": _meta(a)}
+    resource["status"] = a.status
+    if a.cancelation_reason:
+        resource["cancelationReason"] = {"text": a.cancelation_reason}
+    _put(resource, "serviceCategory", concepts(a.service_category))
+    _put(resource, "description", a.description)
+    resource["start"] = instant(start)
+    resource["end"] = instant(end)
+    if a.slot_id and fhir_id == a.fhir_id:
+        resource["slot"] = [{"reference": f"Slot/{a.slot.fhir_id}"}]
+    _put(resource, "comment", a.comment)
+    participants: list[FHIRDict] = []
+    patient_ref: FHIRDict = {"reference": f"Patient/{a.patient.fhir_id}"}
+    if a.patient.display:
+        patient_ref["display"] = a.patient.display
+    participants.append({"actor": patient_ref, "required": "required", "status": a.patient_status})
+    if a.practitioner_role_id:
+        role = a.practitioner_role
+        role_ref: FHIRDict = {"reference": f"PractitionerRole/{role.fhir_id}"}
+        participants.append(
+            {"actor": role_ref, "required": "required", "status": a.practitioner_status}
+        )
+    resource["participant"] = participants
+    return _drop_empty_meta(resource)
+
+
+def appointment_to_fhir(a: Appointment) -> FHIRDict:
+    """A stored Appointment, recurring ones with their recurrence extension."""
+    resource = _appointment_base(a, a.start, a.end, a.fhir_id)
+    if a.rrule:
+        resource["extension"] = [_recurrence_extension(a, _org_timezone(a))]
+    return resource
+
+
+def appointment_occurrence_to_fhir(a: Appointment, period: recurrence.Period) -> FHIRDict:
+    """A generated occurrence of a recurring Appointment (search-only)."""
+    resource = _appointment_base(
+        a, period.start, period.end, recurrence.occurrence_id(a.fhir_id, period.start)
+    )
+    resource["extension"] = [
+        {
+            "url": EXT_PARENT_APPOINTMENT,
+            "valueReference": {"reference": f"Appointment/{a.fhir_id}"},
+        }
+    ]
+    return resource
+
+
+def appointment_response_to_fhir(r: AppointmentResponse) -> FHIRDict:
+    """A stored AppointmentResponse."""
+    resource: FHIRDict = {"resourceType": "AppointmentResponse", "id": r.fhir_id, "meta": _meta(r)}
+    resource["appointment"] = {"reference": f"Appointment/{r.appointment.fhir_id}"}
+    if r.start:
+        resource["start"] = instant(r.start)
+    if r.end:
+        resource["end"] = instant(r.end)
+    resource["actor"] = {"reference": f"Patient/{r.patient.fhir_id}"}
+    resource["participantStatus"] = r.participant_status
+    _put(resource, "comment", r.comment)
+    return _drop_empty_meta(resource)

@@ -1,0 +1,64 @@
+"""The ONE place where the tenant (and patient) of a request is resolved and enforced.
+
+Every FHIR view derives from :class:`TenantView`. ``initial()`` runs before any handler
+(DRF calls it from ``dispatch``), so a handler cannot run without ``self.organization``
+set and access checked. There is deliberately no per-view opt-out except ``public``,
+which only the CapabilityStatement uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from fhir_api import auth
+from fhir_api.parsers import FHIRJSONParser
+from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
+from scheduling.errors import NotFound
+from scheduling.models import Organization, Patient
+
+
+class TenantView(APIView):
+    """Base view: authenticates, resolves the organisation and patient, checks access."""
+
+    resource_type: ClassVar[str] = ""
+    interaction: ClassVar[Literal["read", "search", "create"]] = "read"
+    patient_scoped: ClassVar[bool] = False
+    # Only the CapabilityStatement: it must be readable before a client has a token.
+    public: ClassVar[bool] = False
+
+    renderer_classes = [FHIRJSONRenderer]
+    parser_classes = [FHIRJSONParser]
+    content_negotiation_class = FHIRContentNegotiation
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+    organization: Organization
+    patient: Patient | None
+    principal: auth.Principal | None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self.principal = None if self.public else auth.authenticate(request)
+        organization_id = str(kwargs.get("organization_id", ""))
+        organization = Organization.objects.filter(pk=organization_id).first()
+        if organization is None:
+            raise NotFound(f"Organization '{organization_id}' was not found.")
+        patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None
+        if self.principal is not None:
+            auth.check_access(
+                self.principal,
+                organization_id=organization.pk,
+                patient_id=patient_id,
+                resource_type=self.resource_type,
+                interaction=self.interaction,
+            )
+        self.organization = organization
+        self.patient = None
+        if patient_id is not None:
+            patient = Patient.objects.filter(organization=organization, fhir_id=patient_id).first()
+            if patient is None:
+                raise NotFound(f"Patient '{patient_id}' was not found.")
+            self.patient = patient
