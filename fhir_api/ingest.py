@@ -1,0 +1,614 @@
+"""FHIR JSON Bundles -> domain rows (the inverse of ``fhir_api.mappers``).
+
+``bundle_import`` loads a Bundle of type collection, batch or transaction into one
+organisation, all or nothing. Every resource is parsed with ``fhir.resources.R4B`` first;
+the first entry that cannot be used aborts the whole import with an :class:`InvalidInput`
+whose message names the entry (1-based index, type and id), so an operator can find it.
+
+References are resolved within the organisation, by ``Type/id`` (relative or absolute) or by
+the ``fullUrl`` of another entry (``urn:uuid:...``), whatever the order of the entries: rows
+are written in dependency order, not in bundle order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError as PydanticValidationError
+
+from scheduling import models as m
+from scheduling import recurrence
+from scheduling.errors import InvalidInput
+
+EXT_RECURRENCE = "urn:extension:recurrence"
+EXT_SLOT_DURATION = "urn:extension:slot-duration"
+
+BUNDLE_TYPES = ("collection", "batch", "transaction")
+#: The order rows are written in: every reference points to a type written earlier.
+IMPORT_ORDER = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Schedule",
+    "Slot",
+    "Appointment",
+    "AppointmentResponse",
+)
+_MINUTES_PER_UNIT = {"min": 1, "minute": 1, "minutes": 1, "h": 60, "hour": 60, "hours": 60}
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote: counts per resource type, and how many rows were new."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    created: int = 0
+    updated: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        parts = [f"{self.counts[t]} {t}" for t in IMPORT_ORDER if self.counts[t]]
+        detail = ", ".join(parts) if parts else "nothing"
+        return (
+            f"Imported {self.total} resources: {detail} "
+            f"({self.created} created, {self.updated} updated)."
+        )
+
+
+class _EntryError(Exception):
+    """A problem with one entry; ``bundle_import`` adds which entry it was."""
+
+    def __init__(self, message: str, *, expression: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.expression = expression
+
+
+@dataclass
+class _Entry:
+    index: int  # 0-based position in Bundle.entry
+    resource_type: str
+    fhir_id: str
+    full_url: str
+    resource: Any  # a parsed fhir.resources.R4B model
+
+    @property
+    def label(self) -> str:
+        return f"entry {self.index + 1} ({self.resource_type}/{self.fhir_id})"
+
+
+def bundle_import(
+    *,
+    organization: m.Organization,
+    data: Any,
+    on_entry: Callable[[], None] | None = None,
+) -> ImportSummary:
+    """Load the FHIR Bundle ``data`` (parsed JSON) into ``organization``, all or nothing.
+
+    Existing rows with the same ids are updated. Raises InvalidInput naming the first
+    entry at fault (``entry 3 (Schedule/abc): rrule: ...``); nothing is changed then.
+    ``on_entry`` is called once per entry written (for a progress bar).
+    """
+    entries = _parse_bundle(data)
+    summary = ImportSummary()
+    by_url = {e.full_url: e for e in entries if e.full_url}
+    importer = _Importer(organization=organization, by_url=by_url, summary=summary)
+    ordered = sorted(entries, key=lambda e: (IMPORT_ORDER.index(e.resource_type), e.index))
+    with transaction.atomic():
+        for entry in ordered:
+            try:
+                # A savepoint per entry keeps PostgreSQL usable after an IntegrityError
+                # so the error can be reported; the outer block still rolls back all.
+                with transaction.atomic():
+                    importer.write(entry)
+            except _EntryError as exc:
+                raise _invalid(entry, exc.message, exc.expression) from None
+            except ValidationError as exc:
+                raise _invalid(entry, _validation_message(exc), "") from None
+            except IntegrityError as exc:
+                raise _invalid(entry, _integrity_message(exc), "") from None
+            except InvalidInput as exc:
+                raise _invalid(entry, exc.message, ".".join(exc.expression)) from None
+            if on_entry is not None:
+                on_entry()
+    return summary
+
+
+def _invalid(entry: _Entry, message: str, expression: str) -> InvalidInput:
+    path = f"Bundle.entry[{entry.index}].resource"
+    return InvalidInput(
+        f"{entry.label}: {message}",
+        expression=[f"{path}.{expression}" if expression else path],
+    )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(
+            f"{name}: {' '.join(str(msg) for msg in errors)}"
+            if name != "__all__"
+            else " ".join(str(msg) for msg in errors)
+            for name, errors in exc.message_dict.items()
+        )
+    return " ".join(exc.messages)
+
+
+def _integrity_message(exc: IntegrityError) -> str:
+    text = str(exc)
+    if "uniq_active_appointment_per_slot" in text or "schedule_id, start" in text:
+        return "another active appointment already holds this schedule at this start."
+    return "conflicts with data already stored (a database constraint refused it)."
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parse_bundle(data: Any) -> list[_Entry]:
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise InvalidInput("The file is not a FHIR Bundle (resourceType must be 'Bundle').")
+    if data.get("type") not in BUNDLE_TYPES:
+        raise InvalidInput(
+            f"Bundle.type {data.get('type')!r} cannot be imported: use one of "
+            f"{', '.join(BUNDLE_TYPES)}.",
+            expression=["Bundle.type"],
+        )
+    raw_entries = data.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise InvalidInput("Bundle.entry must be a list.", expression=["Bundle.entry"])
+    entries: list[_Entry] = []
+    seen: dict[tuple[str, str], int] = {}
+    urls: set[str] = set()
+    for index, raw in enumerate(raw_entries):
+        entry = _parse_entry(index, raw, bundle_type=data["type"])
+        key = (entry.resource_type, entry.fhir_id)
+        if key in seen:
+            raise InvalidInput(
+                f"{entry.label}: the same resource is also entry {seen[key] + 1}.",
+                expression=[f"Bundle.entry[{index}]"],
+            )
+        seen[key] = index
+        if entry.full_url:
+            if entry.full_url in urls:
+                raise InvalidInput(
+                    f"{entry.label}: fullUrl {entry.full_url!r} is used by another entry.",
+                    expression=[f"Bundle.entry[{index}].fullUrl"],
+                )
+            urls.add(entry.full_url)
+        entries.append(entry)
+    return entries
+
+
+def _parse_entry(index: int, raw: Any, *, bundle_type: str) -> _Entry:
+    where = f"entry {index + 1}"
+    path = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict) or not isinstance(raw.get("resource"), dict):
+        raise InvalidInput(f"{where}: has no resource.", expression=[f"{path}.resource"])
+    body: dict[str, Any] = raw["resource"]
+    resource_type = body.get("resourceType")
+    raw_id = body.get("id")
+    label = f"{where} ({resource_type}/{raw_id or '?'})"
+    if resource_type not in IMPORT_ORDER:
+        raise InvalidInput(
+            f"{label}: resource type {resource_type!r} cannot be imported; supported: "
+            f"{', '.join(IMPORT_ORDER)}.",
+            expression=[f"{path}.resource.resourceType"],
+        )
+    request = raw.get("request")
+    if bundle_type in ("batch", "transaction"):
+        if not isinstance(request, dict):
+            raise InvalidInput(
+                f"{label}: a {bundle_type} entry needs a request (method and url).",
+                expression=[f"{path}.request"],
+            )
+        if request.get("method") not in ("POST", "PUT"):
+            raise InvalidInput(
+                f"{label}: request.method {request.get('method')!r} is not supported: "
+                "use POST or PUT.",
+                expression=[f"{path}.request.method"],
+            )
+    try:
+        resource = get_fhir_model_class(resource_type).model_validate(body)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        element = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(
+            f"{label}: {element}: {first['msg']} (value {first.get('input')!r}).",
+            expression=[f"{path}.resource.{element}"],
+        ) from None
+    fhir_id = resource.id or _id_from_request(request) or str(uuid.uuid4())
+    if not m.FHIR_ID_RE.match(fhir_id):
+        raise InvalidInput(
+            f"{where} ({resource_type}/{fhir_id}): {fhir_id!r} is not a FHIR id.",
+            expression=[f"{path}.resource.id"],
+        )
+    return _Entry(
+        index=index,
+        resource_type=resource_type,
+        fhir_id=fhir_id,
+        full_url=str(raw.get("fullUrl") or ""),
+        resource=resource,
+    )
+
+
+def _id_from_request(request: Any) -> str | None:
+    # PUT Patient/abc names the id; a POST lets the server choose one.
+    if isinstance(request, dict) and request.get("method") == "PUT":
+        url = str(request.get("url") or "").split("?", 1)[0].rstrip("/")
+        parts = url.split("/")
+        if len(parts) >= 2 and parts[-1]:
+            return parts[-1]
+    return None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _Importer:
+    def __init__(
+        self,
+        *,
+        organization: m.Organization,
+        by_url: dict[str, _Entry],
+        summary: ImportSummary,
+    ) -> None:
+        self.organization = organization
+        self.by_url = by_url
+        self.summary = summary
+
+    def write(self, entry: _Entry) -> None:
+        writer = getattr(self, f"_write_{entry.resource_type.lower()}")
+        writer(entry, entry.resource)
+        self.summary.counts[entry.resource_type] += 1
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _row(self, model: type[Any], entry: _Entry) -> Any:
+        row = model.objects.filter(organization=self.organization, fhir_id=entry.fhir_id).first()
+        if row is None:
+            self.summary.created += 1
+            return model(organization=self.organization, fhir_id=entry.fhir_id)
+        self.summary.updated += 1
+        return row
+
+    def _target(self, reference: Any, element: str) -> tuple[str, str]:
+        """(type, id) of a reference: ``Type/id``, an absolute URL or another entry's fullUrl."""
+        value = getattr(reference, "reference", None) if reference is not None else None
+        if not value:
+            raise _EntryError(f"{element}: a reference is required.", expression=element)
+        if value in self.by_url:
+            target = self.by_url[value]
+            return target.resource_type, target.fhir_id
+        if value.startswith("urn:"):
+            raise _EntryError(
+                f"{element}: {value!r} is not the fullUrl of any entry in this bundle.",
+                expression=element,
+            )
+        parts = value.split("?", 1)[0].rstrip("/").split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        if len(parts) < 2:
+            raise _EntryError(
+                f"{element}: {value!r} is not a reference of the form Type/id.",
+                expression=element,
+            )
+        return parts[-2], parts[-1]
+
+    def _resolve(self, reference: Any, element: str, model: type[Any]) -> Any:
+        resource_type, fhir_id = self._target(reference, element)
+        expected = model.__name__
+        if resource_type != expected:
+            raise _EntryError(
+                f"{element}: must reference a {expected}, not {resource_type}/{fhir_id}.",
+                expression=element,
+            )
+        row = model.objects.filter(organization=self.organization, fhir_id=fhir_id).first()
+        if row is None:
+            raise _EntryError(
+                f"{element}: {expected}/{fhir_id} is neither in this bundle nor stored in "
+                f"organisation '{self.organization.id}'.",
+                expression=element,
+            )
+        return row
+
+    # -- resources -------------------------------------------------------------------
+
+    def _write_patient(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.Patient, entry)
+        row.family, row.given = _name(res.name)
+        row.gender = res.gender or ""
+        row.birth_date = res.birthDate if isinstance(res.birthDate, date) else None
+        row.email = _telecom(res.telecom, "email")
+        row.phone = _telecom(res.telecom, "phone")
+        row.active = res.active if res.active is not None else True
+        row.save()
+
+    def _write_practitioner(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.Practitioner, entry)
+        row.family, row.given = _name(res.name)
+        first = (res.name or [None])[0]
+        row.prefix = " ".join(first.prefix or []) if first is not None else ""
+        row.active = res.active if res.active is not None else True
+        row.save()
+
+    def _write_practitionerrole(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.PractitionerRole, entry)
+        row.practitioner = (
+            self._resolve(res.practitioner, "practitioner", m.Practitioner)
+            if res.practitioner is not None
+            else None
+        )
+        row.code = _codings(res.code)
+        row.specialty = _codings(res.specialty)
+        row.active = res.active if res.active is not None else True
+        row.save()
+
+    def _write_schedule(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.Schedule, entry)
+        row.practitioner_role = None
+        row.practitioner = None
+        for i, actor in enumerate(res.actor or []):
+            element = f"actor[{i}]"
+            if not actor.reference:
+                continue  # a display-only actor ("unassigned") links nothing
+            resource_type, _ = self._target(actor, element)
+            if resource_type == "PractitionerRole" and row.practitioner_role is None:
+                row.practitioner_role = self._resolve(actor, element, m.PractitionerRole)
+            elif resource_type == "Practitioner" and row.practitioner is None:
+                row.practitioner = self._resolve(actor, element, m.Practitioner)
+            else:
+                raise _EntryError(
+                    f"{element}: {actor.reference!r} is not allowed: a schedule has at most "
+                    "one PractitionerRole and one Practitioner actor.",
+                    expression=element,
+                )
+        row.active = res.active if res.active is not None else True
+        row.service_category = _codings(res.serviceCategory)
+        row.service_type = _codings(res.serviceType)
+        row.specialty = _codings(res.specialty)
+        horizon = res.planningHorizon
+        if horizon is None or horizon.start is None or horizon.end is None:
+            raise _EntryError(
+                "planningHorizon: start and end are required (the first availability window).",
+                expression="planningHorizon",
+            )
+        row.planning_start = _instant(horizon.start, "planningHorizon.start")
+        row.planning_end = _instant(horizon.end, "planningHorizon.end")
+        row.comment = res.comment or ""
+        row.slot_minutes = _slot_minutes(res.extension)
+        _set_recurrence(row, res.extension)
+        row.save()
+
+    def _write_slot(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.Slot, entry)
+        row.schedule = self._resolve(res.schedule, "schedule", m.Schedule)
+        row.status = res.status
+        row.start = _instant(res.start, "start")
+        row.end = _instant(res.end, "end")
+        row.service_category = _codings(res.serviceCategory)
+        row.overbooked = bool(res.overbooked)
+        row.comment = res.comment or ""
+        row.save()
+
+    def _write_appointment(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.Appointment, entry)
+        row.status = res.status
+        if res.start is None or res.end is None:
+            raise _EntryError("start and end are required.", expression="start")
+        row.start = _instant(res.start, "start")
+        row.end = _instant(res.end, "end")
+        patient = None
+        role = None
+        for i, participant in enumerate(res.participant or []):
+            element = f"participant[{i}].actor"
+            if participant.actor is None or not participant.actor.reference:
+                continue
+            resource_type, _ = self._target(participant.actor, element)
+            if resource_type == "Patient" and patient is None:
+                patient = self._resolve(participant.actor, element, m.Patient)
+                row.patient_status = participant.status
+            elif resource_type == "PractitionerRole" and role is None:
+                role = self._resolve(participant.actor, element, m.PractitionerRole)
+                row.practitioner_status = participant.status
+            else:
+                raise _EntryError(
+                    f"{element}: {participant.actor.reference!r} is not allowed: an "
+                    "appointment has one Patient and at most one PractitionerRole.",
+                    expression=element,
+                )
+        if patient is None:
+            raise _EntryError(
+                "participant: one participant must be the Patient.", expression="participant"
+            )
+        row.patient = patient
+        row.practitioner_role = role
+        row.slot = None
+        row.schedule = None
+        if res.slot:
+            row.slot, row.schedule = self._appointment_slot(res.slot[0])
+        if row.schedule is None and role is not None:
+            # FHIR has no Appointment.schedule: a role with a single schedule makes it
+            # unambiguous, and the schedule is what marks its slots busy.
+            schedules = list(role.schedules.filter(organization=self.organization)[:2])
+            if len(schedules) == 1:
+                row.schedule = schedules[0]
+        row.service_category = _codings(res.serviceCategory)
+        row.description = res.description or ""
+        row.comment = res.comment or ""
+        reason = res.cancelationReason
+        row.cancelation_reason = (
+            (reason.text or _first_display(reason) or "") if reason is not None else ""
+        )
+        _set_recurrence(row, res.extension)
+        row.save()
+
+    def _appointment_slot(self, reference: Any) -> tuple[m.Slot | None, m.Schedule | None]:
+        resource_type, fhir_id = self._target(reference, "slot[0]")
+        if resource_type != "Slot":
+            raise _EntryError(
+                f"slot[0]: must reference a Slot, not {resource_type}/{fhir_id}.",
+                expression="slot[0]",
+            )
+        slot = m.Slot.objects.filter(organization=self.organization, fhir_id=fhir_id).first()
+        if slot is not None:
+            return slot, slot.schedule
+        # A generated slot ({scheduleId}-{start}) is not stored: link its schedule instead.
+        parsed = recurrence.split_occurrence_id(fhir_id)
+        if parsed is not None:
+            schedule = m.Schedule.objects.filter(
+                organization=self.organization, fhir_id=parsed[0]
+            ).first()
+            if schedule is not None:
+                return None, schedule
+        raise _EntryError(
+            f"slot[0]: Slot/{fhir_id} is neither stored nor a generated slot of a known schedule.",
+            expression="slot[0]",
+        )
+
+    def _write_appointmentresponse(self, entry: _Entry, res: Any) -> None:
+        row = self._row(m.AppointmentResponse, entry)
+        row.appointment = self._resolve(res.appointment, "appointment", m.Appointment)
+        row.patient = self._resolve(res.actor, "actor", m.Patient)
+        row.participant_status = res.participantStatus
+        row.comment = res.comment or ""
+        row.start = _instant(res.start, "start") if res.start is not None else None
+        row.end = _instant(res.end, "end") if res.end is not None else None
+        row.save()
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _instant(value: Any, element: str) -> datetime:
+    # A date alone, or a time without an offset, does not say which instant is meant.
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise _EntryError(
+            f"{element}: {value!s} needs a date, a time and a timezone offset "
+            "(e.g. 2026-06-01T09:00:00+02:00).",
+            expression=element,
+        )
+    return value
+
+
+def _name(names: Any) -> tuple[str, str]:
+    if not names:
+        return "", ""
+    first = names[0]
+    return first.family or "", " ".join(first.given or [])
+
+
+def _telecom(telecom: Any, system: str) -> str:
+    for point in telecom or []:
+        if point.system == system and point.value:
+            return str(point.value)
+    return ""
+
+
+def _codings(concepts: Any) -> list[dict[str, str]]:
+    """CodeableConcepts -> the stored [{system, code, display}] (one per concept)."""
+    out: list[dict[str, str]] = []
+    for concept in concepts or []:
+        coding = (concept.coding or [None])[0]
+        item: dict[str, str] = {}
+        if coding is not None:
+            for key in ("system", "code", "display"):
+                value = getattr(coding, key, None)
+                if value:
+                    item[key] = str(value)
+        if not item.get("display") and concept.text:
+            item["display"] = concept.text
+        if item:
+            out.append(item)
+    return out
+
+
+def _first_display(concept: Any) -> str:
+    for coding in concept.coding or []:
+        if coding.display or coding.code:
+            return str(coding.display or coding.code)
+    return ""
+
+
+def _extensions(extensions: Any, url: str) -> list[Any]:
+    return [ext for ext in extensions or [] if ext.url == url]
+
+
+def _slot_minutes(extensions: Any) -> int | None:
+    found = _extensions(extensions, EXT_SLOT_DURATION)
+    if not found:
+        return None
+    element = f"extension('{EXT_SLOT_DURATION}')"
+    duration = found[0].valueDuration
+    if duration is None or duration.value is None:
+        raise _EntryError(
+            f"{element}: needs a valueDuration with a value, e.g. "
+            '{"value": 15, "unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}.',
+            expression=element,
+        )
+    unit = str(duration.code or duration.unit or "min").lower()
+    if unit not in _MINUTES_PER_UNIT:
+        raise _EntryError(
+            f"{element}: unit {unit!r} is not supported: use minutes ('min') or hours ('h').",
+            expression=element,
+        )
+    minutes = duration.value * _MINUTES_PER_UNIT[unit]
+    if minutes != int(minutes) or minutes < 1:
+        raise _EntryError(
+            f"{element}: a slot lasts a whole, positive number of minutes (got {minutes}).",
+            expression=element,
+        )
+    return int(minutes)
+
+
+def _set_recurrence(row: m.Schedule | m.Appointment, extensions: Any) -> None:
+    found = _extensions(extensions, EXT_RECURRENCE)
+    row.rrule, row.recurrence_timezone, row.exdates = "", "", []
+    if not found:
+        return
+    element = f"extension('{EXT_RECURRENCE}')"
+    if len(found) > 1:
+        raise _EntryError(f"{element}: at most one recurrence.", expression=element)
+    parts = found[0].extension or []
+    rrules = [p.valueString for p in parts if p.url == "rrule"]
+    if len(rrules) != 1 or not rrules[0]:
+        raise _EntryError(
+            f"{element}: needs exactly one 'rrule' (valueString), e.g. FREQ=WEEKLY;BYDAY=MO.",
+            expression=element,
+        )
+    try:
+        recurrence.validate_rrule(rrules[0])
+    except InvalidInput as exc:
+        raise _EntryError(f"rrule: {exc.message}", expression=f"{element}.rrule") from None
+    zones = [p.valueCode or p.valueString for p in parts if p.url == "timezone"]
+    if len(zones) > 1:
+        raise _EntryError(f"{element}: at most one 'timezone'.", expression=element)
+    if zones:
+        try:
+            recurrence.validate_timezone(zones[0] or "")
+        except InvalidInput as exc:
+            raise _EntryError(
+                f"timezone: {exc.message}", expression=f"{element}.timezone"
+            ) from None
+    exdates: list[str] = []
+    for part in parts:
+        if part.url == "exdate":
+            value = _instant(part.valueDateTime, f"{element}.exdate")
+            exdates.append(value.isoformat())
+        elif part.url not in ("rrule", "timezone"):
+            raise _EntryError(
+                f"{element}: unknown part {part.url!r} (rrule, timezone, exdate).",
+                expression=element,
+            )
+    row.rrule = rrules[0]
+    row.recurrence_timezone = zones[0] if zones else ""
+    row.exdates = exdates

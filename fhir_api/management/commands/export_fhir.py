@@ -1,0 +1,122 @@
+"""``manage.py export_fhir --organization ID [--output FILE]`` (CONTRACT section 9)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from fhir_api import mappers
+from scheduling import models as m
+
+_NAMESPACE = uuid.UUID("5b0e8a52-6f0c-4d36-9a43-0c1b7f1d8e21")
+
+# (type, rows, mapper); the order is the Bundle's order, so a re-import needs no sorting.
+_KINDS: tuple[tuple[str, Callable[[m.Organization], Iterable[Any]], Callable[[Any], dict]], ...] = (
+    ("Patient", lambda o: m.Patient.objects.filter(organization=o), mappers.patient_to_fhir),
+    (
+        "Practitioner",
+        lambda o: m.Practitioner.objects.filter(organization=o),
+        mappers.practitioner_to_fhir,
+    ),
+    (
+        "PractitionerRole",
+        lambda o: m.PractitionerRole.objects.filter(organization=o).select_related("practitioner"),
+        mappers.practitioner_role_to_fhir,
+    ),
+    (
+        "Schedule",
+        lambda o: m.Schedule.objects.filter(organization=o).select_related(
+            "organization", "practitioner_role__practitioner", "practitioner"
+        ),
+        mappers.schedule_to_fhir,
+    ),
+    (
+        "Slot",
+        lambda o: m.Slot.objects.filter(organization=o).select_related("schedule"),
+        mappers.slot_to_fhir,
+    ),
+    (
+        "Appointment",
+        lambda o: m.Appointment.objects.filter(organization=o).select_related(
+            "organization", "patient", "practitioner_role", "slot"
+        ),
+        mappers.appointment_to_fhir,
+    ),
+    (
+        "AppointmentResponse",
+        lambda o: m.AppointmentResponse.objects.filter(organization=o).select_related(
+            "appointment", "patient"
+        ),
+        mappers.appointment_response_to_fhir,
+    ),
+)
+
+
+def full_url(
+    *, organization: m.Organization, resource_type: str, fhir_id: str, base_url: str | None
+) -> str:
+    """The entry's fullUrl: the resource's URL on a server, or a stable ``urn:uuid``.
+
+    Without a base URL the fullUrl depends only on type and id, not on the organisation,
+    so exporting, importing elsewhere and exporting again gives the identical Bundle.
+    """
+    if base_url:
+        return f"{base_url.rstrip('/')}/v2/{organization.id}/fhir/R4/{resource_type}/{fhir_id}"
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{resource_type}/{fhir_id}')}"
+
+
+def organization_bundle(
+    *, organization: m.Organization, base_url: str | None = None
+) -> dict[str, Any]:
+    """Every stored resource of ``organization`` as a collection Bundle, by type then id."""
+    entries: list[dict[str, Any]] = []
+    for resource_type, rows, to_fhir in _KINDS:
+        for row in rows(organization).order_by("fhir_id").iterator(chunk_size=1000):
+            entries.append(
+                {
+                    "fullUrl": full_url(
+                        organization=organization,
+                        resource_type=resource_type,
+                        fhir_id=row.fhir_id,
+                        base_url=base_url,
+                    ),
+                    "resource": to_fhir(row),
+                }
+            )
+    return {"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries}
+
+
+class Command(BaseCommand):
+    help = "Write every stored resource of an organisation as a FHIR Bundle (type collection)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--organization", required=True, help="Organisation id.")
+        parser.add_argument("--output", help="File to write (default: stdout).")
+        parser.add_argument(
+            "--base-url",
+            default=None,
+            help=(
+                "Server base URL, e.g. https://fhir.example.org: fullUrls become the "
+                "resources' URLs there (default: stable urn:uuid values)."
+            ),
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        organization = m.Organization.objects.filter(pk=options["organization"]).first()
+        if organization is None:
+            raise CommandError(f"Organisation {options['organization']!r} does not exist.")
+        bundle = organization_bundle(organization=organization, base_url=options["base_url"])
+        text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+        if options["output"]:
+            try:
+                with open(options["output"], "w", encoding="utf-8") as handle:
+                    handle.write(text)
+            except OSError as exc:
+                raise CommandError(f"Cannot write {options['output']!r}: {exc.strerror}.") from None
+            self.stderr.write(f"Exported {len(bundle['entry'])} resources to {options['output']}.")
+        else:
+            self.stdout.write(text, ending="")
