@@ -13,6 +13,7 @@ Rules, in the order they are checked (the order matters for what leaks):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +34,59 @@ _INTERACTION_LETTER: dict[str, str] = {
 }
 # SMART v1 names, still sent by many clients.
 _V1_PERMISSIONS: dict[str, str] = {"read": "rs", "write": "cud", "*": "cruds"}
+#: Resource types a scope may name; anything else is a typo that would silently grant nothing.
+SCOPE_RESOURCE_TYPES = frozenset({"Schedule", "Slot", "Appointment", "AppointmentResponse", "*"})
+SCOPE_CONTEXTS = frozenset({"system", "patient", "user"})
+# SMART v2 permissions are a subsequence of "cruds" (order is fixed by the spec).
+_V2_PERMISSIONS = re.compile(r"^c?r?u?d?s?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedScope:
+    context: str
+    resource: str
+    letters: frozenset[str]
+
+
+def parse_scope(scope: str) -> ParsedScope | None:
+    """Parse one SMART scope (v2 ``.cruds`` or v1 ``.read``/``.write``/``.*``).
+
+    Returns None for anything that is not a resource scope we understand (including
+    ``launch``, ``openid`` and unknown resource types), so callers can drop or refuse it.
+
+    >>> parse_scope("system/Slot.rs")
+    ParsedScope(context='system', resource='Slot', letters=frozenset({'r', 's'}))
+    >>> parse_scope("patient/Appointment.write").letters == frozenset("cud")
+    True
+    >>> parse_scope("system/Slot.sr") is None  # v2 letters must keep the order c r u d s
+    True
+    """
+    context, slash, rest = scope.partition("/")
+    if not slash or context not in SCOPE_CONTEXTS:
+        return None
+    resource, dot, permissions = rest.partition(".")
+    if not dot or resource not in SCOPE_RESOURCE_TYPES:
+        return None
+    # SMART v2 granular scopes (``?category=...``) narrow a grant; we have no such
+    # sub-categories, so honouring the base permission would widen it: refuse them.
+    if "?" in permissions:
+        return None
+    if permissions in _V1_PERMISSIONS:
+        letters = _V1_PERMISSIONS[permissions]
+    elif permissions and _V2_PERMISSIONS.match(permissions):
+        letters = permissions
+    else:
+        return None
+    return ParsedScope(context=context, resource=resource, letters=frozenset(letters))
+
+
+def scope_covers(granted: ParsedScope, wanted: ParsedScope) -> bool:
+    """True when ``granted`` allows everything ``wanted`` asks for (same context)."""
+    return (
+        granted.context == wanted.context
+        and granted.resource in (wanted.resource, "*")
+        and wanted.letters <= granted.letters
+    )
 
 
 class AuthenticationRequired(Exception):
@@ -60,17 +114,19 @@ class Principal:
     scopes: frozenset[str]
 
     def has_scope(self, resource_type: str, interaction: Interaction) -> bool:
+        """Whether any of the token's scopes allows ``interaction`` on ``resource_type``.
+
+        ``patient/`` scopes only count for a client bound to a patient: without a patient
+        in context they would otherwise reach every patient of the organisation.
+        """
         letter = _INTERACTION_LETTER[interaction]
         for scope in self.scopes:
-            context, _, rest = scope.partition("/")
-            if context not in ("system", "patient", "user") or not rest:
+            parsed = parse_scope(scope)
+            if parsed is None or parsed.resource not in (resource_type, "*"):
                 continue
-            resource, _, permissions = rest.partition(".")
-            if resource not in (resource_type, "*"):
+            if parsed.context == "patient" and self.patient_id is None:
                 continue
-            permissions = permissions.split("?", 1)[0]
-            permissions = _V1_PERMISSIONS.get(permissions, permissions)
-            if letter in permissions:
+            if letter in parsed.letters:
                 return True
         return False
 
@@ -99,17 +155,21 @@ def authenticate(request: HttpRequest) -> Principal:
     token = (
         AccessToken.objects.select_related("client")
         .filter(digest=token_digest(raw))
-        .only("expires_at", "scopes", "client__client_id", "client__active",
-              "client__patient_fhir_id", "client__revoked_at")
+        .only(
+            "expires_at",
+            "scopes",
+            "client__client_id",
+            "client__active",
+            "client__patient_fhir_id",
+            "client__revoked_at",
+        )
         .first()
     )
     if token is None or not token.client.active or token.client.revoked_at is not None:
         raise AuthenticationRequired("The access token is not valid.")
     if token.expires_at <= timezone.now():
         raise AuthenticationRequired("The access token has expired: request a new one.")
-    organization_ids = frozenset(
-        token.client.organizations.values_list("id", flat=True)
-    )
+    organization_ids = frozenset(token.client.organizations.values_list("id", flat=True))
     return Principal(
         client_id=token.client.client_id,
         organization_ids=organization_ids,

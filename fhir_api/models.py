@@ -98,6 +98,4 @@ class UsedAssertion(models.Model):
     expires_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["client", "jti"], name="uniq_client_jti")
-        ]
+        constraints = [models.UniqueConstraint(fields=["client", "jti"], name="uniq_client_jti")]

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "fhir_api.middleware.RequestSizeLimitMiddleware",
+    "fhir_api.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -163,6 +165,9 @@ REST_FRAMEWORK = {
 
 # OAuth 2.0 access-token lifetime in seconds (CONTRACT section 8).
 ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 3600)
+# The 'aud' client assertions must carry; empty means the URL the request arrived at
+# (set it when a proxy rewrites the host or path).
+OAUTH_TOKEN_ENDPOINT_URL = env_str("OAUTH_TOKEN_ENDPOINT_URL", "")
 
 LOGGING = {
     "version": 1,

@@ -1,11 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from fhir_api import oauth
 from medikit.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("oauth/token", oauth.token, name="oauth-token"),
+    path(".well-known/smart-configuration", oauth.smart_configuration, name="smart-configuration"),
+    path(
+        "v2/<str:organization_id>/fhir/R4/.well-known/smart-configuration",
+        oauth.smart_configuration,
+        name="tenant-smart-configuration",
+    ),
     path("", include("fhir_api.urls")),
 ]
 
