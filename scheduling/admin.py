@@ -1,0 +1,384 @@
+"""The Django admin for clinic staff, scoped to their organisations.
+
+Every admin inherits :class:`~scheduling.tenancy_admin.OrganizationScopedAdmin`, the one
+place where rows, choices and writes are limited to the user's organisations.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from scheduling import admin_views
+from scheduling.errors import DomainError
+from scheduling.forms import ScheduleAdminForm, describe_recurrence, upcoming_occurrences
+from scheduling.models import (
+    Appointment,
+    AppointmentResponse,
+    AuditEvent,
+    Organization,
+    Patient,
+    Practitioner,
+    PractitionerRole,
+    Schedule,
+    Slot,
+    StaffMembership,
+)
+from scheduling.services import appointment_cancel, appointment_mark_noshow
+from scheduling.tenancy_admin import OrganizationScopedAdmin, user_single_organization
+
+admin.site.site_header = gettext_lazy("MediKIT scheduling")
+admin.site.site_title = gettext_lazy("MediKIT scheduling")
+admin.site.index_title = gettext_lazy("Clinic administration")
+
+
+def _staff_actor(request: HttpRequest) -> str:
+    return f"staff:{request.user.get_username()}"
+
+
+class ReadOnlyAdminMixin:
+    """For records written by the API or services only (responses, audit trail)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Organization)
+class OrganizationAdmin(OrganizationScopedAdmin):
+    organization_lookup = "pk"
+    list_display = ("id", "name", "timezone")
+    search_fields = ("id", "name")
+    list_filter = ("timezone",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A new tenant is an operator's decision (create_organization), not a clinic's.
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # The id is in every API URL: renaming it would break every integration.
+        return ("id",) if obj is not None else ()
+
+
+@admin.register(StaffMembership)
+class StaffMembershipAdmin(OrganizationScopedAdmin):
+    list_display = ("user", "organization")
+    list_filter = ("organization",)
+    search_fields = ("user__username", "user__email", "organization__id", "organization__name")
+    autocomplete_fields = ("organization",)
+
+    # Who works for which clinic decides what everyone sees: superusers only.
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+
+@admin.register(Patient)
+class PatientAdmin(OrganizationScopedAdmin):
+    list_display = ("fhir_id", "family", "given", "birth_date", "gender", "active", "organization")
+    list_filter = ("active", "gender", ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("fhir_id", "family", "given", "email", "phone")
+
+
+@admin.register(Practitioner)
+class PractitionerAdmin(OrganizationScopedAdmin):
+    list_display = (
+        "fhir_id",
+        "prefix",
+        "given",
+        "family",
+        "active",
+        "organization",
+        "calendar_link",
+    )
+    list_filter = ("active", ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("fhir_id", "family", "given")
+
+    @admin.display(description=gettext_lazy("Calendar"))
+    def calendar_link(self, obj: Practitioner) -> str:
+        url = reverse("admin:scheduling_practitioner_calendar", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Week calendar"))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/calendar/",
+                wrap(partial(admin_views.practitioner_calendar_view, model_admin=self)),
+                name="scheduling_practitioner_calendar",
+            ),
+            path(
+                "<path:object_id>/block/",
+                wrap(partial(admin_views.practitioner_block_view, model_admin=self)),
+                name="scheduling_practitioner_block",
+            ),
+            *super().get_urls(),
+        ]
+
+
+@admin.register(PractitionerRole)
+class PractitionerRoleAdmin(OrganizationScopedAdmin):
+    list_display = ("fhir_id", "__str__", "practitioner", "active", "organization")
+    list_filter = ("active", ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = (
+        "fhir_id",
+        "practitioner__family",
+        "practitioner__given",
+        "practitioner__fhir_id",
+    )
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(OrganizationScopedAdmin):
+    form = ScheduleAdminForm
+    change_form_template = "admin/scheduling/schedule/change_form.html"
+    list_display = (
+        "fhir_id",
+        "practitioner_role",
+        "summary",
+        "slot_minutes",
+        "active",
+        "organization",
+        "calendar_link",
+    )
+    list_filter = (
+        "active",
+        ("practitioner_role", admin.RelatedOnlyFieldListFilter),
+        ("organization", admin.RelatedOnlyFieldListFilter),
+    )
+    search_fields = ("fhir_id", "practitioner__family", "practitioner_role__fhir_id", "comment")
+    list_select_related = ("organization", "practitioner_role__practitioner")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "organization",
+                    "fhir_id",
+                    "active",
+                    "practitioner_role",
+                    "practitioner",
+                    "comment",
+                )
+            },
+        ),
+        (
+            gettext_lazy("First availability window"),
+            {"fields": ("planning_start", "planning_end", "slot_minutes")},
+        ),
+        (
+            gettext_lazy("Repeats"),
+            {
+                "fields": (
+                    "frequency",
+                    "interval",
+                    "weekdays",
+                    "until",
+                    "count",
+                    "exceptions",
+                    "recurrence_timezone",
+                )
+            },
+        ),
+        (
+            gettext_lazy("Expert"),
+            {
+                "fields": ("rrule", "service_category", "service_type", "specialty"),
+                "classes": ("collapse",),
+            },
+        ),
+    )
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        # The default zone of a new schedule is the (single) organisation's.
+        return type(
+            form_class.__name__,
+            (form_class,),
+            {"default_organization": user_single_organization(request.user)},
+        )
+
+    @admin.display(description=gettext_lazy("Availability"))
+    def summary(self, obj: Schedule) -> str:
+        return describe_recurrence(
+            rrule=obj.rrule,
+            first_start=obj.planning_start,
+            first_end=obj.planning_end,
+            tzid=obj.rule_timezone(obj.organization),
+            exdate_count=len(obj.exdates or []),
+        )
+
+    @admin.display(description=gettext_lazy("Calendar"))
+    def calendar_link(self, obj: Schedule) -> str:
+        url = reverse("admin:scheduling_schedule_calendar", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Week calendar"))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/calendar/",
+                wrap(partial(admin_views.schedule_calendar_view, model_admin=self)),
+                name="scheduling_schedule_calendar",
+            ),
+            path(
+                "<path:object_id>/block/",
+                wrap(partial(admin_views.schedule_block_view, model_admin=self)),
+                name="scheduling_schedule_block",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        obj = self.get_object(request, object_id)
+        if obj is not None:
+            tz = obj.organization.zone
+            rule_tz = obj.rule_timezone(obj.organization)
+            try:
+                preview = upcoming_occurrences(obj, after=timezone.now())
+            except DomainError as exc:
+                preview, context["preview_error"] = [], exc.message
+            context.update(
+                summary=self.summary(obj),
+                preview=[(p.start.astimezone(tz), p.end.astimezone(tz)) for p in preview],
+                preview_zone=rule_tz,
+                calendar_url=reverse("admin:scheduling_schedule_calendar", args=[obj.pk]),
+                block_url=reverse("admin:scheduling_schedule_block", args=[obj.pk]),
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+
+@admin.register(Slot)
+class SlotAdmin(OrganizationScopedAdmin):
+    list_display = ("fhir_id", "schedule", "status", "start", "end", "comment", "organization")
+    list_filter = (
+        "status",
+        ("start", admin.DateFieldListFilter),
+        ("schedule", admin.RelatedOnlyFieldListFilter),
+        ("organization", admin.RelatedOnlyFieldListFilter),
+    )
+    search_fields = ("fhir_id", "schedule__fhir_id", "comment")
+    date_hierarchy = "start"
+
+
+@admin.register(Appointment)
+class AppointmentAdmin(OrganizationScopedAdmin):
+    list_display = (
+        "fhir_id",
+        "patient",
+        "start",
+        "end",
+        "status",
+        "practitioner_role",
+        "schedule",
+        "organization",
+    )
+    list_filter = (
+        ("start", admin.DateFieldListFilter),
+        "status",
+        ("practitioner_role", admin.RelatedOnlyFieldListFilter),
+        ("organization", admin.RelatedOnlyFieldListFilter),
+    )
+    search_fields = ("fhir_id", "patient__fhir_id", "patient__family", "patient__given")
+    list_select_related = ("patient", "practitioner_role__practitioner", "schedule", "organization")
+    date_hierarchy = "start"
+    actions = ("cancel_appointments", "mark_noshow")
+
+    def _run_service(
+        self, request: HttpRequest, queryset: QuerySet[Appointment], service: Any, done: str
+    ) -> None:
+        ok, failed = 0, []
+        # queryset is already limited to the user's organisations (get_queryset).
+        for appointment in queryset.select_related("organization"):
+            try:
+                service(
+                    organization=appointment.organization,
+                    appointment=appointment,
+                    actor=_staff_actor(request),
+                )
+            except DomainError as exc:
+                failed.append(exc.message)
+            else:
+                ok += 1
+        if ok:
+            self.message_user(request, done % {"count": ok}, messages.SUCCESS)
+        for message in failed:
+            self.message_user(request, message, messages.ERROR)
+
+    @admin.action(description=gettext_lazy("Cancel (frees the slot)"), permissions=["change"])
+    def cancel_appointments(self, request: HttpRequest, queryset: QuerySet[Appointment]) -> None:
+        self._run_service(
+            request, queryset, appointment_cancel, _("%(count)d appointment(s) cancelled.")
+        )
+
+    @admin.action(description=gettext_lazy("Mark no-show"), permissions=["change"])
+    def mark_noshow(self, request: HttpRequest, queryset: QuerySet[Appointment]) -> None:
+        self._run_service(
+            request,
+            queryset,
+            appointment_mark_noshow,
+            _("%(count)d appointment(s) marked as no-show."),
+        )
+
+
+@admin.register(AppointmentResponse)
+class AppointmentResponseAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    list_display = (
+        "fhir_id",
+        "appointment",
+        "patient",
+        "participant_status",
+        "created_at",
+        "organization",
+    )
+    list_filter = ("participant_status", ("organization", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("fhir_id", "appointment__fhir_id", "patient__fhir_id", "patient__family")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, OrganizationScopedAdmin):
+    list_display = ("at", "actor", "action", "appointment_fhir_id", "organization")
+    list_filter = (
+        "action",
+        ("at", admin.DateFieldListFilter),
+        ("organization", admin.RelatedOnlyFieldListFilter),
+    )
+    search_fields = ("actor", "appointment_fhir_id")
+    date_hierarchy = "at"

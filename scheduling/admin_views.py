@@ -1,0 +1,436 @@
+"""Week calendar and "block time" pages of the admin (server-side templates, no JS).
+
+The views are reached through ``ScheduleAdmin.get_urls``/``PractitionerAdmin.get_urls`` and
+look objects up through the ModelAdmin's own ``get_queryset``, so they are scoped to the
+user's organisations exactly like the changelists: another organisation's schedule is a 404.
+Times are shown in the organisation's zone.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.translation import gettext as _
+
+from scheduling.forms import BlockTimeForm
+from scheduling.models import (
+    INACTIVE_APPOINTMENT_STATUSES,
+    Appointment,
+    Organization,
+    Practitioner,
+    Schedule,
+    Slot,
+    SlotStatus,
+)
+from scheduling.recurrence import Period, expand
+from scheduling.selectors import cut_slots, schedule_availability
+from scheduling.services import new_fhir_id
+
+_WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
+_DEFAULT_HOURS = (8, 18)
+
+
+def iso_week(day: date) -> str:
+    """``day``'s ISO week as ``2026-W48`` (the calendar's ``?week=`` value)."""
+    year, week, _weekday = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+class BadWeek(ValueError):
+    """The ``week``/``start`` query value cannot be read."""
+
+
+def parse_week(params: Any, *, today: date) -> date:
+    """The Monday of the requested week: ``?week=2026-W48``, ``?start=2026-11-25`` or today's."""
+    week = (params.get("week") or "").strip()
+    start = (params.get("start") or "").strip()
+    try:
+        if week:
+            match = _WEEK_RE.match(week)
+            if not match:
+                raise BadWeek(week)
+            return date.fromisocalendar(int(match[1]), int(match[2]), 1)
+        if start:
+            day = date.fromisoformat(start)
+            return day - timedelta(days=day.weekday())
+    except ValueError:
+        raise BadWeek(week or start) from None
+    return today - timedelta(days=today.weekday())
+
+
+@dataclass
+class Block:
+    """One coloured box in a day column."""
+
+    kind: str  # window | free | busy | booking | blocked
+    start: datetime
+    end: datetime
+    label: str
+    url: str = ""
+    top: float = 0.0
+    height: float = 0.0
+
+
+@dataclass
+class Day:
+    day: date
+    blocks: list[Block] = field(default_factory=list)
+
+
+def _clip_to_days(block: Block, days: list[Day], tz: zoneinfo.ZoneInfo) -> None:
+    """Put ``block`` into every day column it touches (a block may cross midnight)."""
+    for column in days:
+        day_start = datetime.combine(column.day, time(0), tzinfo=tz)
+        day_end = datetime.combine(column.day + timedelta(days=1), time(0), tzinfo=tz)
+        start, end = max(block.start, day_start), min(block.end, day_end)
+        if start < end:
+            column.blocks.append(
+                Block(block.kind, start.astimezone(tz), end.astimezone(tz), block.label, block.url)
+            )
+
+
+def _hours_shown(days: list[Day]) -> tuple[int, int]:
+    lo, hi = _DEFAULT_HOURS
+    for column in days:
+        for block in column.blocks:
+            lo = min(lo, block.start.hour)
+            end_hour = (
+                24
+                if block.end.date() > column.day
+                else block.end.hour + (1 if block.end.minute or block.end.second else 0)
+            )
+            hi = max(hi, end_hour)
+    return lo, hi
+
+
+def _layout(days: list[Day], lo: int, hi: int, tz: zoneinfo.ZoneInfo) -> None:
+    span = (hi - lo) * 60
+    for column in days:
+        base = datetime.combine(column.day, time(lo), tzinfo=tz)
+        for block in column.blocks:
+            top = (block.start - base).total_seconds() / 60
+            length = (block.end - block.start).total_seconds() / 60
+            block.top = round(100 * top / span, 3)
+            block.height = round(100 * length / span, 3)
+        column.blocks.sort(
+            key=lambda b: (["window", "free", "busy", "booking", "blocked"].index(b.kind), b.start)
+        )
+
+
+def _overlaps(period: Period, others: list[Period]) -> bool:
+    return any(p.start < period.end and p.end > period.start for p in others)
+
+
+def _appointment_periods(
+    appt: Appointment, organization: Organization, window: Period
+) -> list[Period]:
+    if not appt.rrule:
+        return [Period(appt.start, appt.end)]
+    return expand(
+        rrule=appt.rrule,
+        first_start=appt.start,
+        first_end=appt.end,
+        tzid=appt.rule_timezone(organization),
+        exdates=appt.exdate_values(),
+        window_start=window.start,
+        window_end=window.end,
+    )
+
+
+def week_blocks(
+    *,
+    organization: Organization,
+    schedules: list[Schedule],
+    appointments: QuerySet[Appointment],
+    window: Period,
+    now: datetime,
+) -> list[Block]:
+    """Availability windows, their slots (free/busy), bookings and blocked time in ``window``."""
+    blocks: list[Block] = []
+    appt_rows = list(
+        appointments.filter(
+            Q(start__lt=window.end, end__gt=window.start) | (~Q(rrule="") & Q(start__lt=window.end))
+        )
+        .exclude(status__in=list(INACTIVE_APPOINTMENT_STATUSES))
+        .select_related("patient")
+    )
+    booked: dict[int | None, list[Period]] = {}
+    for appt in appt_rows:
+        url = reverse("admin:scheduling_appointment_change", args=[appt.pk])
+        for period in _appointment_periods(appt, organization, window):
+            booked.setdefault(appt.schedule_id, []).append(period)
+            label = f"{appt.patient} ({appt.get_status_display()})"
+            blocks.append(Block("booking", period.start, period.end, label, url))
+    stored = list(
+        Slot.objects.filter(
+            organization=organization,
+            schedule__in=schedules,
+            start__lt=window.end,
+            end__gt=window.start,
+        ).exclude(status=SlotStatus.ENTERED_IN_ERROR)
+    )
+    blocked: dict[int, list[Period]] = {}
+    for slot in stored:
+        url = reverse("admin:scheduling_slot_change", args=[slot.pk])
+        if slot.status == SlotStatus.BUSY_UNAVAILABLE:
+            blocked.setdefault(slot.schedule_id, []).append(Period(slot.start, slot.end))
+            blocks.append(Block("blocked", slot.start, slot.end, slot.comment or _("Blocked"), url))
+        else:
+            kind = "free" if slot.status == SlotStatus.FREE else "busy"
+            blocks.append(Block(kind, slot.start, slot.end, slot.get_status_display(), url))
+    for schedule in schedules:
+        url = reverse("admin:scheduling_schedule_change", args=[schedule.pk])
+        windows = schedule_availability(
+            schedule=schedule,
+            organization=organization,
+            window_start=window.start,
+            window_end=window.end,
+        )
+        busy = booked.get(schedule.pk, []) + blocked.get(schedule.pk, [])
+        for available in windows:
+            blocks.append(Block("window", available.start, available.end, str(schedule), url))
+            if not schedule.slot_minutes:
+                continue
+            for slot in cut_slots(available, schedule.slot_minutes):
+                # A slot in the past is never free (CONTRACT section 6).
+                is_busy = slot.start < now or _overlaps(slot, busy)
+                blocks.append(
+                    Block(
+                        "busy" if is_busy else "free",
+                        slot.start,
+                        slot.end,
+                        _("busy") if is_busy else _("free"),
+                    )
+                )
+    return blocks
+
+
+def _render_week(
+    request: HttpRequest,
+    *,
+    model_admin: admin.ModelAdmin,
+    title: str,
+    subject: Any,
+    organization: Organization,
+    schedules: list[Schedule],
+    appointments: QuerySet[Appointment],
+    block_url: str,
+) -> HttpResponse:
+    tz = organization.zone
+    try:
+        monday = parse_week(request.GET, today=timezone.now().astimezone(tz).date())
+    except BadWeek as exc:
+        message = _("'%(value)s' is not a week: use ?week=2026-W48 or ?start=2026-11-23.") % {
+            "value": exc.args[0]
+        }
+        response = render(
+            request,
+            "scheduling/calendar_error.html",
+            {**model_admin.admin_site.each_context(request), "title": title, "message": message},
+            status=400,
+        )
+        return response
+    window = Period(
+        datetime.combine(monday, time(0), tzinfo=tz),
+        datetime.combine(monday + timedelta(days=7), time(0), tzinfo=tz),
+    )
+    days = [Day(monday + timedelta(days=i)) for i in range(7)]
+    with timezone.override(tz):
+        for block in week_blocks(
+            organization=organization,
+            schedules=schedules,
+            appointments=appointments,
+            window=window,
+            now=timezone.now(),
+        ):
+            _clip_to_days(block, days, tz)
+        lo, hi = _hours_shown(days)
+        _layout(days, lo, hi, tz)
+        iso = monday.isocalendar()
+        prev_monday, next_monday = monday - timedelta(days=7), monday + timedelta(days=7)
+        context = {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.model._meta,
+            "title": title,
+            "subject": subject,
+            "organization": organization,
+            "zone": tz.key,
+            "days": days,
+            "hours": [f"{h:02d}:00" for h in range(lo, hi)],
+            "hour_count": hi - lo,
+            "week_label": _("Week %(week)d, %(year)d") % {"week": iso.week, "year": iso.year},
+            "range_label": (
+                f"{formats.date_format(monday, 'j M')} \u2013 "
+                f"{formats.date_format(monday + timedelta(days=6), 'j M Y')}"
+            ),
+            "prev_week": iso_week(prev_monday),
+            "next_week": iso_week(next_monday),
+            "block_url": block_url,
+            "can_block": request.user.has_perm("scheduling.add_slot"),
+            "legend": [
+                ("window", _("Availability")),
+                ("free", _("Free slot")),
+                ("busy", _("Busy slot")),
+                ("booking", _("Booking")),
+                ("blocked", _("Blocked")),
+            ],
+        }
+        response = render(request, "scheduling/calendar.html", context)
+    return response
+
+
+def _scoped_object(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> Any:
+    # The ModelAdmin's queryset is the organisation fence: foreign ids look missing.
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    try:
+        return model_admin.get_queryset(request).get(pk=object_id)
+    except (model_admin.model.DoesNotExist, ValueError, TypeError):
+        raise Http404(_("No such object in your organisation.")) from None
+
+
+def schedule_calendar_view(
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+) -> HttpResponse:
+    """One schedule's week: availability, slots, bookings and blocked time."""
+    schedule: Schedule = _scoped_object(model_admin, request, object_id)
+    organization = schedule.organization
+    appointments = Appointment.objects.filter(organization=organization, schedule=schedule)
+    block_url = reverse("admin:scheduling_schedule_block", args=[schedule.pk])
+    return _render_week(
+        request,
+        model_admin=model_admin,
+        title=_("Calendar of schedule %(name)s") % {"name": schedule},
+        subject=schedule,
+        organization=organization,
+        schedules=[schedule],
+        appointments=appointments,
+        block_url=block_url,
+    )
+
+
+def practitioner_calendar_view(
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+) -> HttpResponse:
+    """All of a practitioner's schedules and bookings in one week."""
+    practitioner: Practitioner = _scoped_object(model_admin, request, object_id)
+    organization = practitioner.organization
+    schedules = list(
+        Schedule.objects.filter(organization=organization, active=True)
+        .filter(Q(practitioner=practitioner) | Q(practitioner_role__practitioner=practitioner))
+        .distinct()
+    )
+    appointments = (
+        Appointment.objects.filter(organization=organization)
+        .filter(Q(schedule__in=schedules) | Q(practitioner_role__practitioner=practitioner))
+        .distinct()
+    )
+    block_url = reverse("admin:scheduling_practitioner_block", args=[practitioner.pk])
+    return _render_week(
+        request,
+        model_admin=model_admin,
+        title=_("Calendar of %(name)s") % {"name": practitioner},
+        subject=practitioner,
+        organization=organization,
+        schedules=schedules,
+        appointments=appointments,
+        block_url=block_url,
+    )
+
+
+def _block_view(
+    request: HttpRequest,
+    *,
+    model_admin: admin.ModelAdmin,
+    organization: Organization,
+    schedules: QuerySet[Schedule],
+    calendar_url: str,
+    title: str,
+    initial_schedule: Schedule | None,
+) -> HttpResponse:
+    if not request.user.has_perm("scheduling.add_slot"):
+        raise PermissionDenied
+    with timezone.override(organization.zone):
+        initial: dict[str, Any] = {"schedule": initial_schedule}
+        for name in ("start", "end"):
+            if request.GET.get(name):
+                initial[name] = request.GET[name]
+        if request.method == "POST":
+            form = BlockTimeForm(request.POST, schedules=schedules)
+            if form.is_valid():
+                slot = form.save(fhir_id=new_fhir_id())
+                messages.success(
+                    request,
+                    _("Blocked %(start)s \u2013 %(end)s.")
+                    % {
+                        "start": formats.date_format(
+                            slot.start.astimezone(organization.zone), "j M Y H:i"
+                        ),
+                        "end": formats.date_format(
+                            slot.end.astimezone(organization.zone), "j M Y H:i"
+                        ),
+                    },
+                )
+                week = iso_week(slot.start.astimezone(organization.zone).date())
+                return HttpResponseRedirect(f"{calendar_url}?week={week}")
+            status = 400
+        else:
+            form = BlockTimeForm(initial=initial, schedules=schedules)
+            status = 200
+        context = {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.model._meta,
+            "title": title,
+            "form": form,
+            "zone": organization.zone.key,
+            "calendar_url": calendar_url,
+        }
+        return render(request, "scheduling/block_time.html", context, status=status)
+
+
+def schedule_block_view(
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+) -> HttpResponse:
+    """Block time on one schedule (the schedule is preselected)."""
+    schedule: Schedule = _scoped_object(model_admin, request, object_id)
+    return _block_view(
+        request,
+        model_admin=model_admin,
+        organization=schedule.organization,
+        schedules=Schedule.objects.filter(organization=schedule.organization),
+        calendar_url=reverse("admin:scheduling_schedule_calendar", args=[schedule.pk]),
+        title=_("Block time on %(name)s") % {"name": schedule},
+        initial_schedule=schedule,
+    )
+
+
+def practitioner_block_view(
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+) -> HttpResponse:
+    """Block time on one of a practitioner's schedules."""
+    practitioner: Practitioner = _scoped_object(model_admin, request, object_id)
+    schedules = (
+        Schedule.objects.filter(organization=practitioner.organization)
+        .filter(Q(practitioner=practitioner) | Q(practitioner_role__practitioner=practitioner))
+        .distinct()
+    )
+    return _block_view(
+        request,
+        model_admin=model_admin,
+        organization=practitioner.organization,
+        schedules=schedules,
+        calendar_url=reverse("admin:scheduling_practitioner_calendar", args=[practitioner.pk]),
+        title=_("Block time for %(name)s") % {"name": practitioner},
+        initial_schedule=schedules.first(),
+    )

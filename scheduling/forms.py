@@ -1,0 +1,444 @@
+"""Admin forms: availability without hand-written RRULEs, and blocking time.
+
+Clinic staff pick a frequency, weekdays and an end date; :func:`build_rrule` writes the RFC
+5545 rule, :func:`parse_simple_rrule` reads a simple stored rule back into those fields, and
+:func:`describe_recurrence` says in plain (translated) words what a schedule does. Experts
+may still type a raw RRULE: when filled, it wins over the structured fields.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any
+
+from django import forms
+from django.utils import formats
+from django.utils.dates import WEEKDAYS
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+
+from scheduling import recurrence
+from scheduling.errors import InvalidRecurrence
+from scheduling.models import Organization, Schedule, Slot
+
+WEEKDAY_CODES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+#: How many occurrences the schedule page previews.
+PREVIEW_COUNT = 10
+
+
+@lru_cache(maxsize=1)
+def timezone_choices() -> list[tuple[str, str]]:
+    """Every IANA zone this system knows, sorted, as form choices."""
+    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+
+
+@dataclass
+class SimpleRule:
+    """The part of RFC 5545 the structured form can express."""
+
+    freq: str
+    interval: int = 1
+    byday: list[str] = field(default_factory=list)
+    until: date | None = None
+    count: int | None = None
+
+
+def build_rrule(rule: SimpleRule, *, tz: zoneinfo.ZoneInfo) -> str:
+    """Write ``rule`` as an RRULE value; UNTIL becomes the end of that local day, in UTC.
+
+    UTC is used (not a DATE value) because RFC 5545 wants UNTIL to have DTSTART's type,
+    and real FHIR clients read a ``Z`` value most reliably.
+    """
+    parts = [f"FREQ={rule.freq}"]
+    if rule.interval and rule.interval != 1:
+        parts.append(f"INTERVAL={rule.interval}")
+    if rule.byday:
+        ordered = [code for code in WEEKDAY_CODES if code in rule.byday]
+        parts.append("BYDAY=" + ",".join(ordered))
+    if rule.until is not None:
+        local_end = datetime.combine(rule.until, time(23, 59, 59), tzinfo=tz)
+        parts.append("UNTIL=" + local_end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    if rule.count is not None:
+        parts.append(f"COUNT={rule.count}")
+    return ";".join(parts)
+
+
+def parse_simple_rrule(rrule: str, *, tz: zoneinfo.ZoneInfo) -> SimpleRule | None:
+    """Read ``rrule`` into a :class:`SimpleRule`, or None when the form cannot express it."""
+    if not rrule:
+        return None
+    try:
+        recurrence.validate_rrule(rrule)
+    except InvalidRecurrence:
+        return None
+    parts: dict[str, str] = {}
+    for chunk in rrule.split(";"):
+        name, _sep, value = chunk.partition("=")
+        parts[name.strip().upper()] = value.strip().upper()
+    if set(parts) - {"FREQ", "INTERVAL", "BYDAY", "UNTIL", "COUNT", "WKST"}:
+        return None
+    if parts.get("WKST", "MO") != "MO" or parts["FREQ"] not in FREQUENCIES:
+        return None
+    byday = [code for code in parts.get("BYDAY", "").split(",") if code]
+    # Ordinal weekdays ("1MO", "-1FR") need the raw field.
+    if any(code not in WEEKDAY_CODES for code in byday):
+        return None
+    until: date | None = None
+    if "UNTIL" in parts:
+        raw = parts["UNTIL"]
+        try:
+            if "T" in raw:
+                instant = datetime.strptime(raw.rstrip("Z"), "%Y%m%dT%H%M%S")
+                if not raw.endswith("Z"):
+                    return None
+                until = instant.replace(tzinfo=UTC).astimezone(tz).date()
+            else:
+                until = datetime.strptime(raw, "%Y%m%d").date()
+        except ValueError:
+            return None
+    return SimpleRule(
+        freq=parts["FREQ"],
+        interval=int(parts.get("INTERVAL", "1")),
+        byday=byday,
+        until=until,
+        count=int(parts["COUNT"]) if "COUNT" in parts else None,
+    )
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return _("%(items)s and %(last)s") % {"items": ", ".join(items[:-1]), "last": items[-1]}
+
+
+def _weekday_names(codes: list[str]) -> list[str]:
+    return [str(WEEKDAYS[WEEKDAY_CODES.index(code)]) for code in WEEKDAY_CODES if code in codes]
+
+
+def _frequency_phrase(rule: SimpleRule) -> str:
+    n = rule.interval
+    if rule.freq == "DAILY":
+        return ngettext("Every day", "Every %(n)d days", n) % {"n": n}
+    if rule.freq == "WEEKLY":
+        if rule.byday:
+            days = _join(_weekday_names(rule.byday))
+            return ngettext("Every %(days)s", "Every %(n)d weeks on %(days)s", n) % {
+                "n": n,
+                "days": days,
+            }
+        return ngettext("Every week", "Every %(n)d weeks", n) % {"n": n}
+    if rule.freq == "MONTHLY":
+        return ngettext("Every month", "Every %(n)d months", n) % {"n": n}
+    return ngettext("Every year", "Every %(n)d years", n) % {"n": n}
+
+
+def describe_recurrence(
+    *, rrule: str, first_start: datetime, first_end: datetime, tzid: str, exdate_count: int = 0
+) -> str:
+    """A plain-language, translated summary of a schedule's availability.
+
+    For example "Every Monday and Wednesday, 09:00-12:00 Europe/Amsterdam, until 31 Dec 2027"
+    (with an en dash between the times).
+    """
+    tz = zoneinfo.ZoneInfo(tzid)
+    start_local = first_start.astimezone(tz)
+    end_local = first_end.astimezone(tz)
+    times = f"{start_local:%H:%M}\u2013{end_local:%H:%M} {tzid}"
+    if not rrule:
+        when = formats.date_format(start_local.date(), "j M Y")
+        return _("Once, %(date)s, %(times)s") % {"date": when, "times": times}
+    rule = parse_simple_rrule(rrule, tz=tz)
+    if rule is None:
+        text = _("Custom rule %(rrule)s, %(times)s") % {"rrule": rrule, "times": times}
+    else:
+        text = f"{_frequency_phrase(rule)}, {times}"
+        if rule.until is not None:
+            until = formats.date_format(rule.until, "j M Y")
+            text += ", " + _("until %(date)s") % {"date": until}
+        elif rule.count is not None:
+            text += ", " + ngettext("once", "%(count)d times", rule.count) % {"count": rule.count}
+    if exdate_count:
+        text += " " + ngettext("(%(n)d exception)", "(%(n)d exceptions)", exdate_count) % {
+            "n": exdate_count
+        }
+    return text
+
+
+def upcoming_occurrences(schedule: Schedule, *, after: datetime) -> list[recurrence.Period]:
+    """The next occurrences of a stored schedule, for the change page's preview."""
+    tzid = schedule.rule_timezone(schedule.organization)
+    if not schedule.rrule:
+        if schedule.planning_end <= after:
+            return []
+        return [recurrence.Period(schedule.planning_start, schedule.planning_end)]
+    return recurrence.upcoming(
+        rrule=schedule.rrule,
+        first_start=schedule.planning_start,
+        first_end=schedule.planning_end,
+        tzid=tzid,
+        exdates=schedule.exdate_values(),
+        after=after,
+        limit=PREVIEW_COUNT,
+    )
+
+
+def _parse_exdate_line(line: str, *, tz: zoneinfo.ZoneInfo, first_start: datetime) -> str:
+    """One exception as an ISO instant with offset; a bare date means that day's occurrence."""
+    try:
+        if len(line) == 10:
+            day = date.fromisoformat(line)
+            wall = datetime.combine(day, first_start.astimezone(tz).time(), tzinfo=tz)
+            return wall.isoformat()
+        value = datetime.fromisoformat(line)
+    except ValueError:
+        raise forms.ValidationError(
+            _("'%(value)s' is not a date (2026-12-28) or date-time (2026-12-28T09:00)."),
+            params={"value": line},
+        ) from None
+    if value.tzinfo is None:
+        # Staff think in the schedule's zone; a time without offset is read there.
+        value = value.replace(tzinfo=tz)
+    return value.isoformat()
+
+
+class ScheduleAdminForm(forms.ModelForm):
+    """The schedule change form: structured recurrence fields beside the raw RRULE."""
+
+    frequency = forms.ChoiceField(
+        label=gettext_lazy("Repeats"),
+        required=False,
+        choices=[
+            ("", gettext_lazy("Does not repeat")),
+            ("DAILY", gettext_lazy("Daily")),
+            ("WEEKLY", gettext_lazy("Weekly")),
+            ("MONTHLY", gettext_lazy("Monthly")),
+            ("YEARLY", gettext_lazy("Yearly")),
+        ],
+    )
+    interval = forms.IntegerField(
+        label=gettext_lazy("Every"),
+        required=False,
+        min_value=1,
+        max_value=366,
+        initial=1,
+        help_text=gettext_lazy("1 = every day/week/month/year, 2 = every other one, ..."),
+    )
+    weekdays = forms.MultipleChoiceField(
+        label=gettext_lazy("On weekdays"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(code, WEEKDAYS[i]) for i, code in enumerate(WEEKDAY_CODES)],
+    )
+    until = forms.DateField(
+        label=gettext_lazy("Until (date)"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=gettext_lazy(
+            "Last day with availability (inclusive). Leave empty, or use a count."
+        ),
+    )
+    count = forms.IntegerField(
+        label=gettext_lazy("Number of occurrences"),
+        required=False,
+        min_value=1,
+        max_value=10000,
+    )
+    exceptions = forms.CharField(
+        label=gettext_lazy("Exceptions"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 40}),
+        help_text=gettext_lazy(
+            "Days left out, one per line: a date (2026-12-28) or a date-time (2026-12-28T09:00)."
+        ),
+    )
+    recurrence_timezone = forms.ChoiceField(
+        label=gettext_lazy("Time zone"), required=False, choices=timezone_choices
+    )
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "organization",
+            "fhir_id",
+            "active",
+            "practitioner_role",
+            "practitioner",
+            "planning_start",
+            "planning_end",
+            "slot_minutes",
+            "recurrence_timezone",
+            "rrule",
+            "service_category",
+            "service_type",
+            "specialty",
+            "comment",
+        ]
+
+    #: Set by the admin to the user's single organisation: its zone is the default.
+    default_organization: Organization | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["rrule"].required = False
+        self.fields["rrule"].help_text = _(
+            "For experts: an RFC 5545 RRULE (e.g. FREQ=MONTHLY;BYDAY=1MO). When filled it wins "
+            "over the fields above; empty it to use them."
+        )
+        instance: Schedule = self.instance
+        organization = (
+            instance.organization if instance.organization_id else self.default_organization
+        )
+        zone_name = instance.recurrence_timezone or (
+            organization.timezone if organization else "Europe/Amsterdam"
+        )
+        self.fields["recurrence_timezone"].initial = zone_name
+        if instance.pk:
+            self.initial["recurrence_timezone"] = zone_name
+            tz = zoneinfo.ZoneInfo(zone_name)
+            simple = parse_simple_rrule(instance.rrule, tz=tz)
+            if simple is not None:
+                # The structured fields carry the rule, so the raw field starts empty and
+                # edits to the structured fields are not silently overridden.
+                self.initial.update(
+                    frequency=simple.freq,
+                    interval=simple.interval,
+                    weekdays=simple.byday,
+                    until=simple.until,
+                    count=simple.count,
+                    rrule="",
+                )
+            self.initial["exceptions"] = "\n".join(instance.exdates or [])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        zone_name = cleaned.get("recurrence_timezone") or ""
+        try:
+            tz = recurrence.validate_timezone(zone_name) if zone_name else None
+        except InvalidRecurrence as exc:
+            self.add_error("recurrence_timezone", exc.message)
+            return cleaned
+        if tz is None:
+            organization = cleaned.get("organization")
+            tz = organization.zone if organization else zoneinfo.ZoneInfo("Europe/Amsterdam")
+
+        raw = (cleaned.get("rrule") or "").strip()
+        if raw.upper().startswith("RRULE:"):
+            raw = raw[len("RRULE:") :]
+        rrule = raw or self._structured_rrule(cleaned, tz)
+        if rrule:
+            try:
+                recurrence.validate_rrule(rrule)
+            except InvalidRecurrence as exc:
+                self.add_error("rrule" if raw else "frequency", exc.message)
+                return cleaned
+        cleaned["rrule"] = rrule
+
+        start = cleaned.get("planning_start")
+        end = cleaned.get("planning_end")
+        if start and end and end <= start:
+            self.add_error("planning_end", _("The end must be after the start."))
+        until = cleaned.get("until")
+        if not raw and rrule and until and start and until < start.astimezone(tz).date():
+            self.add_error("until", _("The last day is before the first window."))
+
+        exdates: list[str] = []
+        lines = [line.strip() for line in (cleaned.get("exceptions") or "").splitlines()]
+        for line in filter(None, lines):
+            if start is None:
+                break
+            try:
+                exdates.append(_parse_exdate_line(line, tz=tz, first_start=start))
+            except forms.ValidationError as exc:
+                self.add_error("exceptions", exc)
+        if exdates and not rrule:
+            self.add_error("exceptions", _("Exceptions only apply to a repeating schedule."))
+        cleaned["exdates"] = exdates
+        return cleaned
+
+    def _structured_rrule(self, cleaned: dict[str, Any], tz: zoneinfo.ZoneInfo) -> str:
+        freq = cleaned.get("frequency") or ""
+        weekdays = cleaned.get("weekdays") or []
+        until = cleaned.get("until")
+        count = cleaned.get("count")
+        if not freq:
+            if weekdays or until or count:
+                self.add_error("frequency", _("Choose how often the schedule repeats."))
+            return ""
+        if until and count:
+            self.add_error(
+                "count", _("Give either an end date or a number of occurrences, not both.")
+            )
+            return ""
+        if weekdays and freq != "WEEKLY":
+            self.add_error("weekdays", _("Weekdays can only be chosen for a weekly schedule."))
+            return ""
+        rule = SimpleRule(
+            freq=freq,
+            interval=cleaned.get("interval") or 1,
+            byday=list(weekdays),
+            until=until,
+            count=count,
+        )
+        return build_rrule(rule, tz=tz)
+
+    def _post_clean(self) -> None:
+        # exdates is not a form field: put the parsed list on the instance before the
+        # model's own validation runs.
+        if "exdates" in self.cleaned_data:
+            self.instance.exdates = self.cleaned_data["exdates"]
+        super()._post_clean()
+
+
+class BlockTimeForm(forms.Form):
+    """Make a stretch of a schedule unavailable (a stored busy-unavailable Slot)."""
+
+    schedule = forms.ModelChoiceField(
+        queryset=Schedule.objects.none(), label=gettext_lazy("Schedule")
+    )
+    start = forms.DateTimeField(
+        label=gettext_lazy("Start"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    end = forms.DateTimeField(
+        label=gettext_lazy("End"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    comment = forms.CharField(
+        label=gettext_lazy("Comment"),
+        required=False,
+        max_length=500,
+        widget=forms.TextInput(attrs={"size": 40}),
+    )
+
+    def __init__(self, *args: Any, schedules: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["schedule"].queryset = schedules
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end:
+            if end <= start:
+                self.add_error("end", _("The end must be after the start."))
+            elif end - start > timedelta(days=31):
+                self.add_error("end", _("Block at most 31 days at a time."))
+        return cleaned
+
+    def save(self, *, fhir_id: str) -> Slot:
+        schedule: Schedule = self.cleaned_data["schedule"]
+        return Slot.objects.create(
+            organization=schedule.organization,
+            fhir_id=fhir_id,
+            schedule=schedule,
+            status="busy-unavailable",
+            start=self.cleaned_data["start"],
+            end=self.cleaned_data["end"],
+            service_category=schedule.service_category,
+            comment=self.cleaned_data.get("comment", ""),
+        )
