@@ -1,0 +1,759 @@
+"""$book-slot (CONTRACT section 6): success, every error path, idempotency, tenancy, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from fhir.resources.R4B.appointment import Appointment as FhirAppointment
+from fhir.resources.R4B.operationoutcome import OperationOutcome as FhirOperationOutcome
+from rest_framework.test import APIClient
+
+from fhir_api.models import ApiClient
+from scheduling import services
+from scheduling.errors import BusinessRuleViolation, NotFound, SlotTaken
+from scheduling.models import (
+    Appointment,
+    AppointmentStatus,
+    AuditEvent,
+    IdempotencyKey,
+    Organization,
+    Patient,
+    Schedule,
+    SlotStatus,
+)
+from tests.factories import (
+    AppointmentFactory,
+    PatientFactory,
+    PractitionerRoleFactory,
+    ScheduleFactory,
+    SlotFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def book_url(org_id: str, patient_id: str) -> str:
+    return f"/v2/{org_id}/fhir/R4/Patient/{patient_id}/Appointment/$book-slot"
+
+
+def book_body(
+    schedule: Schedule,
+    start: datetime,
+    *,
+    status: str = "booked",
+    role: str | None = None,
+    comment: str | None = None,
+) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": "start", "valueDateTime": start.isoformat()},
+        {"name": "schedule", "valueString": schedule.fhir_id},
+        {
+            "name": "practitionerRole",
+            "valueString": role if role is not None else schedule.practitioner_role.fhir_id,
+        },
+        {"name": "status", "valueString": status},
+    ]
+    if comment is not None:
+        parameters.append({"name": "comment", "valueString": comment})
+    return {"resourceType": "Parameters", "parameter": parameters}
+
+
+def post(api: APIClient, url: str, body: Any, **headers: str) -> Any:
+    return api.post(url, body, format="json", **headers)
+
+
+def outcome(response: Any, status: int) -> dict[str, Any]:
+    """The response's OperationOutcome, after checking status, media type and R4B validity."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/fhir+json")
+    body = response.json()
+    FhirOperationOutcome.model_validate(body)
+    assert body["issue"], body
+    return body
+
+
+def expressions(body: dict[str, Any]) -> list[str]:
+    return [e for issue in body["issue"] for e in issue.get("expression", [])]
+
+
+def db_state() -> tuple[int, int, int]:
+    return (
+        Appointment.objects.count(),
+        AuditEvent.objects.count(),
+        IdempotencyKey.objects.count(),
+    )
+
+
+@pytest.fixture
+def patient(org: Organization) -> Patient:
+    return PatientFactory(organization=org, fhir_id="pat-1")
+
+
+@pytest.fixture
+def schedule(org: Organization) -> Schedule:
+    return ScheduleFactory(organization=org, fhir_id="sched-1")
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_book_generated_slot(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    start = schedule.planning_start + timedelta(minutes=30)
+    response = post(
+        api, book_url(org.id, patient.fhir_id), book_body(schedule, start, comment="Back pain")
+    )
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    FhirAppointment.model_validate(body)
+    assert response["Location"] == (
+        f"http://testserver/v2/{org.id}/fhir/R4/Patient/{patient.fhir_id}/Appointment/{body['id']}"
+    )
+    assert body["status"] == "booked"
+    assert body["start"] == start.astimezone(UTC).isoformat()
+    assert body["end"] == (start + timedelta(minutes=15)).astimezone(UTC).isoformat()
+    assert body["comment"] == "Back pain"
+    actors = {p["actor"]["reference"]: p["status"] for p in body["participant"]}
+    assert actors == {
+        f"Patient/{patient.fhir_id}": "accepted",
+        f"PractitionerRole/{schedule.practitioner_role.fhir_id}": "accepted",
+    }
+    assert body["serviceCategory"][0]["coding"][0]["code"] == "gp"
+
+    stored = Appointment.objects.get(fhir_id=body["id"])
+    assert (stored.organization_id, stored.patient_id, stored.schedule_id) == (
+        org.id,
+        patient.pk,
+        schedule.pk,
+    )
+    assert stored.slot is None
+    audit = AuditEvent.objects.get(appointment=stored)
+    assert audit.action == AuditEvent.Action.CREATED
+    assert audit.detail["start"] == start.astimezone(UTC).isoformat()
+    assert audit.actor == ApiClient.objects.get().client_id
+
+
+def test_pending_booking_leaves_practitioner_needs_action(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    response = post(
+        api,
+        book_url(org.id, patient.fhir_id),
+        book_body(
+            schedule,
+            schedule.planning_start,
+            status="pending",
+            role=f"PractitionerRole/{schedule.practitioner_role.fhir_id}",
+        ),
+    )
+    assert response.status_code == 201, response.content
+    stored = Appointment.objects.get()
+    assert stored.status == "pending"
+    assert stored.practitioner_status == "needs-action"
+    assert stored.patient_status == "accepted"
+
+
+def test_offset_of_start_does_not_matter(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    start = (schedule.planning_start + timedelta(minutes=45)).astimezone(org.zone)
+    response = post(api, book_url(org.id, patient.fhir_id), book_body(schedule, start))
+    assert response.status_code == 201, response.content
+    assert Appointment.objects.get().start == start
+
+
+def test_book_occurrence_of_recurring_schedule(
+    api: APIClient, org: Organization, patient: Patient
+) -> None:
+    schedule = ScheduleFactory(organization=org, fhir_id="weekly", rrule="FREQ=WEEKLY;COUNT=10")
+    third = schedule.planning_start + timedelta(weeks=2)
+    occurrence = f"weekly-{third:%Y%m%dT%H%M%SZ}"
+    body = book_body(schedule, third + timedelta(minutes=15))
+    body["parameter"][1]["valueString"] = occurrence
+
+    response = post(api, book_url(org.id, patient.fhir_id), body)
+
+    assert response.status_code == 201, response.content
+    stored = Appointment.objects.get()
+    assert stored.schedule == schedule  # the stored parent, not the occurrence
+    assert stored.start == third + timedelta(minutes=15)
+
+
+def test_occurrence_id_must_contain_the_start(
+    api: APIClient, org: Organization, patient: Patient
+) -> None:
+    schedule = ScheduleFactory(organization=org, fhir_id="weekly", rrule="FREQ=WEEKLY;COUNT=10")
+    second = schedule.planning_start + timedelta(weeks=1)
+    body = book_body(schedule, schedule.planning_start + timedelta(weeks=2))
+    body["parameter"][1]["valueString"] = f"weekly-{second:%Y%m%dT%H%M%SZ}"
+    body_ = outcome(post(api, book_url(org.id, patient.fhir_id), body), 422)
+    assert expressions(body_) == ["Parameters.parameter[start]"]
+
+
+def test_book_stored_slot(api: APIClient, org: Organization, patient: Patient) -> None:
+    schedule = ScheduleFactory(organization=org, fhir_id="no-grid", slot_minutes=None)
+    slot = SlotFactory(
+        organization=org,
+        schedule=schedule,
+        fhir_id="slot-x",
+        start=schedule.planning_start + timedelta(minutes=10),
+        end=schedule.planning_start + timedelta(minutes=40),
+    )
+    response = post(api, book_url(org.id, patient.fhir_id), book_body(schedule, slot.start))
+    assert response.status_code == 201, response.content
+    body = response.json()
+    FhirAppointment.model_validate(body)
+    assert body["slot"] == [{"reference": "Slot/slot-x"}]
+    assert Appointment.objects.get().end == slot.end
+
+
+# --------------------------------------------------------------------------- conflicts
+
+
+def test_second_booking_of_a_slot_is_409_and_changes_nothing(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    url = book_url(org.id, patient.fhir_id)
+    assert post(api, url, book_body(schedule, schedule.planning_start)).status_code == 201
+    before = db_state()
+    other = PatientFactory(organization=org, fhir_id="pat-2")
+
+    body = outcome(
+        post(api, book_url(org.id, other.fhir_id), book_body(schedule, schedule.planning_start)),
+        409,
+    )
+
+    assert body["issue"][0]["code"] == "conflict"
+    assert db_state() == before
+
+
+def test_overlapping_stored_appointment_makes_slot_taken(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    # A 30-minute appointment starting at 09:00 also covers the 09:15 slot.
+    AppointmentFactory(
+        organization=org,
+        patient=patient,
+        schedule=schedule,
+        start=schedule.planning_start,
+        end=schedule.planning_start + timedelta(minutes=30),
+    )
+    start = schedule.planning_start + timedelta(minutes=15)
+    outcome(post(api, book_url(org.id, patient.fhir_id), book_body(schedule, start)), 409)
+
+
+def test_busy_unavailable_slot_is_409(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    SlotFactory(
+        organization=org,
+        schedule=schedule,
+        status=SlotStatus.BUSY_UNAVAILABLE,
+        start=schedule.planning_start,
+        end=schedule.planning_start + timedelta(hours=1),
+    )
+    start = schedule.planning_start + timedelta(minutes=30)
+    before = db_state()
+    outcome(post(api, book_url(org.id, patient.fhir_id), book_body(schedule, start)), 409)
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("inactive", ["cancelled", "noshow", "entered-in-error"])
+def test_inactive_appointment_does_not_hold_the_slot(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule, inactive: str
+) -> None:
+    AppointmentFactory(
+        organization=org,
+        patient=patient,
+        schedule=schedule,
+        start=schedule.planning_start,
+        status=inactive,
+    )
+    response = post(
+        api, book_url(org.id, patient.fhir_id), book_body(schedule, schedule.planning_start)
+    )
+    assert response.status_code == 201, response.content
+
+
+def test_database_constraint_catches_what_the_check_misses(
+    org: Organization, patient: Patient, schedule: Schedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even with the availability check switched off, the unique constraint refuses a
+    second active appointment for the slot, and the service reports SlotTaken."""
+    monkeypatch.setattr(services, "_require_free", lambda **_: None)
+    kwargs: dict[str, Any] = {
+        "organization": org,
+        "patient": patient,
+        "schedule_id": schedule.fhir_id,
+        "start": schedule.planning_start,
+        "practitioner_role_id": schedule.practitioner_role.fhir_id,
+        "status": "booked",
+        "comment": "",
+        "actor": "svc",
+    }
+    services.appointment_book(**kwargs)
+    with pytest.raises(SlotTaken):
+        services.appointment_book(**kwargs)
+    assert Appointment.objects.count() == 1
+    assert AuditEvent.objects.count() == 1
+
+
+# --------------------------------------------------------------------------- 422 rules
+
+
+def _shift(schedule: Schedule, **delta: Any) -> datetime:
+    return schedule.planning_start + timedelta(**delta)
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [
+        (
+            lambda b, s: b["parameter"][1].update(valueString="nope"),
+            "Parameters.parameter[schedule]",
+        ),
+        (
+            lambda b, s: b["parameter"][2].update(valueString="role-other"),
+            "Parameters.parameter[practitionerRole]",
+        ),
+        (
+            lambda b, s: b["parameter"][3].update(valueString="arrived"),
+            "Parameters.parameter[status]",
+        ),
+        (
+            lambda b, s: b["parameter"][3].update(valueString="whatever"),
+            "Parameters.parameter[status]",
+        ),
+        # Not on the 15-minute grid of the window.
+        (
+            lambda b, s: b["parameter"][0].update(valueDateTime=_shift(s, minutes=5).isoformat()),
+            "Parameters.parameter[start]",
+        ),
+        # Last slot would end after the window (09:00-12:00 UTC window, 11:50 start).
+        (
+            lambda b, s: b["parameter"][0].update(valueDateTime=_shift(s, minutes=170).isoformat()),
+            "Parameters.parameter[start]",
+        ),
+        # Outside the window altogether.
+        (
+            lambda b, s: b["parameter"][0].update(valueDateTime=_shift(s, days=1).isoformat()),
+            "Parameters.parameter[start]",
+        ),
+    ],
+    ids=[
+        "unknown-schedule",
+        "wrong-role",
+        "status-arrived",
+        "status-unknown",
+        "off-grid",
+        "overruns-window",
+        "outside-window",
+    ],
+)
+def test_business_rule_violations_are_422(
+    api: APIClient,
+    org: Organization,
+    patient: Patient,
+    schedule: Schedule,
+    change: Callable[[dict[str, Any], Schedule], None],
+    expression: str,
+) -> None:
+    PractitionerRoleFactory(organization=org, fhir_id="role-other")
+    body = book_body(schedule, schedule.planning_start)
+    change(body, schedule)
+    before = db_state()
+
+    result = outcome(post(api, book_url(org.id, patient.fhir_id), body), 422)
+
+    assert expressions(result) == [expression]
+    assert result["issue"][0]["code"] == "business-rule"
+    assert db_state() == before
+
+
+def test_inactive_schedule_is_422(api: APIClient, org: Organization, patient: Patient) -> None:
+    schedule = ScheduleFactory(organization=org, active=False)
+    result = outcome(
+        post(api, book_url(org.id, patient.fhir_id), book_body(schedule, schedule.planning_start)),
+        422,
+    )
+    assert expressions(result) == ["Parameters.parameter[schedule]"]
+    assert "not active" in result["issue"][0]["diagnostics"]
+
+
+def test_schedule_of_another_organization_is_unknown(
+    api: APIClient, org: Organization, outsider_org: Organization, patient: Patient
+) -> None:
+    foreign = ScheduleFactory(organization=outsider_org, fhir_id="foreign")
+    result = outcome(
+        post(api, book_url(org.id, patient.fhir_id), book_body(foreign, foreign.planning_start)),
+        422,
+    )
+    assert expressions(result) == ["Parameters.parameter[schedule]"]
+
+
+def test_slot_in_the_past_is_422(api: APIClient, org: Organization, patient: Patient) -> None:
+    start = (timezone.now() - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    schedule = ScheduleFactory(
+        organization=org, planning_start=start, planning_end=start + timedelta(hours=2)
+    )
+    result = outcome(post(api, book_url(org.id, patient.fhir_id), book_body(schedule, start)), 422)
+    assert expressions(result) == ["Parameters.parameter[start]"]
+    assert "started" in result["issue"][0]["diagnostics"]
+
+
+# --------------------------------------------------------------------------- 400 input
+
+
+def _without(name: str) -> Callable[[dict[str, Any]], None]:
+    def change(body: dict[str, Any]) -> None:
+        body["parameter"] = [p for p in body["parameter"] if p["name"] != name]
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (_without("start"), ["Parameters.parameter[start]"]),
+        (_without("schedule"), ["Parameters.parameter[schedule]"]),
+        (_without("practitionerRole"), ["Parameters.parameter[practitionerRole]"]),
+        (_without("status"), ["Parameters.parameter[status]"]),
+        # Naive date-time: rejected by the R4B model itself, named by position and name.
+        (
+            lambda b: b["parameter"][0].update(valueDateTime="2030-06-03T09:00:00"),
+            ["Parameters.parameter[0].valueDateTime", "Parameters.parameter[start]"],
+        ),
+        (
+            lambda b: b["parameter"][0].update(valueDateTime="2030-06-03"),
+            ["Parameters.parameter[start]"],
+        ),
+        (
+            lambda b: b["parameter"][0].update(valueDateTime="soon"),
+            ["Parameters.parameter[0].valueDateTime", "Parameters.parameter[start]"],
+        ),
+        (
+            lambda b: b["parameter"].__setitem__(
+                0, {"name": "start", "valueString": "2030-06-03T09:00:00Z"}
+            ),
+            ["Parameters.parameter[start]"],
+        ),
+        (
+            lambda b: b["parameter"].append(dict(b["parameter"][3])),
+            ["Parameters.parameter[status]"],
+        ),
+        (
+            lambda b: b["parameter"].append({"name": "colour", "valueString": "red"}),
+            ["Parameters.parameter[colour]"],
+        ),
+        (
+            lambda b: b["parameter"][2].update(valueString="Practitioner/x"),
+            ["Parameters.parameter[practitionerRole]"],
+        ),
+        (
+            lambda b: b["parameter"][3].update(valueCode="booked"),
+            ["Parameters.parameter[3]", "Parameters.parameter[status]"],
+        ),
+        (lambda b: b.update(resourceType="Bundle"), ["Parameters.resourceType"]),
+        (lambda b: b.pop("resourceType"), ["Parameters.resourceType"]),
+        (lambda b: b.update(parameter="start"), ["Parameters.parameter"]),
+    ],
+    ids=[
+        "no-start",
+        "no-schedule",
+        "no-role",
+        "no-status",
+        "naive-start",
+        "date-only-start",
+        "garbage-start",
+        "start-as-string",
+        "duplicate-status",
+        "unknown-parameter",
+        "role-wrong-type",
+        "two-values",
+        "wrong-resource",
+        "no-resource-type",
+        "parameter-not-a-list",
+    ],
+)
+def test_malformed_parameters_are_400(
+    api: APIClient,
+    org: Organization,
+    patient: Patient,
+    schedule: Schedule,
+    change: Callable[[dict[str, Any]], None],
+    expected: list[str],
+) -> None:
+    body = book_body(schedule, schedule.planning_start)
+    change(body)
+    before = db_state()
+    result = outcome(post(api, book_url(org.id, patient.fhir_id), body), 400)
+    assert expressions(result) == expected
+    assert db_state() == before
+
+
+def test_every_missing_parameter_is_its_own_issue(
+    api: APIClient, org: Organization, patient: Patient
+) -> None:
+    result = outcome(
+        post(api, book_url(org.id, patient.fhir_id), {"resourceType": "Parameters"}), 400
+    )
+    assert expressions(result) == [
+        "Parameters.parameter[start]",
+        "Parameters.parameter[schedule]",
+        "Parameters.parameter[practitionerRole]",
+        "Parameters.parameter[status]",
+    ]
+    assert {issue["code"] for issue in result["issue"]} == {"required"}
+
+
+def test_body_that_is_not_json_is_400(api: APIClient, org: Organization, patient: Patient) -> None:
+    response = api.post(
+        book_url(org.id, patient.fhir_id), b"{not json", content_type="application/fhir+json"
+    )
+    outcome(response, 400)
+
+
+def test_get_on_book_slot_is_405(api: APIClient, org: Organization, patient: Patient) -> None:
+    outcome(api.get(book_url(org.id, patient.fhir_id)), 405)
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_idempotent_retry_returns_the_same_booking(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    url = book_url(org.id, patient.fhir_id)
+    body = book_body(schedule, schedule.planning_start)
+    first = post(api, url, body, HTTP_IDEMPOTENCY_KEY="key-1")
+    assert first.status_code == 201, first.content
+    state = db_state()
+
+    again = post(api, url, body, HTTP_IDEMPOTENCY_KEY="key-1")
+
+    assert again.status_code == 201, again.content
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Location"] == first["Location"]
+    assert db_state() == state == (1, 1, 1)
+
+
+def test_idempotency_key_with_another_body_is_422(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    url = book_url(org.id, patient.fhir_id)
+    assert (
+        post(
+            api, url, book_body(schedule, schedule.planning_start), HTTP_IDEMPOTENCY_KEY="k"
+        ).status_code
+        == 201
+    )
+    state = db_state()
+    other = book_body(schedule, schedule.planning_start + timedelta(minutes=15))
+    result = outcome(post(api, url, other, HTTP_IDEMPOTENCY_KEY="k"), 422)
+    assert expressions(result) == ["Idempotency-Key"]
+    assert db_state() == state
+
+
+def test_idempotency_key_is_per_patient(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    other = PatientFactory(organization=org, fhir_id="pat-2")
+    first = post(
+        api,
+        book_url(org.id, patient.fhir_id),
+        book_body(schedule, schedule.planning_start),
+        HTTP_IDEMPOTENCY_KEY="k",
+    )
+    second = post(
+        api,
+        book_url(org.id, other.fhir_id),
+        book_body(schedule, schedule.planning_start + timedelta(minutes=15)),
+        HTTP_IDEMPOTENCY_KEY="k",
+    )
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["id"] != second.json()["id"]
+
+
+def test_failed_booking_does_not_consume_the_key(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    url = book_url(org.id, patient.fhir_id)
+    outcome(
+        post(api, url, book_body(schedule, _shift(schedule, minutes=5)), HTTP_IDEMPOTENCY_KEY="k"),
+        422,
+    )
+    assert IdempotencyKey.objects.count() == 0
+    assert (
+        post(
+            api, url, book_body(schedule, schedule.planning_start), HTTP_IDEMPOTENCY_KEY="k"
+        ).status_code
+        == 201
+    )
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "with space"])
+def test_bad_idempotency_key_is_400(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule, key: str
+) -> None:
+    result = outcome(
+        post(
+            api,
+            book_url(org.id, patient.fhir_id),
+            book_body(schedule, schedule.planning_start),
+            HTTP_IDEMPOTENCY_KEY=key,
+        ),
+        400,
+    )
+    assert expressions(result) == ["Idempotency-Key"]
+    assert Appointment.objects.count() == 0
+
+
+# --------------------------------------------------------------------------- tenancy
+
+
+def test_outsider_organization_is_404(
+    api: APIClient, outsider_org: Organization, schedule: Schedule
+) -> None:
+    foreign_patient = PatientFactory(organization=outsider_org, fhir_id="pat-b")
+    foreign_schedule = ScheduleFactory(organization=outsider_org)
+    response = post(
+        api,
+        book_url(outsider_org.id, foreign_patient.fhir_id),
+        book_body(foreign_schedule, foreign_schedule.planning_start),
+    )
+    outcome(response, 404)
+    assert Appointment.objects.count() == 0
+
+
+def test_unknown_organization_is_404(api: APIClient, patient: Patient, schedule: Schedule) -> None:
+    outcome(
+        post(
+            api,
+            book_url("no-such-org", patient.fhir_id),
+            book_body(schedule, schedule.planning_start),
+        ),
+        404,
+    )
+
+
+def test_outsider_patient_is_404(
+    api: APIClient, org: Organization, outsider_org: Organization, schedule: Schedule
+) -> None:
+    foreign_patient = PatientFactory(organization=outsider_org, fhir_id="pat-b")
+    outcome(
+        post(
+            api,
+            book_url(org.id, foreign_patient.fhir_id),
+            book_body(schedule, schedule.planning_start),
+        ),
+        404,
+    )
+    assert Appointment.objects.count() == 0
+
+
+def test_patient_app_cannot_book_for_another_patient(
+    org: Organization,
+    patient: Patient,
+    schedule: Schedule,
+    make_api_client: Callable[..., tuple[ApiClient, str]],
+) -> None:
+    PatientFactory(organization=org, fhir_id="pat-2")
+    _, token = make_api_client(org, patient_id="pat-2", scopes="patient/Appointment.c")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    outcome(
+        post(
+            client, book_url(org.id, patient.fhir_id), book_body(schedule, schedule.planning_start)
+        ),
+        404,
+    )
+    ok = post(client, book_url(org.id, "pat-2"), book_body(schedule, schedule.planning_start))
+    assert ok.status_code == 201, ok.content
+
+
+def test_no_token_is_401_and_no_scope_is_403(
+    org: Organization,
+    patient: Patient,
+    schedule: Schedule,
+    make_api_client: Callable[..., tuple[ApiClient, str]],
+) -> None:
+    url = book_url(org.id, patient.fhir_id)
+    outcome(post(APIClient(), url, book_body(schedule, schedule.planning_start)), 401)
+    _, token = make_api_client(org, scopes="system/Appointment.rs")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    outcome(post(client, url, book_body(schedule, schedule.planning_start)), 403)
+    assert Appointment.objects.count() == 0
+
+
+# --------------------------------------------------------------------------- staff services
+
+
+def test_cancel_frees_the_slot_and_is_audited(
+    org: Organization, patient: Patient, schedule: Schedule
+) -> None:
+    booked = services.appointment_book(
+        organization=org,
+        patient=patient,
+        schedule_id=schedule.fhir_id,
+        start=schedule.planning_start,
+        practitioner_role_id=schedule.practitioner_role.fhir_id,
+        status="booked",
+        comment="",
+        actor="client-1",
+    ).appointment
+    cancelled = services.appointment_cancel(
+        organization=org, appointment=booked, actor="alice", reason="ill"
+    )
+    assert cancelled.status == AppointmentStatus.CANCELLED
+    event = AuditEvent.objects.get(action=AuditEvent.Action.CANCELLED)
+    assert (event.actor, event.detail) == (
+        "alice",
+        {"status": ["booked", "cancelled"], "reason": "ill"},
+    )
+    # Cancelling again changes nothing and writes nothing.
+    services.appointment_cancel(organization=org, appointment=booked, actor="alice")
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.CANCELLED).count() == 1
+    again = services.appointment_book(
+        organization=org,
+        patient=patient,
+        schedule_id=schedule.fhir_id,
+        start=schedule.planning_start,
+        practitioner_role_id=schedule.practitioner_role.fhir_id,
+        status="booked",
+        comment="",
+        actor="client-1",
+    )
+    assert again.created and again.appointment.pk != booked.pk
+
+
+def test_cancel_of_another_organizations_appointment_is_refused(
+    org: Organization, outsider_org: Organization
+) -> None:
+    foreign = AppointmentFactory(organization=outsider_org)
+    with pytest.raises(NotFound):
+        services.appointment_cancel(organization=org, appointment=foreign, actor="alice")
+    foreign.refresh_from_db()
+    assert foreign.status == AppointmentStatus.BOOKED
+
+
+def test_noshow_only_after_the_start(org: Organization, patient: Patient) -> None:
+    future = AppointmentFactory(organization=org, patient=patient)
+    with pytest.raises(BusinessRuleViolation):
+        services.appointment_mark_noshow(organization=org, appointment=future, actor="alice")
+    past_start = timezone.now() - timedelta(hours=2)
+    past = AppointmentFactory(
+        organization=org, patient=patient, start=past_start, end=past_start + timedelta(minutes=15)
+    )
+    marked = services.appointment_mark_noshow(organization=org, appointment=past, actor="alice")
+    assert marked.status == AppointmentStatus.NOSHOW
+    event = AuditEvent.objects.get()
+    assert (event.action, event.appointment_fhir_id) == (AuditEvent.Action.NOSHOW, past.fhir_id)
+    with pytest.raises(BusinessRuleViolation):
+        services.appointment_mark_noshow(organization=org, appointment=past, actor="alice")
