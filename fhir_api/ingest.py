@@ -355,6 +355,23 @@ class _Importer:
 
     def _write_schedule(self, entry: _Entry, res: Any) -> None:
         row = self._row(m.Schedule, entry)
+        # The resource's own values first, references last: a broken rule is the more
+        # useful message when both are wrong.
+        horizon = res.planningHorizon
+        if horizon is None or horizon.start is None or horizon.end is None:
+            raise _EntryError(
+                "planningHorizon: start and end are required (the first availability window).",
+                expression="planningHorizon",
+            )
+        row.planning_start = _instant(horizon.start, "planningHorizon.start")
+        row.planning_end = _instant(horizon.end, "planningHorizon.end")
+        row.slot_minutes = _slot_minutes(res.extension)
+        _set_recurrence(row, res.extension)
+        row.active = res.active if res.active is not None else True
+        row.service_category = _codings(res.serviceCategory)
+        row.service_type = _codings(res.serviceType)
+        row.specialty = _codings(res.specialty)
+        row.comment = res.comment or ""
         row.practitioner_role = None
         row.practitioner = None
         for i, actor in enumerate(res.actor or []):
@@ -372,21 +389,6 @@ class _Importer:
                     "one PractitionerRole and one Practitioner actor.",
                     expression=element,
                 )
-        row.active = res.active if res.active is not None else True
-        row.service_category = _codings(res.serviceCategory)
-        row.service_type = _codings(res.serviceType)
-        row.specialty = _codings(res.specialty)
-        horizon = res.planningHorizon
-        if horizon is None or horizon.start is None or horizon.end is None:
-            raise _EntryError(
-                "planningHorizon: start and end are required (the first availability window).",
-                expression="planningHorizon",
-            )
-        row.planning_start = _instant(horizon.start, "planningHorizon.start")
-        row.planning_end = _instant(horizon.end, "planningHorizon.end")
-        row.comment = res.comment or ""
-        row.slot_minutes = _slot_minutes(res.extension)
-        _set_recurrence(row, res.extension)
         row.save()
 
     def _write_slot(self, entry: _Entry, res: Any) -> None:
