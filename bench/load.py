@@ -1,0 +1,572 @@
+"""Production serving under load, measured against the framework's own floor (`make bench-load`).
+
+1. creates a dedicated PostgreSQL database (``medikit_load``, dropped again at the end),
+   migrates it and fills it with one realistic clinic (bench/load_data.py);
+2. starts the production server exactly as deployed (scripts/serve.sh: gunicorn,
+   ``2 x cores`` workers) on a free loopback port;
+3. drives it from a separate process (bench/load_client.py: asyncio + aiohttp, keep-alive,
+   N concurrent connections) through timed phases: the ``/healthz`` ceiling, a one-week
+   free-slot search, and a mix of searches and bookings, while sampling worker memory;
+4. prints throughput, latency percentiles, errors, memory and EXPLAIN plans against the
+   targets, then stops the server and drops the database (also on Ctrl-C or errors).
+
+    .venv/bin/python bench/load.py            # ~7 minutes (5-minute mixed run)
+    .venv/bin/python bench/load.py --quick    # ~1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CORES = os.cpu_count() or 1
+
+# Targets (issue 8): the API must keep a sizeable share of what the bare framework does.
+TARGET_SLOT_RPS_PER_CORE = 300.0
+TARGET_SLOT_SHARE_OF_CEILING = 0.30
+TARGET_MIX_TAIL_RATIO = 10.0
+#: Memory is "flat" when the last sample is within this share of the first (warm) one.
+FLAT_MEMORY_TOLERANCE = 0.10
+MEMORY_SAMPLE_SECONDS = 10.0
+
+
+@dataclass
+class Options:
+    database_url: str
+    database_name: str
+    ceiling_seconds: float
+    slot_seconds: float
+    mix_seconds: float
+    warmup_seconds: float
+    concurrency: int
+    workers: int
+    threads: int
+    max_requests: int
+    keep_database: bool
+    json_path: Path | None
+    check: bool
+
+
+@dataclass
+class MemorySeries:
+    """RSS samples (MiB) of one gunicorn worker during the mixed run."""
+
+    pid: int
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def start(self) -> float:
+        return self.samples[0]
+
+    @property
+    def end(self) -> float:
+        return self.samples[-1]
+
+    @property
+    def peak(self) -> float:
+        return max(self.samples)
+
+    @property
+    def flat(self) -> bool:
+        return self.end <= self.start * (1 + FLAT_MEMORY_TOLERANCE)
+
+
+# --- Database ----------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def recreate_database(url: str, name: str, *, drop_only: bool = False) -> None:
+    """Drop (and create) ``name`` through the server's maintenance database."""
+    import psycopg
+    from psycopg import sql
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise SystemExit(f"refusing database name {name!r}: use lowercase letters, digits, _")
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        # FORCE: a server left over from an interrupted run must not block the drop.
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        if not drop_only:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def setup_django(url: str, secret_key: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ["SECRET_KEY"] = secret_key
+    os.environ["DEBUG"] = "0"
+    os.environ["ALLOWED_HOSTS"] = "127.0.0.1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "medikit.settings")
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import django
+
+    django.setup()
+
+
+# --- Server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    options: Options, url: str, secret_key: str, port: int, log: Any
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url,
+        SECRET_KEY=secret_key,
+        DEBUG="0",
+        ALLOWED_HOSTS="127.0.0.1",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        WEB_CONCURRENCY=str(options.workers),
+        GUNICORN_THREADS=str(options.threads),
+        # Recycling would hide a leak from the memory samples (and cost latency spikes).
+        GUNICORN_MAX_REQUESTS=str(options.max_requests),
+        MEDIKIT_SKIP_MIGRATE="1",  # migrated above, before the dataset was loaded
+        PYTHON=PYTHON,
+        GUNICORN=str(Path(PYTHON).parent / "gunicorn"),
+    )
+    env.pop("ACCESS_LOG", None)
+    return subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "serve.sh")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stopped as one, never orphaned
+    )
+
+
+def wait_until_ready(base_url: str, server: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with status {server.returncode}")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"the server did not answer /healthz within {seconds:.0f} s")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)  # gunicorn: graceful shutdown
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+
+
+def worker_pids(master: int) -> list[int]:
+    """The gunicorn workers: the master's child processes (serve.sh execs into it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == master:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# --- Load phases -------------------------------------------------------------------------
+
+
+def run_phase(
+    plan_path: Path,
+    phase: str,
+    seconds: float,
+    options: Options,
+    *,
+    master: int | None = None,
+    memory: dict[int, MemorySeries] | None = None,
+) -> dict[str, Any]:
+    """Run one phase in a separate client process; sample worker memory meanwhile."""
+    command = [
+        PYTHON,
+        str(ROOT / "bench" / "load_client.py"),
+        str(plan_path),
+        phase,
+        "--duration",
+        str(seconds),
+        "--warmup",
+        str(options.warmup_seconds),
+        "--concurrency",
+        str(options.concurrency),
+    ]
+    print(f"  {phase}: {seconds:.0f} s (+{options.warmup_seconds:.0f} s warm-up) ...", flush=True)
+    client = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        if master is not None and memory is not None:
+            # First sample right after the warm-up: workers are warm, caches filled.
+            next_sample = time.monotonic() + options.warmup_seconds
+            while client.poll() is None:
+                if time.monotonic() >= next_sample:
+                    for pid in worker_pids(master):
+                        value = rss_mib(pid)
+                        if value is not None:
+                            memory.setdefault(pid, MemorySeries(pid)).samples.append(value)
+                    next_sample += MEMORY_SAMPLE_SECONDS
+                time.sleep(0.2)
+        out, _ = client.communicate(timeout=seconds + options.warmup_seconds + 120)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    if client.returncode != 0:
+        raise RuntimeError(f"the load client failed in phase {phase!r}")
+    return json.loads(out)
+
+
+# --- EXPLAIN -----------------------------------------------------------------------------
+
+_INDEX_RE = re.compile(
+    r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\S+)"
+)
+
+
+def explain_searches() -> list[dict[str, str]]:
+    """EXPLAIN the main search queries and report which index each one uses.
+
+    A sequential scan is not always wrong: with one organisation every schedule row
+    matches. So for a sequential scan the plan is asked again with seqscan disabled,
+    to show an index exists that the planner can use once the table grows.
+    """
+    from django.db import connection, transaction
+
+    from scheduling import models as m
+
+    org = m.Organization.objects.get(pk="load-clinic")
+    patient = m.Patient.objects.filter(organization=org).order_by("pk")[123]
+    schedules = list(m.Schedule.objects.filter(organization=org).values_list("pk", flat=True)[:200])
+    now = datetime.now(UTC)
+    week = (now, now + timedelta(days=7))
+    queries = {
+        "appointments by org+patient+start": m.Appointment.objects.filter(
+            organization=org, patient=patient, start__lt=week[1], end__gt=now - timedelta(days=90)
+        ).order_by("start", "fhir_id"),
+        "appointments by org+schedule+start range": m.Appointment.objects.filter(
+            organization=org, schedule_id__in=schedules, start__lt=week[1], end__gt=week[0]
+        ).exclude(status__in=m.INACTIVE_APPOINTMENT_STATUSES),
+        "slots by org+start range": m.Slot.objects.filter(
+            organization=org, start__lt=week[1], end__gt=week[0]
+        ).order_by("start", "fhir_id"),
+        "schedules by org": m.Schedule.objects.filter(organization=org, active=True).order_by(
+            "planning_start", "fhir_id"
+        ),
+    }
+    rows = []
+    for label, queryset in queries.items():
+        plan = queryset.explain()
+        indexes = _INDEX_RE.findall(plan)
+        forced = ""
+        if not indexes:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                forced_indexes = _INDEX_RE.findall(queryset.explain())
+            forced = ", ".join(forced_indexes) or "none"
+        rows.append(
+            {
+                "query": label,
+                "index": ", ".join(dict.fromkeys(indexes)) or "-",
+                "plan": plan.splitlines()[0].strip(),
+                "with_seqscan_off": forced,
+            }
+        )
+    return rows
+
+
+# --- Report ------------------------------------------------------------------------------
+
+
+def error_count(result: dict[str, Any]) -> int:
+    """Responses other than 2xx and the 409s a booking race is expected to produce."""
+    bad = 0
+    for kind, summary in result["kinds"].items():
+        for status, count in summary["statuses"].items():
+            code = int(status)
+            if 200 <= code < 300 or (code == 409 and kind == "book"):
+                continue
+            bad += count
+    return bad
+
+
+def print_report(
+    results: dict[str, dict[str, Any]],
+    memory: dict[int, MemorySeries],
+    explains: list[dict[str, str]],
+    counts: dict[str, int],
+    options: Options,
+) -> bool:
+    print()
+    print(
+        f"Machine: {CORES} cores; server: {options.workers} gunicorn workers x "
+        f"{options.threads} threads; client: {options.concurrency} keep-alive connections"
+    )
+    print("Dataset: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print()
+    header = (
+        f"{'phase':<22}{'req/s':>9}{'req/s/core':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"  statuses"
+    )
+    print(header)
+    print("-" * len(header))
+
+    def line(label: str, s: dict[str, Any]) -> None:
+        statuses = " ".join(f"{k}:{v}" for k, v in s["statuses"].items())
+        print(
+            f"{label:<22}{s['rps']:>9.0f}{s['rps'] / CORES:>12.0f}{s['p50_ms']:>9.1f}"
+            f"{s['p95_ms']:>9.1f}{s['p99_ms']:>9.1f}  {statuses}"
+        )
+
+    for phase, result in results.items():
+        line(phase, result["all"])
+        if phase == "mix":
+            for kind, summary in result["kinds"].items():
+                line(f"  mix: {kind}", summary)
+    print()
+
+    ceiling = results["healthz"]["all"]["rps"]
+    slot = results["slot"]["all"]["rps"]
+    mix = results["mix"]["all"]
+    share = slot / ceiling if ceiling else 0.0
+    tail = mix["p99_ms"] / mix["p50_ms"] if mix["p50_ms"] else float("inf")
+    errors = {phase: error_count(result) for phase, result in results.items()}
+    transport = sum(sum(r["transport_errors"].values()) for r in results.values())
+    flat = all(series.flat for series in memory.values()) if memory else False
+    checks = [
+        (
+            f"slot search >= {TARGET_SLOT_RPS_PER_CORE:.0f} req/s/core",
+            f"{slot / CORES:.0f}",
+            slot / CORES >= TARGET_SLOT_RPS_PER_CORE,
+        ),
+        (
+            f"slot search >= {TARGET_SLOT_SHARE_OF_CEILING:.0%} of /healthz ceiling",
+            f"{share:.1%} ({slot:.0f} of {ceiling:.0f} req/s)",
+            share >= TARGET_SLOT_SHARE_OF_CEILING,
+        ),
+        (
+            f"mix p99 <= {TARGET_MIX_TAIL_RATIO:.0f} x p50",
+            f"{tail:.1f}x ({mix['p99_ms']:.1f} / {mix['p50_ms']:.1f} ms)",
+            tail <= TARGET_MIX_TAIL_RATIO,
+        ),
+        (
+            "no errors except booking 409s",
+            ", ".join(f"{p}: {n}" for p, n in errors.items()) + f"; transport: {transport}",
+            sum(errors.values()) == 0 and transport == 0,
+        ),
+        (
+            f"worker memory flat (end within {FLAT_MEMORY_TOLERANCE:.0%} of warm start)",
+            "yes" if flat else "no",
+            flat,
+        ),
+    ]
+    print(f"{'target':<52}{'measured':<44}result")
+    for label, measured, ok in checks:
+        print(f"{label:<52}{measured:<44}{'PASS' if ok else 'FAIL'}")
+    print()
+
+    print(f"Worker RSS during the mix (MiB, sampled every {MEMORY_SAMPLE_SECONDS:.0f} s):")
+    print(f"{'pid':>8}{'start':>9}{'end':>9}{'max':>9}{'samples':>9}  flat")
+    for series in memory.values():
+        print(
+            f"{series.pid:>8}{series.start:>9.1f}{series.end:>9.1f}{series.peak:>9.1f}"
+            f"{len(series.samples):>9}  {'yes' if series.flat else 'NO'}"
+        )
+    print()
+
+    print("EXPLAIN of the main search queries (PostgreSQL):")
+    for row in explains:
+        extra = f"; with seqscan off: {row['with_seqscan_off']}" if row["with_seqscan_off"] else ""
+        print(f"  {row['query']:<42} index: {row['index']:<28} top: {row['plan']}{extra}")
+    print()
+    return all(ok for _, _, ok in checks)
+
+
+# --- Main --------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about one minute in total")
+    parser.add_argument("--database-name", default="medikit_load")
+    parser.add_argument("--ceiling-seconds", type=float)
+    parser.add_argument("--slot-seconds", type=float)
+    parser.add_argument("--mix-seconds", type=float)
+    parser.add_argument("--warmup-seconds", type=float)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2 * CORES)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--max-requests", type=int, default=0, help="gunicorn recycling; 0 (off) by default"
+    )
+    parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/medikit")
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise SystemExit("bench/load.py needs PostgreSQL: set DATABASE_URL=postgres://...")
+    options = Options(
+        database_url=url,
+        database_name=args.database_name,
+        ceiling_seconds=args.ceiling_seconds or (10 if quick else 30),
+        slot_seconds=args.slot_seconds or (10 if quick else 45),
+        mix_seconds=args.mix_seconds or (30 if quick else 300),
+        warmup_seconds=args.warmup_seconds
+        if args.warmup_seconds is not None
+        else (2 if quick else 5),
+        concurrency=args.concurrency,
+        workers=args.workers,
+        threads=args.threads,
+        max_requests=args.max_requests,
+        keep_database=args.keep_database,
+        json_path=args.json,
+        check=args.check,
+    )
+    return options
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    # SIGTERM (e.g. from CI) takes the same clean-up path as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    url = with_database(options.database_url, options.database_name)
+    secret_key = secrets.token_urlsafe(50)
+    server: subprocess.Popen[bytes] | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="medikit-load-"))
+    log_path = workdir / "gunicorn.log"
+    ok = False
+    try:
+        t0 = time.monotonic()
+        print(f"Database {options.database_name}: recreate, migrate, load ...", flush=True)
+        recreate_database(options.database_url, options.database_name)
+        setup_django(url, secret_key)
+        import load_data
+        from django.core.management import call_command
+        from django.db import connection, connections
+
+        call_command("migrate", verbosity=0, interactive=False)
+        dataset = load_data.build(sizes=load_data.Sizes())
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would provide
+        explains = explain_searches()
+        connections.close_all()
+        print(f"  done in {time.monotonic() - t0:.0f} s: {dataset.counts}", flush=True)
+
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        plan = asdict(dataset) | {
+            "base_url": base_url,
+            "today": datetime.now(UTC).date().isoformat(),
+        }
+        plan_path = workdir / "plan.json"
+        plan_path.write_text(json.dumps(plan))
+
+        print(f"Server: scripts/serve.sh on {base_url} (log: {log_path}) ...", flush=True)
+        with log_path.open("wb") as log:
+            server = start_server(options, url, secret_key, port, log)
+            wait_until_ready(base_url, server, 120)
+            master = server.pid
+
+            results: dict[str, dict[str, Any]] = {}
+            memory: dict[int, MemorySeries] = {}
+            print("Load:", flush=True)
+            results["healthz"] = run_phase(plan_path, "healthz", options.ceiling_seconds, options)
+            results["slot"] = run_phase(plan_path, "slot", options.slot_seconds, options)
+            results["mix"] = run_phase(
+                plan_path, "mix", options.mix_seconds, options, master=master, memory=memory
+            )
+        ok = print_report(results, memory, explains, dataset.counts, options)
+        if options.json_path:
+            options.json_path.write_text(
+                json.dumps(
+                    {
+                        "cores": CORES,
+                        "options": {k: str(v) for k, v in asdict(options).items()},
+                        "results": results,
+                        "memory": {str(s.pid): s.samples for s in memory.values()},
+                        "explain": explains,
+                        "dataset": dataset.counts,
+                    },
+                    indent=2,
+                )
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted: cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            stop_server(server)
+            if server.returncode not in (0, -signal.SIGTERM) and log_path.exists():
+                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+        if not options.keep_database:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+            recreate_database(options.database_url, options.database_name, drop_only=True)
+    if options.check and not ok:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
