@@ -109,6 +109,11 @@ def parse_simple_rrule(rrule: str, *, tz: zoneinfo.ZoneInfo) -> SimpleRule | Non
     )
 
 
+def _date(value: date) -> str:
+    # The format is translatable: Dutch writes the month out ("31 december 2027").
+    return formats.date_format(value, pgettext("summary date format", "j M Y"))
+
+
 def _join(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
@@ -149,7 +154,7 @@ def describe_recurrence(
     end_local = first_end.astimezone(tz)
     times = f"{start_local:%H:%M}\u2013{end_local:%H:%M} {tzid}"
     if not rrule:
-        when = formats.date_format(start_local.date(), "j M Y")
+        when = _date(start_local.date())
         return _("Once, %(date)s, %(times)s") % {"date": when, "times": times}
     rule = parse_simple_rrule(rrule, tz=tz)
     if rule is None:
@@ -157,7 +162,7 @@ def describe_recurrence(
     else:
         text = f"{_frequency_phrase(rule)}, {times}"
         if rule.until is not None:
-            until = formats.date_format(rule.until, "j M Y")
+            until = _date(rule.until)
             text += ", " + _("until %(date)s") % {"date": until}
         elif rule.count is not None:
             text += ", " + ngettext("once", "%(count)d times", rule.count) % {"count": rule.count}

@@ -1,0 +1,623 @@
+"""The staff admin: organisation scoping, the schedule form, the calendar and block time."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+from django.utils import translation
+
+from scheduling.admin_views import BadWeek, parse_week
+from scheduling.forms import (
+    ScheduleAdminForm,
+    SimpleRule,
+    build_rrule,
+    describe_recurrence,
+    parse_simple_rrule,
+)
+from scheduling.models import (
+    Appointment,
+    AuditEvent,
+    Organization,
+    Schedule,
+    Slot,
+    StaffMembership,
+)
+from tests.factories import (
+    AppointmentFactory,
+    PatientFactory,
+    PractitionerFactory,
+    PractitionerRoleFactory,
+    ScheduleFactory,
+)
+
+AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
+
+
+def make_staff(username: str, *organizations: Organization) -> User:
+    user = User.objects.create_user(username, password="pw-for-tests-123", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="scheduling"))
+    for organization in organizations:
+        StaffMembership.objects.create(organization=organization, user=user)
+    return user
+
+
+@pytest.fixture
+def staff(org: Organization) -> User:
+    return make_staff("staff-a", org)
+
+
+@pytest.fixture
+def staff_client(staff: User) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def two_tenants(org: Organization, outsider_org: Organization) -> dict[str, Any]:
+    mine = ScheduleFactory(organization=org, fhir_id="mine-sched")
+    theirs = ScheduleFactory(organization=outsider_org, fhir_id="their-sched")
+    patient = PatientFactory(organization=org, fhir_id="my-pat", family="Mijnheer")
+    foreign_patient = PatientFactory(
+        organization=outsider_org, fhir_id="their-pat", family="Vreemd"
+    )
+    return {
+        "schedule": mine,
+        "foreign_schedule": theirs,
+        "patient": patient,
+        "foreign_patient": foreign_patient,
+        "appointment": AppointmentFactory(
+            organization=org,
+            fhir_id="my-appt",
+            schedule=mine,
+            patient=patient,
+            practitioner_role=mine.practitioner_role,
+            start=mine.planning_start,
+        ),
+        "foreign_appointment": AppointmentFactory(
+            organization=outsider_org,
+            fhir_id="their-appt",
+            schedule=theirs,
+            patient=foreign_patient,
+            start=theirs.planning_start,
+        ),
+    }
+
+
+def schedule_post(org: Organization, role_pk: int | str, **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "organization": org.pk,
+        "fhir_id": "new-sched",
+        "active": "on",
+        "practitioner_role": role_pk,
+        "practitioner": "",
+        "comment": "",
+        "planning_start_0": "2026-12-07",
+        "planning_start_1": "09:00",
+        "planning_end_0": "2026-12-07",
+        "planning_end_1": "12:00",
+        "slot_minutes": "15",
+        "frequency": "WEEKLY",
+        "interval": "1",
+        "weekdays": ["MO", "WE"],
+        "until": "2027-12-31",
+        "count": "",
+        "exceptions": "",
+        "recurrence_timezone": "Europe/Amsterdam",
+        "rrule": "",
+        "service_category": "[]",
+        "service_type": "[]",
+        "specialty": "[]",
+    }
+    data.update(overrides)
+    return data
+
+
+# --- organisation scoping -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("model", "mine", "theirs"),
+    [
+        ("schedule", "mine-sched", "their-sched"),
+        ("patient", "my-pat", "their-pat"),
+        ("appointment", "my-appt", "their-appt"),
+    ],
+)
+def test_changelist_shows_only_own_organisation(
+    staff_client: Client, two_tenants: dict[str, Any], model: str, mine: str, theirs: str
+) -> None:
+    response = staff_client.get(reverse(f"admin:scheduling_{model}_changelist"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert mine in body
+    assert theirs not in body
+
+
+@pytest.mark.django_db
+def test_foreign_change_view_redirects_and_own_opens(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    foreign = two_tenants["foreign_schedule"]
+    response = staff_client.get(reverse("admin:scheduling_schedule_change", args=[foreign.pk]))
+    assert response.status_code == 302
+    own = two_tenants["schedule"]
+    response = staff_client.get(reverse("admin:scheduling_schedule_change", args=[own.pk]))
+    assert response.status_code == 200
+    for name in ("patient", "appointment"):
+        url = reverse(f"admin:scheduling_{name}_change", args=[two_tenants[f"foreign_{name}"].pk])
+        assert staff_client.get(url).status_code == 302
+        delete = reverse(
+            f"admin:scheduling_{name}_delete", args=[two_tenants[f"foreign_{name}"].pk]
+        )
+        assert staff_client.post(delete, {"post": "yes"}).status_code == 302
+    assert Appointment.objects.filter(fhir_id="their-appt").exists()
+
+
+@pytest.mark.django_db
+def test_foreign_key_choices_and_organisation_default(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    response = staff_client.get(reverse("admin:scheduling_schedule_add"))
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert list(form.fields["organization"].queryset) == [org]
+    assert form.fields["organization"].initial == org.pk
+    roles = set(form.fields["practitioner_role"].queryset.values_list("organization_id", flat=True))
+    assert roles == {org.pk}
+    assert form.fields["recurrence_timezone"].initial == "Europe/Amsterdam"
+
+    response = staff_client.get(reverse("admin:scheduling_appointment_add"))
+    fields = response.context["adminform"].form.fields
+    for name in ("patient", "schedule", "practitioner_role", "slot"):
+        assert {o.organization_id for o in fields[name].queryset} <= {org.pk}, name
+    assert two_tenants["patient"] in fields["patient"].queryset
+    assert two_tenants["foreign_patient"] not in fields["patient"].queryset
+    assert set(fields["schedule"].queryset) == {two_tenants["schedule"]}
+
+
+@pytest.mark.django_db
+def test_crafted_post_for_foreign_organisation_is_refused(
+    staff_client: Client, two_tenants: dict[str, Any], outsider_org: Organization
+) -> None:
+    foreign_role = two_tenants["foreign_schedule"].practitioner_role
+    data = schedule_post(outsider_org, foreign_role.pk, fhir_id="sneaky")
+    response = staff_client.post(reverse("admin:scheduling_schedule_add"), data)
+    assert response.status_code == 200  # the form again, with errors
+    errors = response.context["adminform"].form.errors
+    assert "organization" in errors
+    assert "practitioner_role" in errors
+    assert not Schedule.objects.filter(fhir_id="sneaky").exists()
+
+
+@pytest.mark.django_db
+def test_organisation_admin_scoped_and_staff_memberships_superuser_only(
+    staff_client: Client, org: Organization, outsider_org: Organization
+) -> None:
+    response = staff_client.get(reverse("admin:scheduling_organization_changelist"))
+    body = response.content.decode()
+    assert "clinic-a" in body
+    assert "clinic-b" not in body
+    url = reverse("admin:scheduling_organization_change", args=[outsider_org.pk])
+    assert staff_client.get(url).status_code == 302
+    assert staff_client.get(reverse("admin:scheduling_organization_add")).status_code == 403
+    assert (
+        staff_client.get(reverse("admin:scheduling_staffmembership_changelist")).status_code == 403
+    )
+
+
+@pytest.mark.django_db
+def test_superuser_sees_every_organisation(two_tenants: dict[str, Any]) -> None:
+    root = User.objects.create_superuser("root", password="pw-for-tests-123")
+    client = Client()
+    client.force_login(root)
+    body = client.get(reverse("admin:scheduling_schedule_changelist")).content.decode()
+    assert "mine-sched" in body
+    assert "their-sched" in body
+    assert client.get(reverse("admin:scheduling_staffmembership_changelist")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_cancel_action_frees_slot_writes_audit_and_ignores_foreign_rows(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    mine, theirs = two_tenants["appointment"], two_tenants["foreign_appointment"]
+    response = staff_client.post(
+        reverse("admin:scheduling_appointment_changelist"),
+        {"action": "cancel_appointments", "_selected_action": [mine.pk, theirs.pk]},
+    )
+    assert response.status_code == 302
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert mine.status == "cancelled"
+    assert theirs.status == "booked"
+    audit = AuditEvent.objects.get(appointment=mine)
+    assert audit.action == "cancelled"
+    assert audit.actor == "staff:staff-a"
+    assert not AuditEvent.objects.filter(appointment=theirs).exists()
+
+
+@pytest.mark.django_db
+def test_noshow_action_refuses_future_appointment_with_message(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    future = two_tenants["appointment"]
+    past = AppointmentFactory(
+        organization=org,
+        fhir_id="past-appt",
+        start=datetime.now(UTC) - timedelta(hours=2),
+        end=datetime.now(UTC) - timedelta(hours=1, minutes=45),
+    )
+    response = staff_client.post(
+        reverse("admin:scheduling_appointment_changelist"),
+        {"action": "mark_noshow", "_selected_action": [future.pk, past.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    past.refresh_from_db()
+    future.refresh_from_db()
+    assert past.status == "noshow"
+    assert future.status == "booked"
+    texts = [str(m) for m in response.context["messages"]]
+    assert any("has not started yet" in t for t in texts)
+    assert AuditEvent.objects.filter(appointment=past, action="noshow").exists()
+
+
+@pytest.mark.django_db
+def test_appointment_search_by_patient_name_and_filter_by_status(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    url = reverse("admin:scheduling_appointment_changelist")
+    assert "my-appt" in staff_client.get(url, {"q": "Mijnheer"}).content.decode()
+    assert "my-appt" not in staff_client.get(url, {"q": "Nobody"}).content.decode()
+    assert "my-appt" not in staff_client.get(url, {"status__exact": "cancelled"}).content.decode()
+    # The foreign patient's name finds nothing of theirs.
+    assert "their-appt" not in staff_client.get(url, {"q": "Vreemd"}).content.decode()
+
+
+@pytest.mark.django_db
+def test_read_only_audit_events(staff_client: Client) -> None:
+    assert staff_client.get(reverse("admin:scheduling_auditevent_add")).status_code == 403
+    assert staff_client.get(reverse("admin:scheduling_auditevent_changelist")).status_code == 200
+
+
+# --- schedule form ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_structured_schedule_created_through_admin(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    role = two_tenants["schedule"].practitioner_role
+    data = schedule_post(org, role.pk, exceptions="2026-12-09\n2026-12-14T09:00")
+    response = staff_client.post(reverse("admin:scheduling_schedule_add"), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    schedule = Schedule.objects.get(fhir_id="new-sched")
+    assert schedule.rrule == "FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20271231T225959Z"
+    assert schedule.planning_start == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    assert schedule.exdates == ["2026-12-09T09:00:00+01:00", "2026-12-14T09:00:00+01:00"]
+
+    page = staff_client.get(reverse("admin:scheduling_schedule_change", args=[schedule.pk]))
+    body = page.content.decode()
+    assert (
+        "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, until 31 Dec 2027" in body
+    )
+    preview = page.context["preview"]
+    assert len(preview) == 10
+    starts = [start for start, _end in preview]
+    assert all(s.astimezone(AMS).hour == 9 for s in starts)
+    assert all(s.astimezone(AMS).weekday() in (0, 2) for s in starts)
+    assert datetime(2026, 12, 9, 8, 0, tzinfo=UTC) not in starts
+    # The structured fields come back from the stored rule; the raw field starts empty.
+    form = page.context["adminform"].form
+    assert form.initial["frequency"] == "WEEKLY"
+    assert form.initial["weekdays"] == ["MO", "WE"]
+    assert form.initial["until"] == date(2027, 12, 31)
+    assert form.initial["rrule"] == ""
+
+
+def _bound_form(org: Organization, role_pk: int, **overrides: Any) -> ScheduleAdminForm:
+    data = schedule_post(org, role_pk, **overrides)
+    # The bare form has plain date-time fields; the admin splits them into date and time.
+    for name in ("planning_start", "planning_end"):
+        data[name] = f"{data.pop(name + '_0')} {data.pop(name + '_1')}"
+    return ScheduleAdminForm(data=data)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("overrides", "field", "fragment"),
+    [
+        ({"rrule": "FREQ=HOURLY"}, "rrule", "HOURLY"),
+        ({"rrule": "this is junk"}, "rrule", ""),
+        ({"rrule": "FREQ=DAILY;COUNT=3;UNTIL=20271231T000000Z"}, "rrule", "UNTIL"),
+        ({"until": "2027-12-31", "count": "5"}, "count", "not both"),
+        ({"planning_end_1": "08:00"}, "planning_end", "after the start"),
+        ({"recurrence_timezone": "Mars/Olympus_Mons"}, "recurrence_timezone", ""),
+        ({"until": "2026-01-01"}, "until", "before the first window"),
+        ({"exceptions": "next tuesday"}, "exceptions", "next tuesday"),
+        ({"frequency": "DAILY"}, "weekdays", "weekly"),
+        (
+            {"frequency": "", "weekdays": [], "until": "", "exceptions": "2026-12-09"},
+            "exceptions",
+            "repeating",
+        ),
+        ({"interval": "0"}, "interval", ""),
+    ],
+)
+def test_invalid_schedule_input_is_a_form_error(
+    two_tenants: dict[str, Any],
+    org: Organization,
+    overrides: dict[str, Any],
+    field: str,
+    fragment: str,
+) -> None:
+    form = _bound_form(org, two_tenants["schedule"].practitioner_role.pk, **overrides)
+    assert not form.is_valid()
+    assert field in form.errors, form.errors
+    assert fragment in " ".join(form.errors[field])
+
+
+@pytest.mark.django_db
+def test_invalid_input_through_admin_is_a_200_with_errors_not_500(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    role = two_tenants["schedule"].practitioner_role
+    response = staff_client.post(
+        reverse("admin:scheduling_schedule_add"), schedule_post(org, role.pk, rrule="FREQ=HOURLY")
+    )
+    assert response.status_code == 200
+    assert "errornote" in response.content.decode()
+    assert not Schedule.objects.filter(fhir_id="new-sched").exists()
+
+
+@pytest.mark.django_db
+def test_raw_rrule_wins_over_structured_fields(
+    two_tenants: dict[str, Any], org: Organization
+) -> None:
+    form = _bound_form(
+        org, two_tenants["schedule"].practitioner_role.pk, rrule="RRULE:FREQ=MONTHLY;BYDAY=1MO"
+    )
+    assert form.is_valid(), form.errors
+    schedule = form.save()
+    assert schedule.rrule == "FREQ=MONTHLY;BYDAY=1MO"
+    # Not simple enough for the structured fields: it stays in the raw field.
+    assert ScheduleAdminForm(instance=schedule).initial["rrule"] == "FREQ=MONTHLY;BYDAY=1MO"
+
+
+@pytest.mark.parametrize(
+    ("rule", "tz", "expected"),
+    [
+        (SimpleRule("DAILY"), "Europe/Amsterdam", "FREQ=DAILY"),
+        (SimpleRule("WEEKLY", 2, ["WE", "MO"]), "UTC", "FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE"),
+        (SimpleRule("MONTHLY", count=6), "UTC", "FREQ=MONTHLY;COUNT=6"),
+        # End of the local day in summer time (+02:00) is 21:59:59Z.
+        (
+            SimpleRule("YEARLY", until=date(2030, 6, 30)),
+            "Europe/Amsterdam",
+            "FREQ=YEARLY;UNTIL=20300630T215959Z",
+        ),
+        # Southern hemisphere: Sydney is +10:00 in June.
+        (
+            SimpleRule("DAILY", until=date(2030, 6, 30)),
+            "Australia/Sydney",
+            "FREQ=DAILY;UNTIL=20300630T135959Z",
+        ),
+    ],
+)
+def test_build_and_parse_round_trip(rule: SimpleRule, tz: str, expected: str) -> None:
+    zone = zoneinfo.ZoneInfo(tz)
+    assert build_rrule(rule, tz=zone) == expected
+    back = parse_simple_rrule(expected, tz=zone)
+    assert back is not None
+    assert (back.freq, back.interval, back.until, back.count) == (
+        rule.freq,
+        rule.interval,
+        rule.until,
+        rule.count,
+    )
+    assert back.byday == [c for c in ("MO", "TU", "WE", "TH", "FR", "SA", "SU") if c in rule.byday]
+
+
+@pytest.mark.parametrize(
+    "rrule", ["FREQ=MONTHLY;BYDAY=1MO", "FREQ=WEEKLY;WKST=SU", "FREQ=DAILY;BYHOUR=9", "junk"]
+)
+def test_parse_simple_rrule_leaves_complex_rules_alone(rrule: str) -> None:
+    assert parse_simple_rrule(rrule, tz=AMS) is None
+
+
+def test_summary_in_english_and_dutch() -> None:
+    kwargs = {
+        "rrule": "FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20271231T225959Z",
+        "first_start": datetime(2026, 12, 7, 8, 0, tzinfo=UTC),
+        "first_end": datetime(2026, 12, 7, 11, 0, tzinfo=UTC),
+        "tzid": "Europe/Amsterdam",
+    }
+    with translation.override("en"):
+        assert describe_recurrence(**kwargs) == (
+            "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, until 31 Dec 2027"
+        )
+        assert describe_recurrence(**{**kwargs, "rrule": "FREQ=DAILY;INTERVAL=2;COUNT=5"}) == (
+            "Every 2 days, 09:00\u201312:00 Europe/Amsterdam, 5 times"
+        )
+    with translation.override("nl"):
+        assert describe_recurrence(**kwargs) == (
+            "Elke maandag en woensdag, 09:00\u201312:00 Europe/Amsterdam, tot 31 december 2027"
+        )
+
+
+# --- calendar and blocking time -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"week": "2026-W48"}, date(2026, 11, 23)),
+        ({"start": "2026-11-26"}, date(2026, 11, 23)),
+        ({"week": "2020-W53"}, date(2020, 12, 28)),
+        ({}, date(2026, 11, 23)),
+    ],
+)
+def test_parse_week(params: dict[str, str], expected: date) -> None:
+    assert parse_week(params, today=date(2026, 11, 27)) == expected
+
+
+@pytest.mark.parametrize("params", [{"week": "2026-48"}, {"week": "2026-W60"}, {"start": "soon"}])
+def test_parse_week_rejects_junk(params: dict[str, str]) -> None:
+    with pytest.raises(BadWeek):
+        parse_week(params, today=date(2026, 11, 27))
+
+
+@pytest.mark.django_db
+def test_schedule_calendar_shows_slots_bookings_and_blocked_time(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    schedule = two_tenants["schedule"]
+    Slot.objects.create(
+        organization=schedule.organization,
+        fhir_id="blk-1",
+        schedule=schedule,
+        status="busy-unavailable",
+        start=schedule.planning_start + timedelta(hours=2),
+        end=schedule.planning_end,
+        comment="Team meeting",
+    )
+    local = schedule.planning_start.astimezone(AMS)
+    week = f"{local.isocalendar()[0]}-W{local.isocalendar()[1]:02d}"
+    url = reverse("admin:scheduling_schedule_calendar", args=[schedule.pk])
+    response = staff_client.get(url, {"week": week})
+    assert response.status_code == 200
+    kinds = [b.kind for day in response.context["days"] for b in day.blocks]
+    # 3 hours of 15 minutes; the first slot is booked, the last 4 are blocked.
+    assert kinds.count("window") == 1
+    assert kinds.count("booking") == 1
+    assert kinds.count("blocked") == 1
+    assert kinds.count("busy") == 5
+    assert kinds.count("free") == 7
+    body = response.content.decode()
+    assert "Team meeting" in body
+    assert 'id="prev-week"' in body
+
+
+@pytest.mark.django_db
+def test_calendars_of_another_organisation_are_404(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    foreign = two_tenants["foreign_schedule"]
+    for name in ("calendar", "block"):
+        url = reverse(f"admin:scheduling_schedule_{name}", args=[foreign.pk])
+        assert staff_client.get(url).status_code == 404
+    url = reverse("admin:scheduling_practitioner_calendar", args=[foreign.practitioner.pk])
+    assert staff_client.get(url).status_code == 404
+    assert (
+        staff_client.get(
+            reverse("admin:scheduling_schedule_calendar", args=["not-a-number"])
+        ).status_code
+        == 404
+    )
+
+
+@pytest.mark.django_db
+def test_bad_week_is_400(staff_client: Client, two_tenants: dict[str, Any]) -> None:
+    url = reverse("admin:scheduling_schedule_calendar", args=[two_tenants["schedule"].pk])
+    response = staff_client.get(url, {"week": "2026-W99"})
+    assert response.status_code == 400
+    assert "is not a week" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_practitioner_calendar_lists_all_their_schedules(
+    staff_client: Client, org: Organization
+) -> None:
+    practitioner = PractitionerFactory(organization=org)
+    role = PractitionerRoleFactory(organization=org, practitioner=practitioner)
+    first = ScheduleFactory(organization=org, practitioner_role=role)
+    ScheduleFactory(
+        organization=org,
+        practitioner_role=role,
+        planning_start=first.planning_start + timedelta(days=1),
+        planning_end=first.planning_end + timedelta(days=1),
+    )
+    local = first.planning_start.astimezone(AMS).date()
+    url = reverse("admin:scheduling_practitioner_calendar", args=[practitioner.pk])
+    response = staff_client.get(url, {"start": local.isoformat()})
+    assert response.status_code == 200
+    kinds = [b.kind for day in response.context["days"] for b in day.blocks]
+    assert kinds.count("window") == 2
+    assert reverse("admin:scheduling_practitioner_calendar", args=[practitioner.pk]) in (
+        staff_client.get(reverse("admin:scheduling_practitioner_changelist")).content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_block_time_creates_busy_unavailable_slot(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    schedule = two_tenants["schedule"]
+    url = reverse("admin:scheduling_schedule_block", args=[schedule.pk])
+    assert staff_client.get(url).context["form"].initial["schedule"] == schedule
+    response = staff_client.post(
+        url,
+        {
+            "schedule": schedule.pk,
+            "start": "2026-12-08T13:00",
+            "end": "2026-12-08T14:30",
+            "comment": "Dentist",
+        },
+    )
+    assert response.status_code == 302
+    assert "week=2026-W50" in response["Location"]
+    slot = Slot.objects.get(comment="Dentist")
+    assert slot.status == "busy-unavailable"
+    # Read in the organisation's zone (CET, +01:00).
+    assert slot.start == datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+    assert slot.organization_id == schedule.organization_id
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("2026-12-08T14:00", "2026-12-08T13:00"), ("yesterday", "2026-12-08T13:00")],
+)
+def test_block_time_bad_input_is_400(
+    staff_client: Client, two_tenants: dict[str, Any], start: str, end: str
+) -> None:
+    schedule = two_tenants["schedule"]
+    url = reverse("admin:scheduling_schedule_block", args=[schedule.pk])
+    response = staff_client.post(url, {"schedule": schedule.pk, "start": start, "end": end})
+    assert response.status_code == 400
+    assert response.context["form"].errors
+    assert not Slot.objects.filter(status="busy-unavailable").exists()
+
+
+@pytest.mark.django_db
+def test_block_time_cannot_target_foreign_schedule(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    url = reverse("admin:scheduling_schedule_block", args=[two_tenants["schedule"].pk])
+    response = staff_client.post(
+        url,
+        {
+            "schedule": two_tenants["foreign_schedule"].pk,
+            "start": "2026-12-08T13:00",
+            "end": "2026-12-08T14:00",
+        },
+    )
+    assert response.status_code == 400
+    assert "schedule" in response.context["form"].errors
+    assert not Slot.objects.exists()
+
+
+@pytest.mark.django_db
+def test_admin_pages_in_dutch(staff_client: Client, two_tenants: dict[str, Any]) -> None:
+    url = reverse("admin:scheduling_schedule_calendar", args=[two_tenants["schedule"].pk])
+    body = staff_client.get(url, HTTP_ACCEPT_LANGUAGE="nl").content.decode()
+    assert "Vorige week" in body
+    assert "Tijd blokkeren" in body
