@@ -357,7 +357,7 @@ def test_slot_search_query_count_is_fixed(
 ) -> None:
     monkeypatch.setattr("scheduling.selectors.utc_now", lambda: datetime(2026, 5, 1, tzinfo=UTC))
     patient = PatientFactory(organization=org)
-    for i in range(n_schedules):
+    for _ in range(n_schedules):
         s = ScheduleFactory(
             organization=org,
             planning_start=ams(2026, 6, 1, 9),
