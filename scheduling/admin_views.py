@@ -372,7 +372,7 @@ def _block_view(
                 slot = form.save(fhir_id=new_fhir_id())
                 messages.success(
                     request,
-                    _("Blocked %(start)s \u2013 %(end)s.")
+                    _("Blocked %(start)s to %(end)s.")
                     % {
                         "start": formats.date_format(
                             slot.start.astimezone(organization.zone), "j M Y H:i"

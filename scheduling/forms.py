@@ -18,7 +18,7 @@ from django import forms
 from django.utils import formats
 from django.utils.dates import WEEKDAYS
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy, ngettext, pgettext
 
 from scheduling import recurrence
 from scheduling.errors import InvalidRecurrence
