@@ -1,0 +1,359 @@
+"""PURE parsing of FHIR search values: date windows, tokens, paging, booleans, instants.
+
+No Django and no DRF here: the view layer passes raw query strings in and maps the domain
+errors raised here to OperationOutcome (``fhir_api.errors``).
+
+Date windows (CONTRACT section 5)::
+
+    date=2026-06-01 / eq2026-06-01          -> that day, in the organisation's zone
+    date=ge2026-06-01 (or gt)               -> [2026-06-01, 2026-06-08)
+    date=le2026-06-01                       -> [2026-05-25, 2026-06-02)   (le includes its day)
+    date=lt2026-06-01                       -> [2026-05-25, 2026-06-01)
+    date=ge2026-06-01&date=le2026-06-30     -> [2026-06-01, 2026-07-01)   (all of June)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from scheduling.errors import InvalidInput, InvalidSearchValue, WindowTooLarge
+
+__all__ = [
+    "PREFIXES",
+    "Window",
+    "derive_window",
+    "parse_bool",
+    "parse_count",
+    "parse_date_value",
+    "parse_instant_strict",
+    "parse_offset",
+    "parse_token",
+]
+
+PREFIXES = ("eq", "ge", "gt", "le", "lt")
+_ALL_FHIR_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+_DATE_RE = re.compile(
+    r"^(?P<y>\d{4})"
+    r"(?:-(?P<mo>\d{2})"
+    r"(?:-(?P<d>\d{2})"
+    r"(?:T(?P<h>\d{2}):(?P<mi>\d{2})"
+    r"(?::(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?"
+    r")?)?)?$"
+)
+_INSTANT_RE = re.compile(
+    r"^(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
+    r"T(?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?$"
+)
+_INT_RE = re.compile(r"^[+-]?\d{1,18}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open window ``[start, end)`` of aware UTC datetimes."""
+
+    start: datetime
+    end: datetime
+
+
+def _offset(text: str) -> timedelta | None:
+    """``Z``/``+hh:mm``/``-hh:mm`` -> offset; None when malformed."""
+    if text == "Z":
+        return timedelta(0)
+    hours, minutes = int(text[1:3]), int(text[4:6])
+    if hours > 14 or minutes > 59:
+        return None
+    delta = timedelta(hours=hours, minutes=minutes)
+    return -delta if text[0] == "-" else delta
+
+
+def _localize(wall: datetime, tz: ZoneInfo) -> datetime:
+    """Naive wall clock in tz -> aware UTC (an ambiguous time means its first instance)."""
+    return wall.replace(tzinfo=tz).astimezone(UTC)
+
+
+def _split_prefix(value: str, param: str) -> tuple[str, str]:
+    head = value[:2]
+    if head.isalpha():
+        if head.lower() not in PREFIXES or head != head.lower():
+            known = (
+                " (a FHIR prefix this server does not support)"
+                if head in _ALL_FHIR_PREFIXES
+                else ""
+            )
+            raise InvalidSearchValue(
+                f"Search value {value!r} for {param!r} has prefix {head!r}{known}; "
+                f"use one of {', '.join(PREFIXES)} or no prefix.",
+                expression=[param],
+            )
+        return head, value[2:]
+    return "eq", value
+
+
+def _parse_date_value(value: str, tz: ZoneInfo, param: str) -> tuple[str, datetime, datetime]:
+    try:
+        return _parse_date_value_unguarded(value, tz, param)
+    except OverflowError:
+        raise InvalidSearchValue(
+            f"Search value {value!r} for {param!r} is outside the supported calendar range.",
+            expression=[param],
+        ) from None
+
+
+def _parse_date_value_unguarded(
+    value: str, tz: ZoneInfo, param: str
+) -> tuple[str, datetime, datetime]:
+    if "," in value:
+        raise InvalidSearchValue(
+            f"Search value {value!r} for {param!r}: comma-separated (OR) dates are not supported; "
+            f"repeat the parameter with ge/le prefixes for a range instead.",
+            expression=[param],
+        )
+    prefix, rest = _split_prefix(value.strip(), param)
+    # An unencoded '+' in a query string arrives as a space: read "T10:00 02:00" as +02:00.
+    rest = re.sub(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$", r"\1+\2", rest)
+    m = _DATE_RE.match(rest)
+    hint = (
+        "expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|+hh:mm], "
+        "optionally after a prefix such as ge"
+    )
+    if not m:
+        raise InvalidSearchValue(
+            f"Search value {value!r} for {param!r} is not a FHIR date; {hint}.", expression=[param]
+        )
+    g = m.groupdict()
+    try:
+        year = int(g["y"])
+        month = int(g["mo"] or 1)
+        day = int(g["d"] or 1)
+        if g["h"] is None:
+            start_wall = datetime(year, month, day)
+            if g["d"] is not None:
+                end_wall = start_wall + timedelta(days=1)
+            elif g["mo"] is not None:
+                end_wall = datetime(year + month // 12, month % 12 + 1, 1)
+            else:
+                end_wall = datetime(year + 1, 1, 1)
+            return prefix, _localize(start_wall, tz), _localize(end_wall, tz)
+        fraction = g["f"] or ""
+        micro = int((fraction + "000000")[:6])
+        wall = datetime(year, month, day, int(g["h"]), int(g["mi"]), int(g["s"] or 0), micro)
+    except (ValueError, OverflowError):
+        raise InvalidSearchValue(
+            f"Search value {value!r} for {param!r} is not a valid calendar date or time.",
+            expression=[param],
+        ) from None
+    if g["s"] is None:
+        step = timedelta(minutes=1)
+    elif fraction:
+        step = timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
+    else:
+        step = timedelta(seconds=1)
+    if g["tz"] is None:
+        start = _localize(wall, tz)
+    else:
+        offset = _offset(g["tz"])
+        if offset is None:
+            raise InvalidSearchValue(
+                f"Search value {value!r} for {param!r} has an invalid UTC offset {g['tz']!r}.",
+                expression=[param],
+            )
+        start = (wall - offset).replace(tzinfo=UTC)
+    return prefix, start, start + step
+
+
+def parse_date_value(value: str, tz: ZoneInfo) -> tuple[str, datetime, datetime]:
+    """Parse one FHIR date search value into ``(prefix, range_start, range_end)``.
+
+    The range is the value's implicit range by precision: a year, a month, a day, a minute
+    (``hh:mm``), a second (``hh:mm:ss``) or the fraction's last digit. Values without an offset
+    are read in ``tz`` (the organisation's zone); an ambiguous local time means its first
+    instance. Results are aware UTC datetimes. The prefix defaults to ``eq``.
+    Raises InvalidSearchValue for malformed values and for prefixes other than eq/ge/gt/le/lt.
+    """
+    return _parse_date_value(value, tz, "date")
+
+
+def _wall_shift(instant: datetime, tz: ZoneInfo, days: int, param: str) -> datetime:
+    """Move ``days`` days on the wall clock of tz (00:00 stays 00:00 across DST)."""
+    wall = instant.astimezone(tz).replace(tzinfo=None)
+    try:
+        return _localize(wall + timedelta(days=days), tz)
+    except OverflowError:
+        raise InvalidSearchValue(
+            "The date window would fall outside the supported calendar range.",
+            expression=[param],
+        ) from None
+
+
+def derive_window(
+    values: Sequence[str],
+    *,
+    tz: ZoneInfo,
+    param: str = "date",
+    default_days: int = 7,
+    max_days: int = 366,
+) -> Window | None:
+    """The expansion window ``[start, end)`` for the repeated values of one date parameter.
+
+    Rules (CONTRACT section 5): no values -> None; ``X``/``eqX`` -> X's own range;
+    ``geX``/``gtX`` alone -> from the start of X for ``default_days`` days; ``leX`` alone ->
+    ``default_days`` days before the start of X up to the END of X (le includes its whole day,
+    month or year); ``ltX`` alone -> the same but up to the start of X; one lower plus one upper
+    bound -> the explicit range, with the upper bound read as above.
+
+    The default span is ``default_days`` calendar days on the wall clock of ``tz`` (so 00:00
+    stays 00:00 across a DST change), and the window length is also measured on that wall clock,
+    so a span of exactly ``max_days`` local days is allowed whatever DST does in between.
+
+    Raises InvalidSearchValue for malformed values, more than one lower or upper bound, ``eq``
+    combined with anything, or an empty or inverted window; WindowTooLarge (too-costly) when the
+    window spans more than ``max_days`` days. Errors name ``param`` in ``expression``.
+    """
+    if not values:
+        return None
+    eqs: list[tuple[datetime, datetime]] = []
+    lowers: list[datetime] = []
+    uppers: list[tuple[datetime, datetime]] = []  # (bound, start of the value's range)
+    for raw in values:
+        prefix, start, end = _parse_date_value(raw, tz, param)
+        if prefix == "eq":
+            eqs.append((start, end))
+        elif prefix in ("ge", "gt"):
+            lowers.append(start)
+        elif prefix == "le":
+            uppers.append((end, start))
+        else:  # lt
+            uppers.append((start, start))
+    if eqs and (len(eqs) > 1 or lowers or uppers):
+        raise InvalidSearchValue(
+            f"{param!r}: an exact date (no prefix or eq) cannot be combined with other {param!r} "
+            f"values; give one date, or a ge/gt lower bound and a le/lt upper bound.",
+            expression=[param],
+        )
+    if len(lowers) > 1 or len(uppers) > 1:
+        raise InvalidSearchValue(
+            f"{param!r}: give at most one lower bound (ge/gt) and one upper bound (le/lt).",
+            expression=[param],
+        )
+    if eqs:
+        start, end = eqs[0]
+    elif lowers and uppers:
+        start, end = lowers[0], uppers[0][0]
+    elif lowers:
+        start = lowers[0]
+        end = _wall_shift(start, tz, default_days, param)
+    else:
+        end, upper_start = uppers[0]
+        start = _wall_shift(upper_start, tz, -default_days, param)
+    if start >= end:
+        raise InvalidSearchValue(
+            f"{param!r}: the date window is empty or inverted (from {start.isoformat()} to "
+            f"{end.isoformat()}); the lower bound must come before the upper bound.",
+            expression=[param],
+        )
+    span = end.astimezone(tz).replace(tzinfo=None) - start.astimezone(tz).replace(tzinfo=None)
+    if span > timedelta(days=max_days):
+        days = span / timedelta(days=1)
+        raise WindowTooLarge(
+            f"{param!r}: the date window spans {days:g} days; the maximum is {max_days} days. "
+            f"Search a shorter range and page through it.",
+            expression=[param],
+        )
+    return Window(start, end)
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([\\|,$])", r"\1", text)
+
+
+def parse_token(value: str) -> tuple[str | None, str | None]:
+    """Split a FHIR token search value into ``(system, code)``.
+
+    ``code`` -> (None, code): any system; ``system|code`` -> (system, code); ``|code`` ->
+    ("", code): no system; ``system|`` -> (system, None): any code in that system. An empty
+    part is None (or "" for the system before a ``|``). ``\\|`` escapes a literal bar.
+    """
+    for i, ch in enumerate(value):
+        if ch == "|" and (i == 0 or value[i - 1] != "\\"):
+            system, code = value[:i], value[i + 1 :]
+            return _unescape(system), (_unescape(code) or None)
+    return None, (_unescape(value) or None)
+
+
+def _non_negative(value: str, param: str) -> int:
+    text = value.strip()
+    if not _INT_RE.match(text) or int(text) < 0:
+        raise InvalidSearchValue(
+            f"{param}={value!r} must be a whole number of 0 or more.", expression=[param]
+        )
+    return int(text)
+
+
+def parse_count(value: str | None, *, default: int = 50, maximum: int = 500) -> int:
+    """``_count``: the page size. Missing -> ``default``; above ``maximum`` -> ``maximum``.
+
+    Raises InvalidSearchValue for anything but a non-negative integer (0 means "total only").
+    """
+    if value is None or value.strip() == "":
+        return default
+    return min(_non_negative(value, "_count"), maximum)
+
+
+def parse_offset(value: str | None) -> int:
+    """``_offset``: how many matches to skip. Missing -> 0; else a non-negative integer."""
+    if value is None or value.strip() == "":
+        return 0
+    return _non_negative(value, "_offset")
+
+
+def parse_bool(value: str, *, param: str) -> bool:
+    """A FHIR boolean search value: exactly ``true`` or ``false``."""
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    raise InvalidSearchValue(f"{param}={value!r} must be 'true' or 'false'.", expression=[param])
+
+
+def parse_instant_strict(value: str, *, param: str) -> datetime:
+    """A FHIR dateTime/instant to the second WITH an offset -> aware UTC datetime.
+
+    ``2026-06-01T09:00:00+02:00`` and ``2026-06-01T07:00:00Z`` are accepted (fractions too).
+    Raises InvalidInput when the value is not a full date-time, or has no timezone.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    m = _INSTANT_RE.match(text)
+    if not m:
+        raise InvalidInput(
+            f"{param}={value!r} must be a full date-time to the second with a timezone, "
+            f"e.g. 2026-06-01T09:00:00+02:00.",
+            expression=[param],
+        )
+    g = m.groupdict()
+    if g["tz"] is None:
+        raise InvalidInput(
+            f"{param}={value!r} has no timezone; a timezone is required "
+            f"(add Z or an offset such as +02:00).",
+            expression=[param],
+        )
+    offset = _offset(g["tz"])
+    try:
+        if offset is None:
+            raise ValueError
+        micro = int(((g["f"] or "") + "000000")[:6])
+        wall = datetime(
+            int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"]), int(g["mi"]), int(g["s"]), micro
+        )
+        return (wall - offset).replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            f"{param}={value!r} is not a valid date-time (check the date, time and offset).",
+            expression=[param],
+        ) from None
