@@ -268,7 +268,7 @@ def _book_locked(
 def _locked_schedule(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
     """The stored schedule (row-locked) named by ``value``, and the occurrence start if
     ``value`` was a generated occurrence id."""
-    locked = Schedule.objects.select_for_update().select_related("practitioner_role")
+    locked = Schedule.objects.select_for_update(of=("self",)).select_related("practitioner_role")
     schedule = locked.filter(organization=organization, fhir_id=value).first()
     if schedule is not None:
         return schedule, None
