@@ -218,7 +218,7 @@ def _parse_entry(index: int, raw: Any, *, bundle_type: str) -> _Entry:
                 expression=[f"{path}.request.method"],
             )
     try:
-        resource = get_fhir_model_class(resource_type).model_validate(body)
+        resource: Any = get_fhir_model_class(resource_type).model_validate(body)
     except PydanticValidationError as exc:
         first = exc.errors()[0]
         element = ".".join(str(part) for part in first["loc"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import QuerySet
 
 from fhir_api import mappers
 from scheduling import models as m
@@ -15,7 +16,8 @@ from scheduling import models as m
 _NAMESPACE = uuid.UUID("5b0e8a52-6f0c-4d36-9a43-0c1b7f1d8e21")
 
 # (type, rows, mapper); the order is the Bundle's order, so a re-import needs no sorting.
-_KINDS: tuple[tuple[str, Callable[[m.Organization], Iterable[Any]], Callable[[Any], dict]], ...] = (
+_Kind = tuple[str, Callable[[m.Organization], QuerySet[Any]], Callable[[Any], dict[str, Any]]]
+_KINDS: tuple[_Kind, ...] = (
     ("Patient", lambda o: m.Patient.objects.filter(organization=o), mappers.patient_to_fhir),
     (
         "Practitioner",

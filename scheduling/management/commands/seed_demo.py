@@ -133,7 +133,7 @@ def seed_demo() -> int:
             defaults={"practitioner": practitioner, "code": [code]},
         )
         roles[role.fhir_id] = role
-        for suffix, rule, weekday, start, end in WINDOWS:
+        for suffix, rule, weekday, opens, closes in WINDOWS:
             day = week_start + timedelta(days=weekday)
             schedule = counter.get_or_create(
                 m.Schedule,
@@ -145,8 +145,8 @@ def seed_demo() -> int:
                     "service_category": [category],
                     # The first window is in the current week and the rule has no end, so
                     # there are free slots in the next seven days whenever this runs.
-                    "planning_start": datetime.combine(day, start, organization.zone),
-                    "planning_end": datetime.combine(day, end, organization.zone),
+                    "planning_start": datetime.combine(day, opens, organization.zone),
+                    "planning_end": datetime.combine(day, closes, organization.zone),
                     "slot_minutes": SLOT_MINUTES,
                     "rrule": rule,
                     "recurrence_timezone": organization.timezone,
