@@ -146,7 +146,10 @@ def _validation_message(exc: ValidationError) -> str:
 
 def _integrity_message(exc: IntegrityError) -> str:
     text = str(exc)
-    if "uniq_active_appointment_per_slot" in text or "schedule_id, start" in text:
+    if (
+        "uniq_active_appointment_per_slot" in text
+        or "schedule_id, scheduling_appointment.start" in text
+    ):
         return "another active appointment already holds this schedule at this start."
     return "conflicts with data already stored (a database constraint refused it)."
 
@@ -452,6 +455,24 @@ class _Importer:
             (reason.text or _first_display(reason) or "") if reason is not None else ""
         )
         _set_recurrence(row, res.extension)
+        if row.schedule is not None and row.is_active:
+            # Checked here for a message naming the clash; the database constraint
+            # (uniq_active_appointment_per_slot) still guards concurrent writers.
+            clash = (
+                m.Appointment.objects.filter(
+                    organization=self.organization, schedule=row.schedule, start=row.start
+                )
+                .exclude(status__in=m.INACTIVE_APPOINTMENT_STATUSES)
+                .exclude(pk=row.pk)
+                .values_list("fhir_id", flat=True)
+                .first()
+            )
+            if clash is not None:
+                raise _EntryError(
+                    f"start: another active appointment already holds this slot of "
+                    f"Schedule/{row.schedule.fhir_id} (Appointment/{clash}).",
+                    expression="start",
+                )
         row.save()
 
     def _appointment_slot(self, reference: Any) -> tuple[m.Slot | None, m.Schedule | None]:

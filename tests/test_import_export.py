@@ -598,3 +598,19 @@ def test_export_with_base_url_and_unknown_organisation(org: m.Organization) -> N
     )
     with pytest.raises(CommandError, match="'nowhere' does not exist"):
         call_command("export_fhir", organization="nowhere", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_double_booking_in_a_bundle_is_refused_by_the_database(org: m.Organization) -> None:
+    bundle = demo_bundle()
+    twin = copy.deepcopy(bundle["entry"][-1])
+    twin["resource"]["id"] = "appt-anna-2"
+    twin["fullUrl"] = "urn:uuid:7f1c8a52-0000-4000-8000-0000000000aa"
+    bundle["entry"].append(twin)
+
+    with pytest.raises(InvalidInput) as excinfo:
+        bundle_import(organization=org, data=bundle)
+
+    assert excinfo.value.message.startswith("entry 7 (Appointment/appt-anna-2):")
+    assert "another active appointment already holds" in excinfo.value.message
+    assert row_counts(org) == dict.fromkeys(row_counts(org), 0)
