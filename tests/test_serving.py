@@ -6,6 +6,7 @@ import importlib.util
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -205,3 +206,53 @@ def test_serve_starts_gunicorn_that_answers_healthz(tmp_path: Path) -> None:
                 process.wait(timeout=10)
     # SIGTERM is a graceful stop for gunicorn: it exits 0 once the workers are done.
     assert process.returncode == 0
+
+
+# --- bench/load.py's measuring helpers (a wrong percentile would mislead every report) --
+
+
+def load_bench_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the class is created.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [(50, 50.0), (95, 95.0), (99, 99.0), (100, 100.0), (1, 1.0)],
+)
+def test_percentile_is_nearest_rank(q: float, expected: float) -> None:
+    client = load_bench_module("load_client")
+
+    assert client.percentile([float(v) for v in range(1, 101)], q) == expected
+
+
+def test_percentile_of_nothing_is_zero() -> None:
+    assert load_bench_module("load_client").percentile([], 99) == 0.0
+
+
+def test_only_booking_conflicts_are_not_errors() -> None:
+    load = load_bench_module("load")
+    result = {
+        "kinds": {
+            "book": {"statuses": {"201": 5, "409": 7, "500": 1}},
+            "slot": {"statuses": {"200": 9, "409": 2, "404": 3}},
+        }
+    }
+
+    # 409 is an expected race for bookings only; a 409 on a search is a bug.
+    assert load.error_count(result) == 1 + 2 + 3
+
+
+def test_memory_is_flat_against_the_warm_sample_not_the_first() -> None:
+    load = load_bench_module("load")
+    warming_then_steady = load.MemorySeries(pid=1, samples=[70.0, 84.0, 85.0, 86.0], warm_index=1)
+    leaking = load.MemorySeries(pid=2, samples=[70.0, 84.0, 90.0, 99.0], warm_index=1)
+
+    assert warming_then_steady.flat
+    assert not leaking.flat
+    assert (leaking.start, leaking.warm, leaking.end, leaking.peak) == (70.0, 84.0, 99.0, 99.0)
