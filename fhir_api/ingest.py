@@ -442,11 +442,7 @@ class _Importer:
         if res.slot:
             row.slot, row.schedule = self._appointment_slot(res.slot[0])
         if row.schedule is None and role is not None:
-            # FHIR has no Appointment.schedule: a role with a single schedule makes it
-            # unambiguous, and the schedule is what marks its slots busy.
-            schedules = list(role.schedules.filter(organization=self.organization)[:2])
-            if len(schedules) == 1:
-                row.schedule = schedules[0]
+            row.schedule = self._schedule_covering(role, row.start, row.end)
         row.service_category = _codings(res.serviceCategory)
         row.description = res.description or ""
         row.comment = res.comment or ""
@@ -474,6 +470,33 @@ class _Importer:
                     expression="start",
                 )
         row.save()
+
+    def _schedule_covering(
+        self, role: m.PractitionerRole, start: datetime, end: datetime
+    ) -> m.Schedule | None:
+        """The one schedule of ``role`` whose availability covers ``start``-``end``, if any.
+
+        FHIR has no Appointment.schedule, yet the schedule is what marks its slots busy: an
+        appointment of the role inside exactly one of its windows belongs to that schedule.
+        """
+        covering = []
+        for schedule in role.schedules.filter(organization=self.organization):
+            if schedule.is_recurring:
+                periods = recurrence.expand(
+                    rrule=schedule.rrule,
+                    first_start=schedule.planning_start,
+                    first_end=schedule.planning_end,
+                    tzid=schedule.rule_timezone(self.organization),
+                    exdates=schedule.exdate_values(),
+                    window_start=start,
+                    window_end=end,
+                )
+                windows = [(p.start, p.end) for p in periods]
+            else:
+                windows = [(schedule.planning_start, schedule.planning_end)]
+            if any(lo <= start and end <= hi for lo, hi in windows):
+                covering.append(schedule)
+        return covering[0] if len(covering) == 1 else None
 
     def _appointment_slot(self, reference: Any) -> tuple[m.Slot | None, m.Schedule | None]:
         resource_type, fhir_id = self._target(reference, "slot[0]")

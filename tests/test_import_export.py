@@ -584,6 +584,15 @@ def test_seed_demo_round_trips(tmp_path: Path) -> None:
     assert m.Appointment.objects.get(
         organization=empty, fhir_id="appointment-physio-weekly"
     ).rrule.startswith("FREQ=WEEKLY")
+    # FHIR has no Appointment.schedule; the import finds it again from the role's windows.
+    original = dict(
+        m.Appointment.objects.filter(organization=demo).values_list("fhir_id", "schedule__fhir_id")
+    )
+    copied = dict(
+        m.Appointment.objects.filter(organization=empty).values_list("fhir_id", "schedule__fhir_id")
+    )
+    assert copied == original
+    assert None not in copied.values()
 
 
 @pytest.mark.django_db
