@@ -465,7 +465,7 @@ class NotFoundView(APIView):
 
     def handle(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         resource = kwargs.get("resource_type")
-        if resource:
+        if resource and resource not in ("Schedule", "Slot", "Patient", "metadata"):
             message = (
                 f"Resource type '{resource}' is not served here; this server offers "
                 "Schedule, Slot, Patient/{id}/Appointment and Patient/{id}/AppointmentResponse."

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, overload
 
 from django.db.models import Q, QuerySet
 
@@ -65,7 +66,7 @@ class AppointmentResult:
         return self.period.start if self.period else self.appointment.start
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GeneratedSlot:
     """A slot cut from a schedule's availability; never stored."""
 
@@ -75,34 +76,29 @@ class GeneratedSlot:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
 class SlotResult:
-    """Either a stored ``slot`` or a ``generated`` slot of ``schedule``."""
+    """Either a stored ``slot`` or a ``generated`` slot of ``schedule``.
 
-    schedule: Schedule
-    slot: Slot | None = None
-    generated: GeneratedSlot | None = None
+    A plain class with precomputed ``id``/``start``/``status``: a week of slots is thousands
+    of these, and sorting them must not go through properties.
+    """
 
-    @property
-    def id(self) -> str:
-        if self.slot is not None:
-            return self.slot.fhir_id
-        assert self.generated is not None
-        return self.generated.id
+    __slots__ = ("generated", "id", "schedule", "slot", "start", "status")
 
-    @property
-    def start(self) -> datetime:
-        if self.slot is not None:
-            return self.slot.start
-        assert self.generated is not None
-        return self.generated.start
-
-    @property
-    def status(self) -> str:
-        if self.slot is not None:
-            return self.slot.status
-        assert self.generated is not None
-        return self.generated.status
+    def __init__(
+        self,
+        schedule: Schedule,
+        slot: Slot | None = None,
+        generated: GeneratedSlot | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.slot = slot
+        self.generated = generated
+        source = slot if slot is not None else generated
+        assert source is not None
+        self.id: str = source.fhir_id if slot is not None else generated.id  # type: ignore[union-attr]
+        self.start: datetime = source.start
+        self.status: str = source.status
 
 
 def token_matches(concepts: object, tokens: Sequence[Token]) -> bool:
@@ -388,6 +384,52 @@ def _busy_intervals(
     return busy
 
 
+class SlotResults(Sequence[SlotResult]):
+    """The sorted matches of a slot search, materialised only when indexed or sliced.
+
+    A week of a busy clinic is thousands of slots; a page shows a hundred. Rows are kept
+    as ``(start_ts, id, seq, payload)`` tuples and turned into :class:`SlotResult` objects
+    per page.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple[int, str, int, Any]]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @staticmethod
+    def _make(row: tuple[int, str, int, Any]) -> SlotResult:
+        _ts, slot_id, _seq, payload = row
+        if isinstance(payload, Slot):
+            return SlotResult(payload.schedule, slot=payload)
+        schedule, start_ts, end_ts, status = payload
+        return SlotResult(
+            schedule,
+            generated=GeneratedSlot(
+                slot_id,
+                datetime.fromtimestamp(start_ts, UTC),
+                datetime.fromtimestamp(end_ts, UTC),
+                status,
+            ),
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> SlotResult: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[SlotResult]: ...
+    def __getitem__(self, index: int | slice) -> SlotResult | list[SlotResult]:
+        if isinstance(index, slice):
+            return [self._make(row) for row in self._rows[index]]
+        return self._make(self._rows[index])
+
+
+def _ts(value: datetime) -> int:
+    return int(value.timestamp())
+
+
 def slot_search(
     *,
     organization: Organization,
@@ -396,13 +438,14 @@ def slot_search(
     statuses: Sequence[str] | None = None,
     service_category: Sequence[Token] | None = None,
     now: datetime,
-) -> list[SlotResult]:
+) -> SlotResults:
     """Stored slots plus slots generated from active schedules with a slot duration.
 
     A generated slot is busy when an active appointment of its schedule or a stored
     busy-unavailable slot overlaps it, or when it starts before ``now``; else free. A
     generated slot with the id or start of a stored slot of the same schedule is left out
-    (the stored one wins). Three queries, whatever the size of the result.
+    (the stored one wins). Three queries, whatever the size of the result. Ordered by
+    start, then id.
     """
     parents: set[str] | None = None
     if schedule_ids is not None:
@@ -420,54 +463,76 @@ def slot_search(
     ).select_related("schedule")
     if parents is not None:
         stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
-    stored = list(stored_qs)
-    stored_keys: set[tuple[int, datetime]] = set()
+    wanted_status = set(statuses) if statuses else None
+    rows: list[tuple[int, str, int, Any]] = []
+    stored_keys: set[tuple[int, int]] = set()
     stored_ids: set[str] = set()
-    for slot in stored:
-        stored_keys.add((slot.schedule_id, slot.start))
+    for slot in stored_qs:
+        stored_keys.add((slot.schedule_id, _ts(slot.start)))
         stored_ids.add(slot.fhir_id)
         if slot.status == SlotStatus.BUSY_UNAVAILABLE:
             busy[slot.schedule_id].append(Period(slot.start, slot.end))
+        if wanted_status is not None and slot.status not in wanted_status:
+            continue
+        if service_category and not token_matches(slot.service_category, service_category):
+            continue
+        rows.append((_ts(slot.start), slot.fhir_id, len(rows), slot))
 
-    results: list[SlotResult] = [SlotResult(slot.schedule, slot=slot) for slot in stored]
+    # Integer timestamps: aware-datetime arithmetic and hashing dominate otherwise.
+    window_start, window_end, now_ts = _ts(window.start), _ts(window.end), _ts(now)
+    stamps: dict[int, str] = {}  # many schedules share slot starts: format each once
+    free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
+    want_free = wanted_status is None or free in wanted_status
+    want_busy = wanted_status is None or busy_status in wanted_status
     for schedule in schedules:
+        if not (want_free or want_busy):
+            break
+        if service_category and not token_matches(schedule.service_category, service_category):
+            continue
         schedule.organization = organization
         assert schedule.slot_minutes is not None
-        blocked = sorted(busy.get(schedule.pk, []), key=lambda p: p.start)
+        pk = schedule.pk
+        prefix = f"{schedule.fhir_id}-"
+        blocked = [(_ts(b.start), _ts(b.end)) for b in busy.get(pk, [])]
+        step = schedule.slot_minutes * 60
         for availability in schedule_availability(
             schedule=schedule,
             organization=organization,
             window_start=window.start,
             window_end=window.end,
         ):
-            for piece in cut_slots(availability, schedule.slot_minutes):
-                if not _overlaps(piece.start, piece.end, window):
+            current = _ts(availability.start)
+            last_start = _ts(availability.end) - step
+            while current <= last_start:
+                slot_start, slot_end = current, current + step
+                current = slot_end
+                if slot_start >= window_end or slot_end <= window_start:
                     continue
-                slot_id = recurrence.occurrence_id(schedule.fhir_id, piece.start)
-                if slot_id in stored_ids or (schedule.pk, piece.start) in stored_keys:
+                if (pk, slot_start) in stored_keys:
                     continue
-                taken = piece.start < now or any(_overlaps(b.start, b.end, piece) for b in blocked)
-                status = SlotStatus.BUSY if taken else SlotStatus.FREE
-                results.append(
-                    SlotResult(
-                        schedule,
-                        generated=GeneratedSlot(slot_id, piece.start, piece.end, str(status)),
-                    )
+                stamp = stamps.get(slot_start)
+                if stamp is None:
+                    stamp = f"{datetime.fromtimestamp(slot_start, UTC):%Y%m%dT%H%M%SZ}"
+                    stamps[slot_start] = stamp
+                slot_id = prefix + stamp
+                if slot_id in stored_ids:
+                    continue
+                taken = slot_start < now_ts or (
+                    bool(blocked) and any(b0 < slot_end and b1 > slot_start for b0, b1 in blocked)
                 )
-    if statuses:
-        wanted_status = set(statuses)
-        results = [r for r in results if r.status in wanted_status]
-    if service_category:
-        results = [
-            r
-            for r in results
-            if token_matches(
-                r.slot.service_category if r.slot is not None else r.schedule.service_category,
-                service_category,
-            )
-        ]
-    results.sort(key=lambda r: (r.start, r.id))
-    return results
+                if taken:
+                    if not want_busy:
+                        continue
+                    status = busy_status
+                else:
+                    if not want_free:
+                        continue
+                    status = free
+                rows.append(
+                    (slot_start, slot_id, len(rows), (schedule, slot_start, slot_end, status))
+                )
+    rows.sort()
+    return SlotResults(rows)
 
 
 def utc_now() -> datetime:

@@ -1,0 +1,174 @@
+"""API latency vs the floor (raw SQL + orjson), in-process.
+
+Run:  DATABASE_URL=postgres://postgres@127.0.0.1:5432/medikit_api SECRET_KEY=x \
+      .venv/bin/python bench/bench_api.py [--rounds 30]
+
+It creates a fresh test database (django.test.utils.create_test_db), loads its own data,
+measures the p50 of
+  1. a 100-entry Slot search page (one week, 20 schedules with 15-minute slots), and
+  2. a one-week Schedule search over 20 daily recurring schedules (140 occurrences),
+through Django's test Client, against the "floor": the same rows fetched with a raw SQL
+cursor and encoded with orjson. Prints ratios (target <= 2.0 on PostgreSQL), then drops
+the test database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "medikit.settings")
+os.environ.setdefault("SECRET_KEY", "bench-only")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver")
+
+import django
+
+django.setup()
+
+import orjson  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+
+AMS = ZoneInfo("Europe/Amsterdam")
+
+
+def p50(fn: Callable[[], object], rounds: int) -> float:
+    fn()  # warm caches (rrule parsing, connection)
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def load_data() -> tuple[str, str]:
+    from fhir_api.models import ApiClient, ApiClientOrganization
+    from fhir_api.tokens import issue_access_token
+    from tests.factories import OrganizationFactory, ScheduleFactory
+
+    org = OrganizationFactory(id="bench", name="Bench")
+    start = datetime(2030, 6, 3, 8, tzinfo=AMS)
+    for i in range(20):
+        ScheduleFactory(
+            organization=org,
+            fhir_id=f"bench-{i:02d}",
+            planning_start=start,
+            planning_end=start + timedelta(hours=8),
+            rrule="FREQ=DAILY",
+            slot_minutes=15,
+        )
+    client = ApiClient.objects.create(
+        name="bench", client_id="bench", scopes="system/Schedule.rs system/Slot.rs"
+    )
+    ApiClientOrganization.objects.create(organization=org, client=client)
+    token, _ = issue_access_token(client=client)
+    return org.pk, token
+
+
+def floor_slots() -> bytes:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT fhir_id, planning_start, planning_end, slot_minutes, service_category "
+            "FROM scheduling_schedule WHERE organization_id = %s AND active "
+            "ORDER BY planning_start, fhir_id",
+            ["bench"],
+        )
+        rows = cur.fetchall()
+    # The floor: 100 slot dicts straight from the rows, no rule expansion.
+    out = []
+    for fhir_id, start, _end, minutes, cat in rows:
+        for k in range(5):
+            s = start + timedelta(minutes=minutes * k)
+            out.append(
+                {
+                    "resourceType": "Slot",
+                    "id": f"{fhir_id}-{k}",
+                    "start": s.isoformat(),
+                    "end": (s + timedelta(minutes=minutes)).isoformat(),
+                    "status": "free",
+                    "schedule": {"reference": f"Schedule/{fhir_id}"},
+                    "serviceCategory": cat,
+                }
+            )
+    return orjson.dumps({"resourceType": "Bundle", "entry": out[:100]})
+
+
+def floor_schedules() -> bytes:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT s.fhir_id, s.planning_start, s.planning_end, s.service_category, "
+            "r.fhir_id, p.fhir_id FROM scheduling_schedule s "
+            "LEFT JOIN scheduling_practitionerrole r ON r.id = s.practitioner_role_id "
+            "LEFT JOIN scheduling_practitioner p ON p.id = s.practitioner_id "
+            "WHERE s.organization_id = %s ORDER BY s.planning_start, s.fhir_id",
+            ["bench"],
+        )
+        rows = cur.fetchall()
+    out = []
+    for fhir_id, start, end, cat, role, prac in rows:
+        for day in range(7):
+            out.append(
+                {
+                    "resourceType": "Schedule",
+                    "id": f"{fhir_id}-{day}",
+                    "planningHorizon": {
+                        "start": (start + timedelta(days=day)).isoformat(),
+                        "end": (end + timedelta(days=day)).isoformat(),
+                    },
+                    "serviceCategory": cat,
+                    "actor": [
+                        {"reference": f"PractitionerRole/{role}"},
+                        {"reference": f"Practitioner/{prac}"},
+                    ],
+                }
+            )
+    return orjson.dumps({"resourceType": "Bundle", "entry": out})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    setup_test_environment()
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        org_id, token = load_data()
+        http = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+        base = f"/v2/{org_id}/fhir/R4"
+
+        def slots() -> None:
+            r = http.get(f"{base}/Slot", {"start": "ge2030-06-03", "_count": 100})
+            assert r.status_code == 200 and len(orjson.loads(r.content)["entry"]) == 100
+
+        def schedules() -> None:
+            r = http.get(f"{base}/Schedule", {"date": "ge2030-06-03", "_count": 500})
+            assert r.status_code == 200 and orjson.loads(r.content)["total"] == 140
+
+        print(f"database: {connection.vendor}; rounds: {args.rounds}")
+        for name, api_fn, floor_fn in (
+            ("Slot search, 100-entry page", slots, floor_slots),
+            ("Schedule search, 20 schedules x 1 week", schedules, floor_schedules),
+        ):
+            api_t = p50(api_fn, args.rounds)
+            floor_t = p50(floor_fn, args.rounds)
+            print(
+                f"{name:42s} api p50 {api_t * 1000:7.2f} ms  floor p50 "
+                f"{floor_t * 1000:7.2f} ms  ratio {api_t / floor_t:5.2f}"
+            )
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()
