@@ -135,7 +135,9 @@ def appointment_book(
     except _Replayed as replayed:
         return BookingResult(replayed.appointment, created=False)
     except IntegrityError as exc:
-        if idempotency_key is not None and _violates(exc, _KEY_CONSTRAINT, "idempotencykey"):
+        if idempotency_key is not None and _violates(
+            exc, _KEY_CONSTRAINT, "scheduling_idempotencykey.key"
+        ):
             # A concurrent repeat of the same key won; its booking is the answer.
             replay = _replay(
                 organization=organization,
@@ -146,7 +148,7 @@ def appointment_book(
             )
             if replay is not None:
                 return BookingResult(replay, created=False)
-        if _violates(exc, _SLOT_CONSTRAINT, "appointment"):
+        if _violates(exc, _SLOT_CONSTRAINT, "scheduling_appointment.schedule_id"):
             raise SlotTaken(
                 "This slot was booked by someone else meanwhile; choose another slot.",
                 expression=[_START],
@@ -388,15 +390,16 @@ def _replay(
     return row.appointment
 
 
-def _violates(exc: IntegrityError, constraint: str, table: str) -> bool:
-    """Whether ``exc`` comes from ``constraint`` (PostgreSQL names it; SQLite names the
-    table's columns: 'UNIQUE constraint failed: scheduling_<table>.organization_id, ...')."""
+def _violates(exc: IntegrityError, constraint: str, column: str) -> bool:
+    """Whether ``exc`` comes from ``constraint``. PostgreSQL names the constraint; SQLite
+    names the index's columns ('UNIQUE constraint failed: scheduling_appointment.organization_id,
+    scheduling_appointment.schedule_id, ...'), so a column only that index has identifies it."""
     diag = getattr(exc.__cause__, "diag", None)
     name = getattr(diag, "constraint_name", None)
     if name:
         return bool(name == constraint)
     text = str(exc)
-    return "UNIQUE constraint failed" in text and f"scheduling_{table}." in text
+    return constraint in text or ("UNIQUE constraint failed" in text and column in text)
 
 
 # --------------------------------------------------------------------------- attendance

@@ -757,3 +757,35 @@ def test_noshow_only_after_the_start(org: Organization, patient: Patient) -> Non
     assert (event.action, event.appointment_fhir_id) == (AuditEvent.Action.NOSHOW, past.fhir_id)
     with pytest.raises(BusinessRuleViolation):
         services.appointment_mark_noshow(organization=org, appointment=past, actor="alice")
+
+
+def test_key_race_lost_to_another_request_is_422_and_rolled_back(
+    org: Organization, patient: Patient, schedule: Schedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests with one key but different bodies, neither seeing the other's key row
+    (as in two concurrent transactions): the key's unique constraint rejects the second,
+    its appointment is rolled back, and the caller learns the key was used elsewhere."""
+    kwargs: dict[str, Any] = {
+        "organization": org,
+        "patient": patient,
+        "schedule_id": schedule.fhir_id,
+        "practitioner_role_id": schedule.practitioner_role.fhir_id,
+        "status": "booked",
+        "comment": "",
+        "actor": "svc",
+        "idempotency_key": "k",
+    }
+    services.appointment_book(start=schedule.planning_start, **kwargs)
+    real_replay = services._replay
+    calls: list[int] = []
+
+    def blind_then_real(**kw: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) <= 2 else real_replay(**kw)
+
+    monkeypatch.setattr(services, "_replay", blind_then_real)
+    with pytest.raises(BusinessRuleViolation) as caught:
+        services.appointment_book(start=schedule.planning_start + timedelta(minutes=15), **kwargs)
+    assert caught.value.expression == ["Idempotency-Key"]
+    assert len(calls) == 3
+    assert db_state() == (1, 1, 1)
