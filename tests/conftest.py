@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,19 @@ ALL_SYSTEM_SCOPES = (
     "system/Schedule.rs system/Slot.rs system/Appointment.rs system/Appointment.c "
     "system/AppointmentResponse.c"
 )
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """SQLite tests use a per-process file, not shared-cache memory: live-server threads then
+    get their own connections and real SQLite locking (IMMEDIATE transactions, busy timeout),
+    as in production; shared-cache memory fails concurrent writers with "table is locked"."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get("NAME"):
+        name = os.path.join(tempfile.gettempdir(), f"medikit-test-{os.getpid()}.sqlite3")
+        db.setdefault("TEST", {})["NAME"] = name
 
 
 @pytest.fixture
