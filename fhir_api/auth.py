@@ -14,6 +14,7 @@ Rules, in the order they are checked (the order matters for what leaks):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -162,6 +163,7 @@ def authenticate(request: HttpRequest) -> Principal:
             "client__active",
             "client__patient_fhir_id",
             "client__revoked_at",
+            "client__scopes",
         )
         .first()
     )
@@ -174,8 +176,23 @@ def authenticate(request: HttpRequest) -> Principal:
         client_id=token.client.client_id,
         organization_ids=organization_ids,
         patient_id=token.client.patient_fhir_id or None,
-        scopes=frozenset(token.scopes.split()),
+        scopes=current_scopes(token.scopes.split(), token.client.scope_set),
     )
+
+
+def current_scopes(token_scopes: Iterable[str], client_scopes: Iterable[str]) -> frozenset[str]:
+    """The token's scopes the client still holds.
+
+    A token keeps the scopes it was issued with, but narrowing a client (in the admin)
+    must take effect at once, not when its tokens expire.
+    """
+    held = [parsed for scope in client_scopes if (parsed := parse_scope(scope))]
+    kept: set[str] = set()
+    for scope in token_scopes:
+        wanted = parse_scope(scope)
+        if wanted is not None and any(scope_covers(have, wanted) for have in held):
+            kept.add(scope)
+    return frozenset(kept)
 
 
 def check_access(

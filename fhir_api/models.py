@@ -58,7 +58,9 @@ class ApiClient(models.Model):
 
     @staticmethod
     def new_client_id() -> str:
-        return secrets.token_urlsafe(16)
+        # Hex, not urlsafe base64: a leading '-' would read as an option on a command line
+        # (revoke_api_client), and ':' or '%' never need escaping in HTTP Basic.
+        return secrets.token_hex(16)
 
     @staticmethod
     def new_secret() -> str:

@@ -29,7 +29,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from fhir_api.auth import parse_scope, scope_covers
+from fhir_api.auth import current_scopes
 from fhir_api.models import ApiClient, UsedAssertion
 from fhir_api.tokens import issue_access_token
 from scheduling.models import Organization
@@ -261,15 +261,9 @@ def granted_scopes(client: ApiClient, requested: str | None) -> frozenset[str]:
     client with ``system/*.rs`` may ask for ``system/Slot.rs``. Unknown or unheld scopes
     are dropped, as RFC 6749 3.3 allows.
     """
-    own = [parsed for scope in client.scope_set if (parsed := parse_scope(scope))]
     if requested is None or not requested.strip():
         return client.scope_set
-    granted: set[str] = set()
-    for scope in requested.split():
-        wanted = parse_scope(scope)
-        if wanted is not None and any(scope_covers(have, wanted) for have in own):
-            granted.add(scope)
-    return frozenset(granted)
+    return current_scopes(requested.split(), client.scope_set)
 
 
 @csrf_exempt
@@ -289,6 +283,10 @@ def token(request: HttpRequest) -> HttpResponse:
                 "invalid_request",
                 "The token request must be application/x-www-form-urlencoded.",
             )
+        repeated = sorted(name for name in request.POST if len(request.POST.getlist(name)) > 1)
+        if repeated:
+            # RFC 6749 3.2: parameters must not be repeated; which copy wins is ambiguous.
+            raise OAuthError("invalid_request", f"Repeated parameter(s): {', '.join(repeated)}.")
         grant_type = request.POST.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is missing.")

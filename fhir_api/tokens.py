@@ -16,6 +16,8 @@ def issue_access_token(
 ) -> tuple[str, AccessToken]:
     """Create a token for ``client``; returns the raw value (shown once) and the row."""
     raw = secrets.token_urlsafe(32)
+    # Expired tokens are useless; dropping the client's old ones keeps the table small.
+    AccessToken.objects.filter(client=client, expires_at__lt=timezone.now()).delete()
     granted = scopes if scopes is not None else client.scope_set
     seconds = lifetime if lifetime is not None else settings.ACCESS_TOKEN_LIFETIME
     token = AccessToken.objects.create(

@@ -280,3 +280,121 @@ def test_isolation(
     if expected < 400 and route.name not in ("metadata", "book-slot"):
         # A success must really carry this tenant's data, or the no-leak check is empty.
         assert world.schedule_id in text or world.slot_id in text or world.appointment_id in text
+
+
+# --- foreign ids smuggled through one's own tenant and patient ------------------------------
+
+
+def _get(path: str, token: str) -> Any:
+    return Client().get(path, headers={"Authorization": f"Bearer {token}"})
+
+
+def _no_foreign(response: Any, w: World, *extra: str) -> str:
+    text = response.content.decode()
+    for marker in (*w.foreign_markers, *extra):
+        assert marker not in text, marker
+    return text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "Schedule/xb-schedule",
+        "Slot/xb-slot",
+        "Patient/xb-patient/Appointment/xb-appointment",
+        "Patient/pat-own/Appointment/xb-appointment",
+    ],
+)
+def test_foreign_ids_read_through_own_organisation_are_404(
+    world: World, make_api_client: MakeApiClient, path: str
+) -> None:
+    _, token = make_api_client(world.org)
+    response = _get(f"/v2/{world.org.pk}/fhir/R4/{path}", token)
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Schedule?_id=xb-schedule",
+        "Schedule?actor=PractitionerRole/xb-role",
+        "Slot?schedule=Schedule/xb-schedule",
+        "Patient/pat-own/Appointment?_id=xb-appointment",
+    ],
+)
+def test_foreign_ids_searched_through_own_organisation_find_nothing(
+    world: World, make_api_client: MakeApiClient, query: str
+) -> None:
+    _, token = make_api_client(world.org)
+    response = _get(f"/v2/{world.org.pk}/fhir/R4/{query}", token)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["total"] == 0
+    assert "entry" not in data
+    # The self link echoes the caller's own query; everything else must be clean.
+    data.pop("link")
+    for marker in world.foreign_markers:
+        assert marker not in str(data), marker
+
+
+def test_another_patients_appointment_is_404_for_a_system_client(
+    world: World, make_api_client: MakeApiClient
+) -> None:
+    _, token = make_api_client(world.org)
+    response = _get(f"/v2/{world.org.pk}/fhir/R4/Patient/pat-other/Appointment/appt-own", token)
+    assert response.status_code == 404
+    _no_foreign(response, world, "Olga", "Eigenaar")
+
+
+def test_patient_app_cannot_answer_for_another_patients_appointment(
+    world: World, make_api_client: MakeApiClient
+) -> None:
+    _, token = make_api_client(world.org, scopes=ALL_PATIENT_SCOPES, patient_id="pat-other")
+    body = {
+        "resourceType": "AppointmentResponse",
+        "appointment": {"reference": f"Appointment/{world.appointment_id}"},
+        "actor": {"reference": "Patient/pat-other"},
+        "participantStatus": "declined",
+    }
+    response = Client().post(
+        f"/v2/{world.org.pk}/fhir/R4/Patient/pat-other/AppointmentResponse",
+        body,
+        content_type="application/fhir+json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code in (404, 422)
+    _no_foreign(response, world, "Olga", "Eigenaar")
+    from scheduling.models import Appointment
+
+    assert Appointment.objects.get(fhir_id=world.appointment_id).status == "booked"
+
+
+def test_booking_a_foreign_schedule_through_own_organisation_is_refused(
+    world: World, make_api_client: MakeApiClient
+) -> None:
+    _, token = make_api_client(world.org)
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "start", "valueDateTime": world.book_start},
+            {"name": "schedule", "valueString": "xb-schedule"},
+            {"name": "practitionerRole", "valueString": "xb-role"},
+            {"name": "status", "valueString": "booked"},
+        ],
+    }
+    response = Client().post(
+        f"/v2/{world.org.pk}/fhir/R4/Patient/{world.patient_id}/Appointment/$book-slot",
+        body,
+        content_type="application/fhir+json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 422
+    # The diagnostics may echo the id the caller sent, but nothing it could not know.
+    text = response.content.decode()
+    assert "does not exist" in text
+    for marker in world.foreign_markers[1:]:
+        assert marker not in text, marker
+    from scheduling.models import Appointment
+
+    assert not Appointment.objects.filter(organization=world.org, schedule__fhir_id="xb-schedule")

@@ -591,3 +591,51 @@ def test_smart_configuration_of_unknown_organisation_is_404(org: Organization) -
     response = Client().get("/v2/nope/fhir/R4/.well-known/smart-configuration")
     assert response.status_code == 404
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_repeated_parameters_are_refused(make_client: Callable[..., ApiClient]) -> None:
+    client = make_client()
+    response = Client().post(
+        "/oauth/token",
+        "grant_type=client_credentials&scope=system/Slot.rs&scope=system/Schedule.rs",
+        content_type=FORM,
+        headers={
+            "Authorization": "Basic "
+            + base64.b64encode(f"{client.client_id}:{quote_plus(SECRET)}".encode()).decode()
+        },
+    )
+    body = assert_oauth_error(response, 400, "invalid_request")
+    assert "scope" in body["error_description"]
+
+
+def test_narrowing_a_client_narrows_its_live_tokens(
+    make_client: Callable[..., ApiClient],
+) -> None:
+    from django.test import RequestFactory
+
+    from fhir_api.auth import authenticate
+
+    client = make_client(scopes="system/Slot.rs system/Schedule.rs")
+    raw = post_form({"grant_type": "client_credentials"}, basic=(client.client_id, SECRET)).json()[
+        "access_token"
+    ]
+    client.scopes = "system/Slot.rs"
+    client.save()
+    request = RequestFactory().get("/", headers={"Authorization": f"Bearer {raw}"})
+    principal = authenticate(request)
+    assert principal.has_scope("Slot", "read")
+    assert not principal.has_scope("Schedule", "read")
+
+
+def test_removing_an_organisation_takes_effect_at_once(
+    org: Organization, make_client: Callable[..., ApiClient]
+) -> None:
+    from django.test import RequestFactory
+
+    from fhir_api.auth import authenticate
+
+    client = make_client()
+    raw, _ = issue_access_token(client=client)
+    ApiClientOrganization.objects.filter(client=client).delete()
+    request = RequestFactory().get("/", headers={"Authorization": f"Bearer {raw}"})
+    assert authenticate(request).organization_ids == frozenset()

@@ -383,3 +383,9 @@ def test_production_settings_refuse_to_start_without_a_secret_key() -> None:
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_client_ids_are_safe_on_a_command_line() -> None:
+    ids = {ApiClient.new_client_id() for _ in range(500)}
+    assert len(ids) == 500
+    assert all(len(i) == 32 and all(c in "0123456789abcdef" for c in i) for i in ids)
