@@ -623,3 +623,12 @@ def test_double_booking_in_a_bundle_is_refused_by_the_database(org: m.Organizati
     assert excinfo.value.message.startswith("entry 7 (Appointment/appt-anna-2):")
     assert "another active appointment already holds" in excinfo.value.message
     assert row_counts(org) == dict.fromkeys(row_counts(org), 0)
+
+
+@pytest.mark.django_db
+def test_export_order_is_the_same_on_every_database(org: m.Organization) -> None:
+    ids = ["b", "B", "a.1", "a-1", "A", "a1"]
+    bundle_import(organization=org, data=collection(*(entry(patient(i)) for i in ids)))
+    exported = [e["resource"]["id"] for e in export(org)["entry"]]
+    # Code-point order, not the database collation's.
+    assert exported == ["A", "B", "a-1", "a.1", "a1", "b"]

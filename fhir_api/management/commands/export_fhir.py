@@ -58,6 +58,10 @@ _KINDS: tuple[_Kind, ...] = (
 )
 
 
+def _by_id(row: Any) -> str:
+    return str(row.fhir_id)
+
+
 def full_url(
     *, organization: m.Organization, resource_type: str, fhir_id: str, base_url: str | None
 ) -> str:
@@ -77,7 +81,9 @@ def organization_bundle(
     """Every stored resource of ``organization`` as a collection Bundle, by type then id."""
     entries: list[dict[str, Any]] = []
     for resource_type, rows, to_fhir in _KINDS:
-        for row in rows(organization).order_by("fhir_id").iterator(chunk_size=1000):
+        # Sorted in Python: database collations order ids differently (PostgreSQL's locale
+        # vs SQLite's bytes), and the file must be the same whichever database wrote it.
+        for row in sorted(rows(organization).iterator(chunk_size=1000), key=_by_id):
             entries.append(
                 {
                     "fullUrl": full_url(
