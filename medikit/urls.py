@@ -7,6 +7,7 @@ from medikit.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("oauth/token", oauth.token, name="oauth-token"),
     path(".well-known/smart-configuration", oauth.smart_configuration, name="smart-configuration"),
     path(

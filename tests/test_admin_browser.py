@@ -256,7 +256,11 @@ def test_staff_user_runs_the_clinic_in_a_browser(
 def test_calendar_in_dutch(live_server: Any, browser_page: Any, clinic: dict[str, Any]) -> None:
     page, base = browser_page, live_server.url
     login(page, base)
-    page.context.add_cookies([{"name": "django_language", "value": "nl", "url": base}])
+    # The language switch in the admin header (Django's set_language view).
+    page.select_option("#language-switch select", "nl")
+    with page.expect_navigation():
+        page.click("#language-switch input[type=submit]")
+    assert "Praktijkbeheer" in page.inner_text("#content")
     existing: Schedule = clinic["existing"]
     week = "{}-W{:02d}".format(*clinic["monday"].isocalendar()[:2])
     page.goto(f"{base}/admin/scheduling/schedule/{existing.pk}/calendar/?week={week}")
