@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +21,7 @@ from fhir_api.models import ApiClient, ApiClientOrganization
 from scheduling import models as m
 from scheduling import recurrence
 
+BASE_DIR = Path(__file__).resolve().parent.parent
 SEEDED_MODELS = (
     m.Organization,
     m.StaffMembership,
@@ -192,3 +198,38 @@ def test_seed_demo_api_client() -> None:
         "system/AppointmentResponse.c",
     }
     assert client.patient_fhir_id == ""
+
+
+def test_command_line_import_failure_exits_non_zero_and_changes_nothing(tmp_path: Path) -> None:
+    # A real process: the exit status is what scripts and CI see.
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DEBUG": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}",
+    }
+
+    def manage(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(BASE_DIR / "manage.py"), *args],
+            cwd=BASE_DIR,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert manage("migrate", "--noinput", "-v0").returncode == 0
+    assert manage("create_organization", "clinic-cli", "--name", "CLI").returncode == 0
+    bad = json.loads((BASE_DIR / "fixtures" / "demo-bundle.json").read_text())
+    bad["entry"][2]["resource"]["practitioner"] = {"reference": "Practitioner/ghost"}
+
+    result = manage("import_fhir", "-", "--organization", "clinic-cli", stdin=json.dumps(bad))
+
+    assert result.returncode != 0
+    assert "entry 3 (PractitionerRole/role-gp): practitioner: Practitioner/ghost" in result.stderr
+    assert "Traceback" not in result.stderr
+    exported = manage("export_fhir", "--organization", "clinic-cli")
+    assert exported.returncode == 0
+    assert json.loads(exported.stdout)["entry"] == []
