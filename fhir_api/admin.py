@@ -75,6 +75,20 @@ class ApiClientAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    # API clients span organisations and grant access to health data: clinic staff with
+    # model permissions must not see or edit other tenants' clients, so superusers only.
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
     @admin.action(description="Revoke selected clients and delete their tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
         now = timezone.now()

@@ -389,3 +389,16 @@ def test_client_ids_are_safe_on_a_command_line() -> None:
     ids = {ApiClient.new_client_id() for _ in range(500)}
     assert len(ids) == 500
     assert all(len(i) == 32 and all(c in "0123456789abcdef" for c in i) for i in ids)
+
+
+def test_staff_with_model_permissions_cannot_reach_api_clients(org: Organization) -> None:
+    from django.contrib.auth.models import Permission
+
+    created = create_client("Partner", "--organization", org.pk, "--scope", SCOPES)
+    client_pk = ApiClient.objects.get(client_id=created["client_id"]).pk
+    staff = User.objects.create_user("clerk", password="pw-for-tests-only", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="fhir_api"))
+    http = Client()
+    http.force_login(staff)
+    assert http.get("/admin/fhir_api/apiclient/").status_code == 403
+    assert http.get(f"/admin/fhir_api/apiclient/{client_pk}/change/").status_code == 403
