@@ -202,14 +202,14 @@ def week_blocks(
             blocks.append(Block("window", available.start, available.end, str(schedule), url))
             if not schedule.slot_minutes:
                 continue
-            for slot in cut_slots(available, schedule.slot_minutes):
+            for piece in cut_slots(available, schedule.slot_minutes):
                 # A slot in the past is never free (CONTRACT section 6).
-                is_busy = slot.start < now or _overlaps(slot, busy)
+                is_busy = piece.start < now or _overlaps(piece, busy)
                 blocks.append(
                     Block(
                         "busy" if is_busy else "free",
-                        slot.start,
-                        slot.end,
+                        piece.start,
+                        piece.end,
                         _("busy") if is_busy else _("free"),
                     )
                 )
@@ -219,7 +219,7 @@ def week_blocks(
 def _render_week(
     request: HttpRequest,
     *,
-    model_admin: admin.ModelAdmin,
+    model_admin: admin.ModelAdmin[Any],
     title: str,
     subject: Any,
     organization: Organization,
@@ -290,7 +290,7 @@ def _render_week(
     return response
 
 
-def _scoped_object(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str) -> Any:
+def _scoped_object(model_admin: admin.ModelAdmin[Any], request: HttpRequest, object_id: str) -> Any:
     # The ModelAdmin's queryset is the organisation fence: foreign ids look missing.
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
@@ -301,7 +301,7 @@ def _scoped_object(model_admin: admin.ModelAdmin, request: HttpRequest, object_i
 
 
 def schedule_calendar_view(
-    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin[Any]
 ) -> HttpResponse:
     """One schedule's week: availability, slots, bookings and blocked time."""
     schedule: Schedule = _scoped_object(model_admin, request, object_id)
@@ -321,7 +321,7 @@ def schedule_calendar_view(
 
 
 def practitioner_calendar_view(
-    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin[Any]
 ) -> HttpResponse:
     """All of a practitioner's schedules and bookings in one week."""
     practitioner: Practitioner = _scoped_object(model_admin, request, object_id)
@@ -352,7 +352,7 @@ def practitioner_calendar_view(
 def _block_view(
     request: HttpRequest,
     *,
-    model_admin: admin.ModelAdmin,
+    model_admin: admin.ModelAdmin[Any],
     organization: Organization,
     schedules: QuerySet[Schedule],
     calendar_url: str,
@@ -400,7 +400,7 @@ def _block_view(
 
 
 def schedule_block_view(
-    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin[Any]
 ) -> HttpResponse:
     """Block time on one schedule (the schedule is preselected)."""
     schedule: Schedule = _scoped_object(model_admin, request, object_id)
@@ -416,7 +416,7 @@ def schedule_block_view(
 
 
 def practitioner_block_view(
-    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin
+    request: HttpRequest, object_id: str, *, model_admin: admin.ModelAdmin[Any]
 ) -> HttpResponse:
     """Block time on one of a practitioner's schedules."""
     practitioner: Practitioner = _scoped_object(model_admin, request, object_id)

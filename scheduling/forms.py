@@ -12,7 +12,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.utils import formats
@@ -210,7 +210,13 @@ def _parse_exdate_line(line: str, *, tz: zoneinfo.ZoneInfo, first_start: datetim
     return value.isoformat()
 
 
-class ScheduleAdminForm(forms.ModelForm):
+if TYPE_CHECKING:
+    _ScheduleModelForm = forms.ModelForm[Schedule]
+else:  # django-stubs' generics are not subscriptable at runtime
+    _ScheduleModelForm = forms.ModelForm
+
+
+class ScheduleAdminForm(_ScheduleModelForm):
     """The schedule change form: structured recurrence fields beside the raw RRULE."""
 
     frequency = forms.ChoiceField(
@@ -319,7 +325,8 @@ class ScheduleAdminForm(forms.ModelForm):
             self.initial["exceptions"] = "\n".join(instance.exdates or [])
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         zone_name = cleaned.get("recurrence_timezone") or ""
         try:
             tz = recurrence.validate_timezone(zone_name) if zone_name else None
@@ -395,7 +402,7 @@ class ScheduleAdminForm(forms.ModelForm):
         # model's own validation runs.
         if "exdates" in self.cleaned_data:
             self.instance.exdates = self.cleaned_data["exdates"]
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
 
 
 class BlockTimeForm(forms.Form):
@@ -423,10 +430,13 @@ class BlockTimeForm(forms.Form):
 
     def __init__(self, *args: Any, schedules: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["schedule"].queryset = schedules
+        schedule_field = self.fields["schedule"]
+        assert isinstance(schedule_field, forms.ModelChoiceField)
+        schedule_field.queryset = schedules
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         start, end = cleaned.get("start"), cleaned.get("end")
         if start and end:
             if end <= start:

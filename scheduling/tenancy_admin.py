@@ -11,7 +11,7 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -63,7 +63,13 @@ def _organization_lookup(model: type[models.Model]) -> str | None:
     return "organization" if field.is_relation else None
 
 
-class OrganizationScopedAdmin(admin.ModelAdmin):
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:  # django-stubs' generics are not subscriptable at runtime
+    _ModelAdmin = admin.ModelAdmin
+
+
+class OrganizationScopedAdmin(_ModelAdmin):
     """Limit everything a staff user sees or touches to their organisations.
 
     ``organization_lookup`` is the ORM path from this admin's model to its organisation
@@ -91,9 +97,9 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_foreignkey(
         self, db_field: models.ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
-    ) -> ModelChoiceField | None:
+    ) -> ModelChoiceField[Any] | None:
         formfield = super().formfield_for_foreignkey(db_field, request, **kwargs)
-        if formfield is not None and hasattr(formfield, "queryset"):
+        if formfield is not None and formfield.queryset is not None:
             formfield.queryset = self._limit_related(request, formfield.queryset)
             if db_field.related_model is Organization and not request.user.is_superuser:
                 single = user_single_organization(request.user)
@@ -105,14 +111,16 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
 
     def formfield_for_manytomany(
         self, db_field: models.ManyToManyField[Any, Any], request: HttpRequest, **kwargs: Any
-    ) -> ModelMultipleChoiceField | None:
+    ) -> ModelMultipleChoiceField[Any] | None:
         formfield = super().formfield_for_manytomany(db_field, request, **kwargs)
-        if formfield is not None and hasattr(formfield, "queryset"):
+        if formfield is not None and formfield.queryset is not None:
             formfield.queryset = self._limit_related(request, formfield.queryset)
         return formfield
 
     # --- what the user may write ------------------------------------------------------
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
         # The form's choices are already limited; this stops a crafted POST all the same.
         if not request.user.is_superuser:
             allowed = set(user_organizations(request.user).values_list("pk", flat=True))
