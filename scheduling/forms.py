@@ -95,7 +95,11 @@ def parse_simple_rrule(rrule: str, *, tz: zoneinfo.ZoneInfo) -> SimpleRule | Non
                 instant = datetime.strptime(raw.rstrip("Z"), "%Y%m%dT%H%M%S")
                 if not raw.endswith("Z"):
                     return None
-                until = instant.replace(tzinfo=UTC).astimezone(tz).date()
+                local = instant.replace(tzinfo=UTC).astimezone(tz)
+                # Only the end of a local day round-trips through a date field unchanged.
+                if local.time() != time(23, 59, 59):
+                    return None
+                until = local.date()
             else:
                 until = datetime.strptime(raw, "%Y%m%d").date()
         except ValueError:

@@ -427,7 +427,15 @@ def test_build_and_parse_round_trip(rule: SimpleRule, tz: str, expected: str) ->
 
 
 @pytest.mark.parametrize(
-    "rrule", ["FREQ=MONTHLY;BYDAY=1MO", "FREQ=WEEKLY;WKST=SU", "FREQ=DAILY;BYHOUR=9", "junk"]
+    "rrule",
+    [
+        "FREQ=MONTHLY;BYDAY=1MO",
+        "FREQ=WEEKLY;WKST=SU",
+        "FREQ=DAILY;BYHOUR=9",
+        "junk",
+        # Midnight local, not the end of a day: a date field would widen the rule.
+        "FREQ=WEEKLY;BYDAY=MO;UNTIL=20271231T230000Z",
+    ],
 )
 def test_parse_simple_rrule_leaves_complex_rules_alone(rrule: str) -> None:
     assert parse_simple_rrule(rrule, tz=AMS) is None
