@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -32,10 +33,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule as du
 
-from scheduling.errors import InvalidRecurrence
+from scheduling.errors import InvalidRecurrence, WindowTooLarge
 
 __all__ = [
     "FORBIDDEN_FREQS",
+    "MAX_OCCURRENCES",
     "Period",
     "expand",
     "expand_naive",
@@ -47,6 +49,9 @@ __all__ = [
 ]
 
 FORBIDDEN_FREQS = frozenset({"SECONDLY", "MINUTELY", "HOURLY"})
+# One expansion may not produce more than this many occurrences (a 366-day window of a rule
+# with, say, BYHOUR and BYMINUTE lists could otherwise yield millions).
+MAX_OCCURRENCES = 50_000
 _FREQS = {"DAILY": du.DAILY, "WEEKLY": du.WEEKLY, "MONTHLY": du.MONTHLY, "YEARLY": du.YEARLY}
 _DAYS = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
 _KNOWN_PARTS = frozenset(
@@ -74,6 +79,7 @@ _OCC_ID_RE = re.compile(r"^(.+)-(\d{8}T\d{6}Z)$")
 # horizon is not looked for further (only pathological rules get there).
 _HORIZON_YEARS = 400
 _ONE_DAY = timedelta(days=1)
+_BOUND_SLACK = timedelta(hours=1)
 _STOP_NAIVE = datetime(9999, 12, 31, 23, 59, 59)
 
 
@@ -381,11 +387,19 @@ def _local(value: datetime, tz: ZoneInfo) -> datetime:
 
 
 def _to_utc(wall: datetime, tz: ZoneInfo) -> datetime | None:
-    """Naive wall clock in tz -> aware UTC (first instance), or None if it does not exist."""
-    utc = wall.replace(tzinfo=tz).astimezone(UTC)
-    if utc.astimezone(tz).replace(tzinfo=None) != wall:
+    """Naive wall clock in tz -> aware UTC (first instance), or None if it does not exist.
+
+    PEP 495: ``fold=0`` reads a wall time with the offset before a transition, ``fold=1`` with
+    the one after. Where they differ, the offset went up (a gap: the time does not exist) or
+    down (an overlap: ``fold=0`` is the first instance, as RFC 5545 wants).
+    """
+    before = tz.utcoffset(wall)
+    if before is None:  # pragma: no cover - ZoneInfo always answers
         return None
-    return utc
+    after = tz.utcoffset(wall.replace(fold=1))
+    if after is not None and after > before:
+        return None
+    return (wall - before).replace(tzinfo=UTC)
 
 
 def _period_index(rule: _Rule, wall: datetime) -> int:
@@ -560,25 +574,37 @@ def _safe_wall(value: datetime, tz: ZoneInfo, shift: timedelta) -> datetime:
         return datetime.min if shift < timedelta(0) else _STOP_NAIVE
 
 
+def _wall_bound(instant: datetime, tz: ZoneInfo, *, lower: bool) -> datetime:
+    """Wall-clock bound for the instances whose instant lies after (lower) or before ``instant``.
+
+    Wall = instant + offset, and near ``instant`` the offset is one of the offsets a day either
+    side (zones do not change offset twice within two days), plus an hour to spare.
+    """
+    try:
+        offsets = [
+            off
+            for d in (-_ONE_DAY, timedelta(0), _ONE_DAY)
+            if (off := (instant + d).astimezone(tz).utcoffset()) is not None
+        ]
+        base = instant.astimezone(UTC).replace(tzinfo=None)
+        if lower:
+            return base + min(offsets) - _BOUND_SLACK
+        return base + max(offsets) + _BOUND_SLACK
+    except (OverflowError, ValueError):
+        return datetime.min if lower else _STOP_NAIVE
+
+
 def _window_bounds(
     ctx: _Context, window_start: datetime, window_end: datetime
 ) -> tuple[datetime, datetime]:
+    """Wall-clock range in which every instance overlapping the window starts."""
     _require_aware(window_start, "window_start")
     _require_aware(window_end, "window_end")
     try:
-        lo_instant = window_start - ctx.duration
+        lo = _wall_bound(window_start - ctx.duration, ctx.tz, lower=True)
     except OverflowError:
-        lo_instant = datetime.min.replace(tzinfo=UTC)
-    lo = (
-        _safe_wall(lo_instant, ctx.tz, -_ONE_DAY)
-        if lo_instant > datetime.min.replace(tzinfo=UTC) + 2 * _ONE_DAY
-        else datetime.min
-    )
-    hi = (
-        _safe_wall(window_end, ctx.tz, _ONE_DAY)
-        if window_end < datetime(9999, 12, 30, tzinfo=UTC)
-        else _STOP_NAIVE
-    )
+        lo = datetime.min
+    hi = _wall_bound(window_end, ctx.tz, lower=False)
     return lo, min(hi, _until_stop(ctx))
 
 
@@ -588,19 +614,45 @@ def _collect(
     window_start: datetime,
     window_end: datetime,
     last_wall: datetime | None,
+    max_occurrences: int | None,
 ) -> list[Period]:
     out: list[Period] = []
+    room = -1 if max_occurrences is None else max_occurrences
     ws = window_start.astimezone(UTC)
     we = window_end.astimezone(UTC)
     dur = ctx.duration
+    check_until = ctx.rule.until is not None
+    check_ex = bool(ctx.ex_instants or ctx.ex_dates)
     for wall, utc in seq:
         if last_wall is not None and wall > last_wall:
             break
-        if not _until_ok(ctx, wall, utc) or _excluded(ctx, wall, utc):
+        if check_until and not _until_ok(ctx, wall, utc):
             continue
-        if utc < we and utc + dur > ws:
-            out.append(Period(utc, utc + dur))
+        if check_ex and _excluded(ctx, wall, utc):
+            continue
+        end = utc + dur
+        if utc < we and end > ws:
+            out.append(Period(utc, end))
+            room -= 1
+            if room == -1:
+                raise WindowTooLarge(
+                    f"The recurrence has more than {max_occurrences} occurrences in the date "
+                    f"window; search a shorter window.",
+                    expression=["date"],
+                )
     return out
+
+
+@contextmanager
+def _in_range() -> Iterator[None]:
+    """Dates beyond what datetime can hold are a bad input, not a crash."""
+    try:
+        yield
+    except OverflowError:
+        raise InvalidRecurrence(
+            "The recurrence reaches dates outside the supported range (years 1 to 9999).",
+            expression=["rrule"],
+        ) from None
 
 
 def _dtstart_period(ctx: _Context, window_start: datetime, window_end: datetime) -> list[Period]:
@@ -633,18 +685,19 @@ def expand_naive(
     Same result as :func:`expand` (the property tests check this); its cost grows with the
     rule's age, so it is for tests and benchmarks only.
     """
-    ctx = _context(rrule, first_start, first_end, tzid, exdates)
-    _lo, hi = _window_bounds(ctx, window_start, window_end)
-    out = _dtstart_period(ctx, window_start, window_end)
-    count = ctx.rule.count
-    seen = 1  # DTSTART
-    for wall, utc in _stream(ctx, _period_index(ctx.rule, ctx.dtstart), hi):
-        if count is not None:
-            if seen >= count:
-                break
-            seen += 1
-        out.extend(_collect(ctx, [(wall, utc)], window_start, window_end, None))
-    return _sorted(out)
+    with _in_range():
+        ctx = _context(rrule, first_start, first_end, tzid, exdates)
+        _lo, hi = _window_bounds(ctx, window_start, window_end)
+        out = _dtstart_period(ctx, window_start, window_end)
+        count = ctx.rule.count
+        seen = 1  # DTSTART
+        for wall, utc in _stream(ctx, _period_index(ctx.rule, ctx.dtstart), hi):
+            if count is not None:
+                if seen >= count:
+                    break
+                seen += 1
+            out.extend(_collect(ctx, [(wall, utc)], window_start, window_end, None, None))
+        return _sorted(out)
 
 
 @lru_cache(maxsize=2048)
@@ -695,19 +748,23 @@ def expand(
     exdates: Iterable[datetime | date] = (),
     window_start: datetime,
     window_end: datetime,
+    max_occurrences: int | None = MAX_OCCURRENCES,
 ) -> list[Period]:
     """Occurrences overlapping the half-open window, sorted by start, in UTC.
 
     An occurrence overlaps when ``start < window_end and end > window_start``. The cost
     depends on the occurrences near the window, not on how long ago the rule began.
-    Raises InvalidRecurrence for an unusable rule, zone, or naive datetimes.
+    Raises InvalidRecurrence for an unusable rule, zone, or naive datetimes, and
+    WindowTooLarge (too-costly) when the window holds more than ``max_occurrences``
+    occurrences (None: no limit).
     """
-    ctx = _context(rrule, first_start, first_end, tzid, exdates)
-    lo, hi = _window_bounds(ctx, window_start, window_end)
-    out = _dtstart_period(ctx, window_start, window_end)
-    stream, last_wall = _fast_stream(ctx, lo, hi)
-    out.extend(_collect(ctx, stream, window_start, window_end, last_wall))
-    return _sorted(out)
+    with _in_range():
+        ctx = _context(rrule, first_start, first_end, tzid, exdates)
+        lo, hi = _window_bounds(ctx, window_start, window_end)
+        out = _dtstart_period(ctx, window_start, window_end)
+        stream, last_wall = _fast_stream(ctx, lo, hi)
+        out.extend(_collect(ctx, stream, window_start, window_end, last_wall, max_occurrences))
+        return _sorted(out)
 
 
 def upcoming(
@@ -725,7 +782,13 @@ def upcoming(
     Like :func:`expand`, the cost does not depend on the rule's age. Occurrences are looked
     for up to 400 years after ``after``.
     """
-    ctx = _context(rrule, first_start, first_end, tzid, exdates)
+    with _in_range():
+        return _upcoming(
+            _context(rrule, first_start, first_end, tzid, exdates), after=after, limit=limit
+        )
+
+
+def _upcoming(ctx: _Context, *, after: datetime, limit: int) -> list[Period]:
     _require_aware(after, "after")
     if limit <= 0:
         return []

@@ -11,7 +11,7 @@ from dateutil import rrule as du
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from scheduling.errors import InvalidRecurrence
+from scheduling.errors import InvalidRecurrence, WindowTooLarge
 from scheduling.recurrence import (
     FORBIDDEN_FREQS,
     Period,
@@ -454,6 +454,47 @@ def test_naive_first_start_is_rejected() -> None:
             window_start=datetime(2026, 1, 1, tzinfo=UTC),
             window_end=datetime(2026, 1, 2, tzinfo=UTC),
         )
+
+
+def test_too_many_occurrences_is_too_costly() -> None:
+    start = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    kw = {
+        "rrule": "FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11;BYMINUTE=0,15,30,45",
+        "first_start": start,
+        "first_end": start + timedelta(minutes=5),
+        "tzid": "UTC",
+        "window_start": start,
+        "window_end": start + timedelta(days=366),
+    }
+    with pytest.raises(WindowTooLarge, match="more than 10000 occurrences") as exc:
+        expand(**kw, max_occurrences=10_000)  # type: ignore[arg-type]
+    assert exc.value.issue_code == "too-costly"
+    assert len(expand(**kw)) == 366 * 48  # type: ignore[arg-type]
+    assert len(expand(**kw, max_occurrences=None)) == 366 * 48  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("start", "tzid"),
+    [
+        (datetime(9999, 12, 30, 12, 0, tzinfo=UTC), "Pacific/Kiritimati"),
+        (datetime(1, 1, 1, 1, 0, tzinfo=UTC), "America/New_York"),
+    ],
+)
+def test_dates_at_the_ends_of_the_calendar_do_not_crash(start: datetime, tzid: str) -> None:
+    for engine in (expand, expand_naive):
+        try:
+            got = engine(
+                rrule="FREQ=DAILY",
+                first_start=start,
+                first_end=start + timedelta(hours=1),
+                tzid=tzid,
+                window_start=start,
+                window_end=start + timedelta(hours=30),
+            )
+        except InvalidRecurrence as exc:
+            assert "supported range" in exc.message
+        else:
+            assert all(p.start >= start for p in got)
 
 
 # --------------------------------------------------------------------------- ids
