@@ -284,7 +284,8 @@ def run_phase(
             client.wait()
     if client.returncode != 0:
         raise RuntimeError(f"the load client failed in phase {phase!r}")
-    return json.loads(out)
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 # --- EXPLAIN -----------------------------------------------------------------------------
