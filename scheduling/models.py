@@ -189,6 +189,11 @@ class TenantModel(models.Model):
     class Meta:
         abstract = True
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Validation on save as well as in forms: imports and services go through here.
+        self.full_clean(validate_unique=False, validate_constraints=False)
+        super().save(*args, **kwargs)
+
     def clean_tenant(self, **related: Any) -> None:
         """Refuse links to rows of another organisation."""
         errors = {}
@@ -197,13 +202,6 @@ class TenantModel(models.Model):
                 errors[field] = _("Belongs to another organisation.")
         if errors:
             raise ValidationError(errors)
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        # Validation on save as well as in forms: imports and services go through here.
-        self.full_clean(validate_unique=False, validate_constraints=False)
-        super().save(*args, **kwargs)
-
-
 
 
 class Patient(TenantModel):
@@ -358,7 +356,9 @@ class Schedule(TenantModel, RecurrenceFields):
             ),
         ]
         indexes = [
-            models.Index(fields=["organization", "active", "planning_start"], name="schedule_org_start"),
+            models.Index(
+                fields=["organization", "active", "planning_start"], name="schedule_org_start"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -394,7 +394,9 @@ class Slot(TenantModel):
             ),
         ]
         indexes = [
-            models.Index(fields=["organization", "schedule", "start"], name="slot_org_schedule_start"),
+            models.Index(
+                fields=["organization", "schedule", "start"], name="slot_org_schedule_start"
+            ),
             models.Index(fields=["organization", "start"], name="slot_org_start"),
         ]
 
@@ -455,8 +457,12 @@ class Appointment(TenantModel, RecurrenceFields):
             ),
         ]
         indexes = [
-            models.Index(fields=["organization", "patient", "start"], name="appt_org_patient_start"),
-            models.Index(fields=["organization", "schedule", "start"], name="appt_org_schedule_start"),
+            models.Index(
+                fields=["organization", "patient", "start"], name="appt_org_patient_start"
+            ),
+            models.Index(
+                fields=["organization", "schedule", "start"], name="appt_org_schedule_start"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -478,9 +484,7 @@ class Appointment(TenantModel, RecurrenceFields):
 
 
 class AppointmentResponse(TenantModel):
-    appointment = models.ForeignKey(
-        Appointment, on_delete=models.CASCADE, related_name="responses"
-    )
+    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="responses")
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="responses")
     participant_status = models.CharField(max_length=20, choices=ParticipationStatus.choices)
     comment = models.TextField(blank=True)

@@ -20,7 +20,8 @@ MediKIT scheduling server (demo data loaded, DEBUG on, SQLite)
 Get a token and search free slots for the coming week:
 
   TOKEN=$(curl -s -u demo-client:demo-secret -d grant_type=client_credentials \\
-      {base}/oauth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+      {base}/oauth/token \\
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -s -H "Authorization: Bearer $TOKEN" "{fhir}/Slot?status=free&_count=5"
 
 Capabilities (no token needed):

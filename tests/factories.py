@@ -71,8 +71,13 @@ class ScheduleFactory(TenantFactory):
     )
     practitioner = factory.LazyAttribute(lambda o: o.practitioner_role.practitioner)
     service_category = factory.LazyFunction(
-        lambda: [{"system": "http://example.org/service-category", "code": "gp",
-                  "display": "General practice"}]
+        lambda: [
+            {
+                "system": "http://example.org/service-category",
+                "code": "gp",
+                "display": "General practice",
+            }
+        ]
     )
     planning_start = factory.LazyFunction(_next_monday_9)
     planning_end = factory.LazyAttribute(lambda o: o.planning_start + timedelta(hours=3))
