@@ -45,7 +45,7 @@ bench-load: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	DEBUG=1 $(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

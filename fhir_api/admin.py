@@ -21,7 +21,7 @@ from fhir_api.management.commands.create_api_client import validate_scopes
 from fhir_api.models import AccessToken, ApiClient, ApiClientOrganization
 
 
-class ApiClientForm(forms.ModelForm):
+class ApiClientForm(forms.ModelForm):  # type: ignore[type-arg]
     class Meta:
         model = ApiClient
         fields = ["name", "scopes", "jwks", "active"]
@@ -35,14 +35,14 @@ class ApiClientForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
 
 
-class ApiClientOrganizationInline(admin.TabularInline):
+class ApiClientOrganizationInline(admin.TabularInline):  # type: ignore[type-arg]
     model = ApiClientOrganization
     extra = 0
-    autocomplete_fields: list[str] = []
+    autocomplete_fields = ()
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
+class ApiClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = ApiClientForm
     list_display = ["name", "client_id", "patient_fhir_id", "active", "revoked_at", "created_at"]
     list_filter = ["active"]

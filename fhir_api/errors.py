@@ -160,8 +160,9 @@ def exception_handler(exc: Exception, context: dict[str, Any] | None = None) -> 
                 code = issue_code
                 break
         headers: dict[str, str] = {}
-        if isinstance(exc, drf.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait))
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, drf.Throttled) and wait is not None:
+            headers["Retry-After"] = str(int(wait))
         if isinstance(exc, drf.MethodNotAllowed) and context:
             view = context.get("view")
             if view is not None:

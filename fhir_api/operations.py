@@ -198,6 +198,7 @@ class BookingInput:
         if issues:
             raise InvalidRequest(issues)
 
+        assert start is not None  # a missing start was reported as an issue above
         self.start: datetime = start
         self.schedule_id: str = str(values["schedule"])
         self.practitioner_role_id: str = role_match.group(1) if role_match else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -26,7 +27,7 @@ class FHIRJSONRenderer(BaseRenderer):
         self,
         data: Any,
         accepted_media_type: str | None = None,
-        renderer_context: dict[str, Any] | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         if data is None:
             return b""
@@ -40,7 +41,7 @@ def _wants_xml(value: str) -> bool:
 class FHIRContentNegotiation(BaseContentNegotiation):
     """JSON in every FHIR spelling is accepted; XML and anything else answer 406."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+    def select_parser(self, request: Request, parsers: Iterable[Any]) -> Any:
         content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         for parser in parsers:
             if content_type == parser.media_type or content_type in getattr(
@@ -50,9 +51,9 @@ class FHIRContentNegotiation(BaseContentNegotiation):
         return None
 
     def select_renderer(
-        self, request: Request, renderers: list[Any], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[Any], format_suffix: str | None = None
     ) -> tuple[Any, str]:
-        renderer = renderers[0]
+        renderer = next(iter(renderers))
         fmt = request.query_params.get("_format")
         if fmt is not None:
             normalized = fmt.split(";", 1)[0].strip().lower()
