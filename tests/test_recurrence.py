@@ -684,10 +684,9 @@ def test_property_expand_equals_naive(rule: str, data: st.DataObject) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-@given(rule=rules(), sc=scenarios(), limit=st.integers(1, 8))
-def test_property_upcoming_equals_naive_prefix(
-    rule: str, sc: dict[str, object], limit: int
-) -> None:
+@given(rule=rules(), data=st.data(), limit=st.integers(1, 8))
+def test_property_upcoming_equals_naive_prefix(rule: str, data: st.DataObject, limit: int) -> None:
+    sc = data.draw(scenarios(max_years=25 if "FREQ=DAILY" in rule else 60))
     after: datetime = sc.pop("window_start")  # type: ignore[assignment]
     sc.pop("window_end")
     got = upcoming(rrule=rule, after=after, limit=limit, **sc)  # type: ignore[arg-type]
@@ -703,8 +702,8 @@ def test_property_upcoming_equals_naive_prefix(
     )
     expected = [p for p in naive if p.start >= after][:limit]
     assert got[: len(expected)] == expected
-    if len(got) < limit:
-        assert got == expected
+    # Anything upcoming() found beyond what the reference found lies beyond its horizon.
+    assert all(p.start >= after + timedelta(days=366 * years) for p in got[len(expected) :])
 
 
 @settings(
