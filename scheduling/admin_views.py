@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
+from scheduling.availability import cut_slots
 from scheduling.forms import BlockTimeForm
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
@@ -34,7 +35,7 @@ from scheduling.models import (
     SlotStatus,
 )
 from scheduling.recurrence import Period, expand
-from scheduling.selectors import cut_slots, schedule_availability
+from scheduling.selectors import schedule_availability
 from scheduling.services import new_fhir_id
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -202,7 +203,7 @@ def week_blocks(
             blocks.append(Block("window", available.start, available.end, str(schedule), url))
             if not schedule.slot_minutes:
                 continue
-            for piece in cut_slots(available, schedule.slot_minutes):
+            for piece in cut_slots([available], timedelta(minutes=schedule.slot_minutes)):
                 # A slot in the past is never free (CONTRACT section 6).
                 is_busy = piece.start < now or _overlaps(piece, busy)
                 blocks.append(

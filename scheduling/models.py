@@ -398,6 +398,8 @@ class Slot(TenantModel):
                 fields=["organization", "schedule", "start"], name="slot_org_schedule_start"
             ),
             models.Index(fields=["organization", "start"], name="slot_org_start"),
+            # Overlap searches bound ``end`` from below: only rows not yet over are read.
+            models.Index(fields=["organization", "end"], name="slot_org_end"),
         ]
 
     def __str__(self) -> str:
@@ -462,6 +464,14 @@ class Appointment(TenantModel, RecurrenceFields):
             ),
             models.Index(
                 fields=["organization", "schedule", "start"], name="appt_org_schedule_start"
+            ),
+            # Overlap searches bound ``end`` from below (plain rows) and read the few
+            # recurring rows separately: neither grows with the history.
+            models.Index(fields=["organization", "schedule", "end"], name="appt_org_schedule_end"),
+            models.Index(
+                fields=["organization", "start"],
+                condition=~Q(rrule=""),
+                name="appt_org_recurring_start",
             ),
         ]
 

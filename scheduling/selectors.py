@@ -7,16 +7,20 @@ them. Every search runs a fixed number of queries, independent of the number of 
 
 from __future__ import annotations
 
+import heapq
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, overload
 
-from django.db.models import Q, QuerySet
+from django.db.models import BigIntegerField, Case, F, Func, Q, QuerySet, TextField, Value, When
+from django.db.models.functions import Cast
 
 from scheduling import recurrence
-from scheduling.errors import NotFound
+from scheduling.errors import NotFound, WindowTooLarge
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
     Appointment,
@@ -27,6 +31,8 @@ from scheduling.models import (
     SlotStatus,
 )
 from scheduling.recurrence import Period
+
+_DAY = 86_400
 
 #: (system, code): system None matches any system, "" matches codings without a system.
 Token = tuple[str | None, str]
@@ -347,65 +353,227 @@ def patient_appointment_search(
     return results
 
 
-def cut_slots(period: Period, minutes: int) -> list[Period]:
-    """Back-to-back slots of ``minutes`` inside ``period`` (a partial tail is dropped)."""
-    step = timedelta(minutes=minutes)
-    out: list[Period] = []
-    start = period.start
-    while start + step <= period.end:
-        out.append(Period(start, start + step))
-        start += step
-    return out
+def _day_floor(ts: int) -> int:
+    return ts - ts % _DAY
+
+
+@lru_cache(maxsize=4096)
+def _cached_expansion(
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdates: tuple[str, ...],
+    day_start: int,
+    day_end: int,
+) -> tuple[tuple[int, int], ...]:
+    """Occurrences as integer UTC timestamps over whole UTC days [day_start, day_end).
+
+    A pure function of its arguments (every input of the rule is part of the key), so the
+    cache stays correct however many workers there are and whenever a row changes: a
+    changed row is simply a new key. Whole days make the searches of one day share entries.
+    """
+    periods = recurrence.expand(
+        rrule=rrule,
+        first_start=first_start,
+        first_end=first_end,
+        tzid=tzid,
+        exdates=[datetime.fromisoformat(value) for value in exdates],
+        window_start=datetime.fromtimestamp(day_start, UTC),
+        window_end=datetime.fromtimestamp(day_end, UTC),
+    )
+    return tuple((int(p.start.timestamp()), int(p.end.timestamp())) for p in periods)
+
+
+def _occurrence_stamps(
+    *,
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdates: object,
+    window: Period,
+    window_start: int,
+    window_end: int,
+) -> list[tuple[int, int]]:
+    """Occurrences overlapping ``window`` as integer timestamps (through the cache)."""
+    exdate_key = tuple(str(value) for value in exdates) if isinstance(exdates, list) else ()
+    try:
+        days = _cached_expansion(
+            rrule,
+            first_start,
+            first_end,
+            tzid,
+            exdate_key,
+            _day_floor(window_start),
+            _day_floor(window_end - 1) + _DAY,
+        )
+    except WindowTooLarge:
+        # The whole days may hold a few more occurrences than the window itself: only the
+        # window decides whether a search is too costly.
+        periods = recurrence.expand(
+            rrule=rrule,
+            first_start=first_start,
+            first_end=first_end,
+            tzid=tzid,
+            exdates=[datetime.fromisoformat(value) for value in exdate_key],
+            window_start=window.start,
+            window_end=window.end,
+        )
+        days = tuple((int(p.start.timestamp()), int(p.end.timestamp())) for p in periods)
+    return [(s, e) for s, e in days if s < window_end and e > window_start]
+
+
+class _EpochSeconds(Func):
+    """Whole seconds since 1970 (UTC), computed by the database.
+
+    Loading a thousand integers is several times cheaper than loading a thousand aware
+    datetimes; only the two supported backends are spelled out.
+    """
+
+    output_field = BigIntegerField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler, connection, template="FLOOR(EXTRACT(EPOCH FROM %(expressions)s))::bigint"
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # '%%%%' survives both the template's and the SQLite wrapper's %-substitution.
+        return self.as_sql(
+            compiler, connection, template="CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)"
+        )
 
 
 def _busy_intervals(
     organization: Organization, schedule_pks: list[int], window: Period
-) -> dict[int, list[Period]]:
-    """Active appointments per schedule in the window (one query; recurring ones expanded)."""
-    busy: dict[int, list[Period]] = defaultdict(list)
+) -> dict[int, list[tuple[int, int]]]:
+    """Active appointments per schedule in the window, as integer timestamps (one query).
+
+    Plain rows come as integer pairs, not model instances: a busy week is a thousand rows,
+    and building models for them used to be the largest cost of a slot search. Plain rows
+    are bounded on both sides (``end`` from below, through ``appt_org_schedule_end``) and
+    the few recurring rows through ``appt_org_recurring_start`` (a BitmapOr on
+    PostgreSQL), so the query does not grow with the history.
+    """
+    busy: dict[int, list[tuple[int, int]]] = defaultdict(list)
     if not schedule_pks:
         return busy
+    plain = Q(rrule="")
     rows = (
         Appointment.objects.filter(organization=organization, schedule_id__in=schedule_pks)
         .filter(_window_q(window, "start", "end"))
         .exclude(status__in=list(INACTIVE_APPOINTMENT_STATUSES))
-        .only("schedule_id", "start", "end", "rrule", "recurrence_timezone", "exdates")
+        .order_by()
+        .values_list(
+            "schedule_id",
+            _EpochSeconds("start"),
+            _EpochSeconds("end"),
+            "rrule",
+            # The rule's own columns only for the few recurring rows: NULL is free to load.
+            Case(When(plain, then=None), default=F("start")),
+            Case(When(plain, then=None), default=F("end")),
+            Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
+            Case(When(plain, then=None), default=Cast("exdates", TextField())),
+        )
     )
-    for appt in rows:
-        assert appt.schedule_id is not None
-        if appt.rrule:
-            busy[appt.schedule_id].extend(
-                _expand(
-                    appt, organization, window.start, window.end, (appt.start, appt.end), window
-                )
+    window_start, window_end = _ts(window.start), _ts(window.end)
+    for schedule_pk, start_ts, end_ts, rrule, start, end, tzid, exdates in rows:
+        if not rrule:
+            busy[schedule_pk].append((start_ts, end_ts))
+            continue
+        busy[schedule_pk].extend(
+            _occurrence_stamps(
+                rrule=rrule,
+                first_start=start,
+                first_end=end,
+                tzid=tzid or organization.timezone,
+                exdates=json.loads(exdates) if exdates else [],
+                window=window,
+                window_start=window_start,
+                window_end=window_end,
             )
-        else:
-            busy[appt.schedule_id].append(Period(appt.start, appt.end))
+        )
     return busy
 
 
-class SlotResults(Sequence[SlotResult]):
-    """The sorted matches of a slot search, materialised only when indexed or sliced.
+def _merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, overlapping intervals merged: ends become non-decreasing, so one sweep works."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if out and start < out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
 
-    A week of a busy clinic is thousands of slots; a page shows a hundred. Rows are kept
-    as ``(start_ts, id, seq, payload)`` tuples and turned into :class:`SlotResult` objects
-    per page.
+
+@lru_cache(maxsize=8192)
+def _stamp(ts: int) -> str:
+    # Many schedules share slot starts: each start is formatted once per process.
+    return f"{datetime.fromtimestamp(ts, UTC):%Y%m%dT%H%M%SZ}"
+
+
+class _ScheduleRow:
+    """The columns of a schedule a slot search needs; a model instance only for a page."""
+
+    __slots__ = ("fhir_id", "pk", "service_category")
+
+    def __init__(self, pk: int, fhir_id: str, service_category: Any) -> None:
+        self.pk = pk
+        self.fhir_id = fhir_id
+        self.service_category = service_category
+
+
+class SlotResults(Sequence[SlotResult]):
+    """The matches of a slot search, ordered by start then id, built only as far as read.
+
+    ``len()`` is the total, counted without building anything. Reading a page merges the
+    per-schedule streams (each already sorted) with :func:`heapq.merge` and stops at the
+    page's end, so a one-week search of a busy clinic builds a page, not thousands of slots.
     """
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_done", "_merged", "_organization", "_rows", "_schedules", "_total")
 
-    def __init__(self, rows: list[tuple[int, str, int, Any]]) -> None:
-        self._rows = rows
+    def __init__(
+        self,
+        *,
+        organization: Organization,
+        total: int,
+        streams: list[Iterator[tuple[int, str, int, Any]]],
+        schedules: dict[int, _ScheduleRow],
+    ) -> None:
+        self._organization = organization
+        self._total = total
+        self._merged = heapq.merge(*streams)
+        self._rows: list[tuple[int, str, int, Any]] = []
+        self._done = False
+        self._schedules = schedules
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._total
 
-    @staticmethod
-    def _make(row: tuple[int, str, int, Any]) -> SlotResult:
-        _ts, slot_id, _seq, payload = row
+    def _fill(self, stop: int | None) -> None:
+        while not self._done and (stop is None or len(self._rows) < stop):
+            row = next(self._merged, None)
+            if row is None:
+                self._done = True
+            else:
+                self._rows.append(row)
+
+    def _make(self, row: tuple[int, str, int, Any]) -> SlotResult:
+        _, slot_id, _, payload = row
         if isinstance(payload, Slot):
             return SlotResult(payload.schedule, slot=payload)
-        schedule, start_ts, end_ts, status = payload
+        schedule_pk, start_ts, end_ts, status = payload
+        info = self._schedules[schedule_pk]
+        schedule = Schedule(
+            pk=info.pk,
+            organization=self._organization,
+            fhir_id=info.fhir_id,
+            service_category=info.service_category,
+        )
         return SlotResult(
             schedule,
             generated=GeneratedSlot(
@@ -422,12 +590,23 @@ class SlotResults(Sequence[SlotResult]):
     def __getitem__(self, index: slice) -> list[SlotResult]: ...
     def __getitem__(self, index: int | slice) -> SlotResult | list[SlotResult]:
         if isinstance(index, slice):
+            negative = any(v is not None and v < 0 for v in (index.start, index.stop))
+            self._fill(None if negative else index.stop)
             return [self._make(row) for row in self._rows[index]]
+        self._fill(None if index < 0 else index + 1)
         return self._make(self._rows[index])
 
 
 def _ts(value: datetime) -> int:
     return int(value.timestamp())
+
+
+def _generated_stream(
+    prefix: str, schedule_pk: int, step: int, slots: list[tuple[int, str]]
+) -> Iterator[tuple[int, str, int, Any]]:
+    # Ids are built lazily: only the slots a page reaches are ever formatted.
+    for start, status in slots:
+        yield (start, prefix + _stamp(start), 1, (schedule_pk, start, start + step, status))
 
 
 def slot_search(
@@ -444,8 +623,8 @@ def slot_search(
     A generated slot is busy when an active appointment of its schedule or a stored
     busy-unavailable slot overlaps it, or when it starts before ``now``; else free. A
     generated slot with the id or start of a stored slot of the same schedule is left out
-    (the stored one wins). Three queries, whatever the size of the result. Ordered by
-    start, then id.
+    (the stored one wins). A fixed number of queries, whatever the size of the result.
+    Ordered by start, then id.
     """
     parents: set[str] | None = None
     if schedule_ids is not None:
@@ -455,84 +634,103 @@ def slot_search(
     ).filter(_window_q(window, "planning_start", "planning_end"))
     if parents is not None:
         schedules_qs = schedules_qs.filter(fhir_id__in=parents)
-    schedules = list(schedules_qs)
-    busy = _busy_intervals(organization, [s.pk for s in schedules], window)
+    schedules = list(
+        schedules_qs.order_by().values_list(
+            "pk",
+            "fhir_id",
+            "service_category",
+            "slot_minutes",
+            "planning_start",
+            "planning_end",
+            "rrule",
+            "recurrence_timezone",
+            "exdates",
+        )
+    )
+    busy = _busy_intervals(organization, [row[0] for row in schedules], window)
+    window_start, window_end, now_ts = _ts(window.start), _ts(window.end), _ts(now)
 
-    stored_qs = Slot.objects.filter(
-        organization=organization, start__lt=window.end, end__gt=window.start
-    ).select_related("schedule")
+    # Stored slots are few; with the end bounded below, the (organization, end) index
+    # keeps this from reading the whole history.
+    stored_qs = (
+        Slot.objects.filter(organization=organization, start__lt=window.end, end__gt=window.start)
+        .select_related("schedule")
+        .order_by()  # sorted below; the model's ordering would join the organisation
+    )
     if parents is not None:
         stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
     wanted_status = set(statuses) if statuses else None
-    rows: list[tuple[int, str, int, Any]] = []
+    stored_rows: list[tuple[int, str, int, Any]] = []
     stored_keys: set[tuple[int, int]] = set()
     stored_ids: set[str] = set()
     for slot in stored_qs:
-        stored_keys.add((slot.schedule_id, _ts(slot.start)))
+        start_ts = _ts(slot.start)
+        stored_keys.add((slot.schedule_id, start_ts))
         stored_ids.add(slot.fhir_id)
         if slot.status == SlotStatus.BUSY_UNAVAILABLE:
-            busy[slot.schedule_id].append(Period(slot.start, slot.end))
+            busy[slot.schedule_id].append((start_ts, _ts(slot.end)))
         if wanted_status is not None and slot.status not in wanted_status:
             continue
         if service_category and not token_matches(slot.service_category, service_category):
             continue
-        rows.append((_ts(slot.start), slot.fhir_id, len(rows), slot))
+        stored_rows.append((start_ts, slot.fhir_id, 0, slot))
+    stored_rows.sort(key=lambda row: (row[0], row[1]))
 
-    # Integer timestamps: aware-datetime arithmetic and hashing dominate otherwise.
-    window_start, window_end, now_ts = _ts(window.start), _ts(window.end), _ts(now)
-    stamps: dict[int, str] = {}  # many schedules share slot starts: format each once
     free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
     want_free = wanted_status is None or free in wanted_status
     want_busy = wanted_status is None or busy_status in wanted_status
-    for schedule in schedules:
+    total = len(stored_rows)
+    streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored_rows)]
+    infos: dict[int, _ScheduleRow] = {}
+    for pk, fhir_id, categories, minutes, first_start, first_end, rrule, tzid, exdates in schedules:
         if not (want_free or want_busy):
             break
-        if service_category and not token_matches(schedule.service_category, service_category):
+        if service_category and not token_matches(categories, service_category):
             continue
-        schedule.organization = organization
-        assert schedule.slot_minutes is not None
-        pk = schedule.pk
-        prefix = f"{schedule.fhir_id}-"
-        blocked = [(_ts(b.start), _ts(b.end)) for b in busy.get(pk, [])]
-        step = schedule.slot_minutes * 60
-        for availability in schedule_availability(
-            schedule=schedule,
-            organization=organization,
-            window_start=window.start,
-            window_end=window.end,
-        ):
-            current = _ts(availability.start)
-            last_start = _ts(availability.end) - step
-            while current <= last_start:
-                slot_start, slot_end = current, current + step
-                current = slot_end
-                if slot_start >= window_end or slot_end <= window_start:
-                    continue
-                if (pk, slot_start) in stored_keys:
-                    continue
-                stamp = stamps.get(slot_start)
-                if stamp is None:
-                    stamp = f"{datetime.fromtimestamp(slot_start, UTC):%Y%m%dT%H%M%SZ}"
-                    stamps[slot_start] = stamp
-                slot_id = prefix + stamp
-                if slot_id in stored_ids:
-                    continue
-                taken = slot_start < now_ts or (
-                    bool(blocked) and any(b0 < slot_end and b1 > slot_start for b0, b1 in blocked)
-                )
-                if taken:
-                    if not want_busy:
-                        continue
-                    status = busy_status
-                else:
-                    if not want_free:
-                        continue
-                    status = free
-                rows.append(
-                    (slot_start, slot_id, len(rows), (schedule, slot_start, slot_end, status))
-                )
-    rows.sort()
-    return SlotResults(rows)
+        if rrule:
+            windows = _occurrence_stamps(
+                rrule=rrule,
+                first_start=first_start,
+                first_end=first_end,
+                tzid=tzid or organization.timezone,
+                exdates=exdates,
+                window=window,
+                window_start=window_start,
+                window_end=window_end,
+            )
+        else:
+            windows = [(_ts(first_start), _ts(first_end))]
+        step = minutes * 60
+        starts: set[int] = set()  # overlapping windows must not yield a slot twice
+        for available_start, available_end in windows:
+            starts.update(range(available_start, available_end - step + 1, step))
+        blocked = _merged(busy.get(pk, []))
+        prefix = f"{fhir_id}-"
+        slots: list[tuple[int, str]] = []
+        i, n = 0, len(blocked)
+        for slot_start in sorted(starts):
+            slot_end = slot_start + step
+            if slot_start >= window_end or slot_end <= window_start:
+                continue
+            if (pk, slot_start) in stored_keys:
+                continue
+            # Sweep: merged intervals have non-decreasing ends, slots increasing starts.
+            while i < n and blocked[i][1] <= slot_start:
+                i += 1
+            taken = slot_start < now_ts or (i < n and blocked[i][0] < slot_end)
+            if taken:
+                if want_busy:
+                    slots.append((slot_start, busy_status))
+            elif want_free:
+                slots.append((slot_start, free))
+        if stored_ids:
+            # Rare: a stored slot whose id looks like a generated one wins over it.
+            slots = [s for s in slots if prefix + _stamp(s[0]) not in stored_ids]
+        if slots:
+            total += len(slots)
+            infos[pk] = _ScheduleRow(pk, fhir_id, categories)
+            streams.append(_generated_stream(prefix, pk, step, slots))
+    return SlotResults(organization=organization, total=total, streams=streams, schedules=infos)
 
 
 def utc_now() -> datetime:
