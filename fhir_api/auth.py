@@ -153,10 +153,10 @@ def authenticate(request: HttpRequest) -> Principal:
             "(client credentials) and send 'Authorization: Bearer <token>'.",
             error="invalid_request",
         )
-    token = (
-        AccessToken.objects.select_related("client")
-        .filter(digest=token_digest(raw))
-        .only(
+    # One query for the token, its client and the client's organisations: one row per
+    # organisation (a single row with None when it has none), no model instances.
+    rows = list(
+        AccessToken.objects.filter(digest=token_digest(raw)).values_list(
             "expires_at",
             "scopes",
             "client__client_id",
@@ -164,19 +164,22 @@ def authenticate(request: HttpRequest) -> Principal:
             "client__patient_fhir_id",
             "client__revoked_at",
             "client__scopes",
+            "client__apiclientorganization__organization_id",
         )
-        .first()
     )
-    if token is None or not token.client.active or token.client.revoked_at is not None:
+    if not rows:
         raise AuthenticationRequired("The access token is not valid.")
-    if token.expires_at <= timezone.now():
+    expires_at, scopes, client_id, active, patient_fhir_id, revoked_at, client_scopes, _ = rows[0]
+    if not active or revoked_at is not None:
+        raise AuthenticationRequired("The access token is not valid.")
+    if expires_at <= timezone.now():
         raise AuthenticationRequired("The access token has expired: request a new one.")
-    organization_ids = frozenset(token.client.organizations.values_list("id", flat=True))
+    organization_ids = frozenset(row[-1] for row in rows if row[-1] is not None)
     return Principal(
-        client_id=token.client.client_id,
+        client_id=client_id,
         organization_ids=organization_ids,
-        patient_id=token.client.patient_fhir_id or None,
-        scopes=current_scopes(token.scopes.split(), token.client.scope_set),
+        patient_id=patient_fhir_id or None,
+        scopes=current_scopes(scopes.split(), frozenset(client_scopes.split())),
     )
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, models, transaction
+from django.db.models import Exists, Q, QuerySet
 from django.utils import timezone
 
 from scheduling import recurrence
@@ -119,6 +119,27 @@ def appointment_book(
             return BookingResult(replay, created=False)
 
     try:
+        _refuse_early(
+            organization=organization,
+            schedule_id=schedule_id,
+            start=start,
+            practitioner_role_id=practitioner_role_id,
+            status=status,
+        )
+    except SlotTaken:
+        # The slot may be taken by a concurrent repeat of this very request.
+        if idempotency_key is not None:
+            replay = _replay(
+                organization=organization,
+                patient=patient,
+                actor=actor,
+                key=idempotency_key,
+                request_hash=request_hash,
+            )
+            if replay is not None:
+                return BookingResult(replay, created=False)
+        raise
+    try:
         with transaction.atomic():
             appointment = _book_locked(
                 organization=organization,
@@ -163,6 +184,57 @@ class _Replayed(Exception):  # control flow: an earlier booking answers this req
         self.appointment = appointment
 
 
+def _check_rules(*, schedule: Schedule, practitioner_role_id: str, status: str) -> None:
+    """The business rules that need only the schedule row (BusinessRuleViolation)."""
+    if status not in BOOKABLE_STATUSES:
+        allowed = ", ".join(str(s) for s in BOOKABLE_STATUSES)
+        raise BusinessRuleViolation(
+            f"status '{status}' cannot be booked; use one of: {allowed}.", expression=[_STATUS]
+        )
+    if not schedule.active:
+        raise BusinessRuleViolation(
+            f"Schedule '{schedule.fhir_id}' is not active: it takes no bookings.",
+            expression=[_SCHEDULE],
+        )
+    role = schedule.practitioner_role
+    if role is None or role.fhir_id != practitioner_role_id:
+        raise BusinessRuleViolation(
+            f"PractitionerRole '{practitioner_role_id}' is not the actor of schedule "
+            f"'{schedule.fhir_id}'.",
+            expression=[_ROLE],
+        )
+
+
+def _refuse_early(
+    *,
+    organization: Organization,
+    schedule_id: str,
+    start: datetime,
+    practitioner_role_id: str,
+    status: str,
+) -> None:
+    """Answer a request for a slot that is already taken before queueing for the lock.
+
+    Under contention every loser would otherwise wait for the schedule row lock just to
+    find the winner's row. Reading without the lock is only an early answer: the locked
+    check and the unique constraint still decide for the requests that get past it. The
+    rules are checked first so that an invalid request gets its 422, as it would later.
+    """
+    schedule, _ = _schedule_named(
+        Schedule.objects.select_related("practitioner_role"),
+        organization=organization,
+        value=schedule_id,
+    )
+    _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
+    # Any slot starting at ``start`` overlaps whatever covers that instant.
+    _require_free(
+        organization=organization,
+        schedule=schedule,
+        start=start,
+        end=start + timedelta(microseconds=1),
+    )
+
+
 def _book_locked(
     *,
     organization: Organization,
@@ -189,23 +261,10 @@ def _book_locked(
         if replay is not None:
             raise _Replayed(replay)
 
-    if status not in BOOKABLE_STATUSES:
-        allowed = ", ".join(str(s) for s in BOOKABLE_STATUSES)
-        raise BusinessRuleViolation(
-            f"status '{status}' cannot be booked; use one of: {allowed}.", expression=[_STATUS]
-        )
-    if not schedule.active:
-        raise BusinessRuleViolation(
-            f"Schedule '{schedule.fhir_id}' is not active: it takes no bookings.",
-            expression=[_SCHEDULE],
-        )
+    # Again under the lock: the schedule may have changed since the early check.
+    _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
     role = schedule.practitioner_role
-    if role is None or role.fhir_id != practitioner_role_id:
-        raise BusinessRuleViolation(
-            f"PractitionerRole '{practitioner_role_id}' is not the actor of schedule "
-            f"'{schedule.fhir_id}'.",
-            expression=[_ROLE],
-        )
+    assert role is not None
     slot_start, slot_end, stored_slot = _find_slot(
         organization=organization,
         schedule=schedule,
@@ -238,7 +297,7 @@ def _book_locked(
         service_category=list(schedule.service_category or []),
         comment=comment or "",
     )
-    appointment.save()
+    _insert_loaded(appointment)
     if idempotency_key is not None:
         IdempotencyKey.objects.create(
             organization=organization,
@@ -267,20 +326,44 @@ def _book_locked(
     return appointment
 
 
-def _locked_schedule(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
-    """The stored schedule (row-locked) named by ``value``, and the occurrence start if
-    ``value`` was a generated occurrence id."""
-    locked = Schedule.objects.select_for_update(of=("self",)).select_related("practitioner_role")
-    schedule = locked.filter(organization=organization, fhir_id=value).first()
+def _schedule_named(
+    queryset: QuerySet[Schedule], *, organization: Organization, value: str
+) -> tuple[Schedule, datetime | None]:
+    """The stored schedule named by ``value``, and the occurrence start if ``value`` was a
+    generated occurrence id; BusinessRuleViolation when there is none."""
+    schedule = queryset.filter(organization=organization, fhir_id=value).first()
     if schedule is not None:
         return schedule, None
     parsed = recurrence.split_occurrence_id(value)
     if parsed is not None:
         parent_id, occurrence_start = parsed
-        schedule = locked.filter(organization=organization, fhir_id=parent_id).first()
+        schedule = queryset.filter(organization=organization, fhir_id=parent_id).first()
         if schedule is not None and schedule.is_recurring:
             return schedule, occurrence_start
     raise BusinessRuleViolation(f"Schedule '{value}' does not exist.", expression=[_SCHEDULE])
+
+
+def _locked_schedule(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
+    """:func:`_schedule_named`, row-locked until the end of the transaction."""
+    locked = Schedule.objects.select_for_update(of=("self",)).select_related("practitioner_role")
+    return _schedule_named(locked, organization=organization, value=value)
+
+
+def _insert_loaded(appointment: Appointment) -> None:
+    """Validate and insert a new appointment whose related rows the service loaded itself.
+
+    ``TenantModel.save`` runs ``full_clean``, whose foreign-key validation re-reads the
+    organisation, patient, schedule, role and slot (one query each) although this service
+    has just read them, some under a lock. Here the same validation runs with those
+    existence checks left out (``clean()`` still refuses rows of another organisation),
+    and the row is inserted without validating twice.
+    """
+    appointment.full_clean(
+        exclude=["organization", "patient", "schedule", "practitioner_role", "slot"],
+        validate_unique=False,
+        validate_constraints=False,
+    )
+    models.Model.save(appointment, force_insert=True)
 
 
 def _find_slot(
@@ -342,18 +425,23 @@ def _require_free(
     *, organization: Organization, schedule: Schedule, start: datetime, end: datetime
 ) -> None:
     overlapping = Q(start__lt=end, end__gt=start)
-    taken = (
-        Appointment.objects.filter(overlapping, organization=organization, schedule=schedule)
-        .exclude(status__in=INACTIVE_APPOINTMENT_STATUSES)
-        .exists()
-    )
+    taken = Appointment.objects.filter(
+        overlapping, organization=organization, schedule=schedule
+    ).exclude(status__in=INACTIVE_APPOINTMENT_STATUSES)
     blocked = Slot.objects.filter(
         overlapping,
         organization=organization,
         schedule=schedule,
         status=SlotStatus.BUSY_UNAVAILABLE,
-    ).exists()
-    if taken or blocked:
+    )
+    # Both checks in one statement: one round trip, inside the lock on the booking path.
+    flags = (
+        Organization.objects.filter(pk=organization.pk)
+        .annotate(taken=Exists(taken), blocked=Exists(blocked))
+        .values_list("taken", "blocked")
+        .first()
+    )
+    if flags is not None and any(flags):
         raise SlotTaken(
             f"The slot at {_iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
             "choose another slot.",
