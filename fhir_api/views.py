@@ -6,9 +6,8 @@ checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -18,26 +17,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fhir_api import mappers
+from fhir_api import mappers, search
 from fhir_api.errors import outcome_response
 from fhir_api.pagination import DEFAULT_COUNT, MAX_COUNT, searchset
 from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
-from scheduling.errors import InvalidSearchValue, WindowTooLarge
+from scheduling.errors import InvalidSearchValue
 from scheduling.models import FHIR_ID_RE, AppointmentStatus, SlotStatus
 from scheduling.recurrence import Period
 
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format"})
-MAX_WINDOW = timedelta(days=366)
+#: Slot searches without ``start`` generate from now for this long (CONTRACT section 5).
 DEFAULT_SPAN = timedelta(days=7)
-
-_DATE_RE = re.compile(
-    r"^(?P<prefix>[a-z]{2})?(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
-    r"(?:T(?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
-)
-_SUPPORTED_PREFIXES = ("eq", "ge", "gt", "le", "lt")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -91,29 +84,18 @@ class SearchParams:
             )
         return items
 
-    def integer(self, name: str, default: int, *, maximum: int | None = None) -> int:
-        value = self.one(name)
-        if value is None:
-            return default
-        if not value.isdigit():
-            raise InvalidSearchValue(
-                f"Search parameter '{name}' must be a non-negative integer, not '{value}'.",
-                expression=[name],
-            )
-        number = int(value)
-        # FHIR lets a server return fewer than asked: a too-large _count is capped.
-        return min(number, maximum) if maximum is not None else number
+    def paging(self) -> tuple[int, int]:
+        """(_offset, _count); a too-large _count is capped (FHIR lets a server return fewer)."""
+        offset = self.one("_offset")
+        count = self.one("_count")
+        return (
+            search.parse_offset(offset),
+            search.parse_count(count, default=DEFAULT_COUNT, maximum=MAX_COUNT),
+        )
 
     def boolean(self, name: str) -> bool | None:
         value = self.one(name)
-        if value is None:
-            return None
-        if value not in ("true", "false"):
-            raise InvalidSearchValue(
-                f"Search parameter '{name}' must be 'true' or 'false', not '{value}'.",
-                expression=[name],
-            )
-        return value == "true"
+        return None if value is None else search.parse_bool(value, param=name)
 
     def ids(self, *names: str) -> list[str] | None:
         given = [name for name in names if self.has(name)]
@@ -138,21 +120,19 @@ class SearchParams:
             return None
         out: list[selectors.Token] = []
         for item in items:
-            if item.count("|") > 1:
+            # A second unescaped bar would be swallowed into the code: refuse it instead.
+            if item.replace("\\|", "").count("|") > 1:
                 raise InvalidSearchValue(
                     f"Token '{item}' of '{name}' has more than one '|': use code, "
                     "system|code or |code.",
                     expression=[name],
                 )
-            if "|" in item:
-                system, _, code = item.partition("|")
-                if not code:
-                    raise InvalidSearchValue(
-                        f"Token '{item}' of '{name}' has no code after '|'.", expression=[name]
-                    )
-                out.append((system, code))
-            else:
-                out.append((None, item))
+            system, code = search.parse_token(item)
+            if code is None:
+                raise InvalidSearchValue(
+                    f"Token '{item}' of '{name}' has no code after '|'.", expression=[name]
+                )
+            out.append((system, code))
         return out
 
     def codes(self, name: str, allowed: set[str]) -> list[str] | None:
@@ -183,104 +163,9 @@ class SearchParams:
         return value
 
     def window(self, name: str, zone: ZoneInfo) -> Period | None:
-        return derive_window(self.values(name), zone=zone, param=name)
-
-
-def _bounds(value: str, zone: ZoneInfo, param: str) -> tuple[str, datetime, datetime]:
-    """(prefix, start, end) of one date search value; end is exclusive."""
-    match = _DATE_RE.match(value.strip())
-    if not match:
-        raise InvalidSearchValue(
-            f"'{value}' is not a FHIR date search value (e.g. 2026-06-01, ge2026-06-01, "
-            "2026-06-01T09:00:00+02:00).",
-            expression=[param],
-        )
-    prefix = match["prefix"] or "eq"
-    if prefix not in _SUPPORTED_PREFIXES:
-        raise InvalidSearchValue(
-            f"Prefix '{prefix}' in '{value}' is not supported; use eq, ge, gt, le or lt.",
-            expression=[param],
-        )
-    try:
-        year = int(match["year"])
-        month = int(match["month"] or 1)
-        day = int(match["day"] or 1)
-        if match["time"]:
-            parts = [float(p) for p in match["time"].split(":")]
-            tz = zone
-            if match["tz"]:
-                tz = UTC if match["tz"] == "Z" else datetime.strptime(match["tz"], "%z").tzinfo
-            second = parts[2] if len(parts) > 2 else 0.0
-            start = datetime(
-                year,
-                month,
-                day,
-                int(parts[0]),
-                int(parts[1]),
-                int(second),
-                tzinfo=tz,  # type: ignore[arg-type]
-            )
-            end = start + timedelta(seconds=1 if len(parts) > 2 else 60)
-        else:
-            start = datetime(year, month, day, tzinfo=zone)
-            if match["day"]:
-                end = start + timedelta(days=1)
-            elif match["month"]:
-                end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-            else:
-                end = start.replace(year=year + 1)
-    except (ValueError, OverflowError):
-        raise InvalidSearchValue(
-            f"'{value}' is not a valid calendar date or time.", expression=[param]
-        ) from None
-    return prefix, start, end
-
-
-def derive_window(values: list[str], *, zone: ZoneInfo, param: str) -> Period | None:
-    """The expansion window of CONTRACT section 5, in UTC, or None without values.
-
-    Date-only and zone-less values are read in ``zone``; a lone lower bound spans 7 days
-    forward, a lone upper bound 7 days back (in wall-clock days, so DST does not shift it).
-    """
-    if not values:
-        return None
-    lows: list[datetime] = []
-    highs: list[datetime] = []
-    anchors: list[datetime] = []  # where a lone upper bound counts its 7 days back from
-    for value in values:
-        prefix, start, end = _bounds(value, zone, param)
-        if prefix == "eq":
-            lows.append(start)
-            highs.append(end)
-        elif prefix in ("ge", "gt"):
-            lows.append(start)
-        elif prefix == "le":
-            highs.append(end)
-            anchors.append(start)
-        else:
-            highs.append(start)
-            anchors.append(start)
-    if lows and highs:
-        low, high = max(lows), min(highs)
-    elif lows:
-        low = max(lows)
-        high = (low.astimezone(zone) + DEFAULT_SPAN).astimezone(UTC)
-    else:
-        high = min(highs)
-        anchor = min(anchors) if anchors else high
-        low = (anchor.astimezone(zone) - DEFAULT_SPAN).astimezone(UTC)
-    low, high = low.astimezone(UTC), high.astimezone(UTC)
-    if high <= low:
-        raise InvalidSearchValue(
-            f"The '{param}' values give an empty range ({low.isoformat()} to {high.isoformat()}).",
-            expression=[param],
-        )
-    if high - low > MAX_WINDOW:
-        raise WindowTooLarge(
-            f"The '{param}' range is longer than 366 days; search a shorter range.",
-            expression=[param],
-        )
-    return Period(low, high)
+        """The expansion window of CONTRACT section 5 (the engine's rules), or None."""
+        window = search.derive_window(self.values(name), tz=zone, param=name)
+        return None if window is None else Period(window.start, window.end)
 
 
 # --------------------------------------------------------------------------- views
@@ -298,10 +183,7 @@ class FHIRSearchView(TenantView):
         return SearchParams(request, self.params, self.repeatable)
 
     def paging(self, params: SearchParams) -> tuple[int, int]:
-        return (
-            params.integer("_offset", 0),
-            params.integer("_count", DEFAULT_COUNT, maximum=MAX_COUNT),
-        )
+        return params.paging()
 
 
 class ScheduleSearchView(FHIRSearchView):
