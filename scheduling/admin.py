@@ -45,6 +45,35 @@ def _staff_actor(request: HttpRequest) -> str:
     return f"staff:{request.user.get_username()}"
 
 
+class CalendarAdminMixin:
+    """Adds the week-calendar and block-time pages (and a list link) to an admin."""
+
+    calendar_name: str
+    calendar_view: Any
+    block_view: Any
+
+    @admin.display(description=gettext_lazy("Calendar"))
+    def calendar_link(self, obj: Any) -> str:
+        url = reverse(f"admin:{self.calendar_name}_calendar", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Week calendar"))
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view  # type: ignore[attr-defined]
+        return [
+            path(
+                "<path:object_id>/calendar/",
+                wrap(partial(self.calendar_view, model_admin=self)),
+                name=f"{self.calendar_name}_calendar",
+            ),
+            path(
+                "<path:object_id>/block/",
+                wrap(partial(self.block_view, model_admin=self)),
+                name=f"{self.calendar_name}_block",
+            ),
+            *super().get_urls(),  # type: ignore[misc]
+        ]
+
+
 class ReadOnlyAdminMixin:
     """For records written by the API or services only (responses, audit trail)."""
 
@@ -109,7 +138,7 @@ class PatientAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(Practitioner)
-class PractitionerAdmin(OrganizationScopedAdmin):
+class PractitionerAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
     list_display = (
         "fhir_id",
         "prefix",
@@ -122,26 +151,9 @@ class PractitionerAdmin(OrganizationScopedAdmin):
     list_filter = ("active", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("fhir_id", "family", "given")
 
-    @admin.display(description=gettext_lazy("Calendar"))
-    def calendar_link(self, obj: Practitioner) -> str:
-        url = reverse("admin:scheduling_practitioner_calendar", args=[obj.pk])
-        return format_html('<a href="{}">{}</a>', url, _("Week calendar"))
-
-    def get_urls(self) -> list[URLPattern]:
-        wrap = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/calendar/",
-                wrap(partial(admin_views.practitioner_calendar_view, model_admin=self)),
-                name="scheduling_practitioner_calendar",
-            ),
-            path(
-                "<path:object_id>/block/",
-                wrap(partial(admin_views.practitioner_block_view, model_admin=self)),
-                name="scheduling_practitioner_block",
-            ),
-            *super().get_urls(),
-        ]
+    calendar_name = "scheduling_practitioner"
+    calendar_view = staticmethod(admin_views.practitioner_calendar_view)
+    block_view = staticmethod(admin_views.practitioner_block_view)
 
 
 @admin.register(PractitionerRole)
@@ -157,7 +169,7 @@ class PractitionerRoleAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(OrganizationScopedAdmin):
+class ScheduleAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
     form = ScheduleAdminForm
     change_form_template = "admin/scheduling/schedule/change_form.html"
     list_display = (
@@ -238,26 +250,9 @@ class ScheduleAdmin(OrganizationScopedAdmin):
             exdate_count=len(obj.exdates or []),
         )
 
-    @admin.display(description=gettext_lazy("Calendar"))
-    def calendar_link(self, obj: Schedule) -> str:
-        url = reverse("admin:scheduling_schedule_calendar", args=[obj.pk])
-        return format_html('<a href="{}">{}</a>', url, _("Week calendar"))
-
-    def get_urls(self) -> list[URLPattern]:
-        wrap = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/calendar/",
-                wrap(partial(admin_views.schedule_calendar_view, model_admin=self)),
-                name="scheduling_schedule_calendar",
-            ),
-            path(
-                "<path:object_id>/block/",
-                wrap(partial(admin_views.schedule_block_view, model_admin=self)),
-                name="scheduling_schedule_block",
-            ),
-            *super().get_urls(),
-        ]
+    calendar_name = "scheduling_schedule"
+    calendar_view = staticmethod(admin_views.schedule_calendar_view)
+    block_view = staticmethod(admin_views.schedule_block_view)
 
     def change_view(
         self,
