@@ -707,7 +707,7 @@ def test_property_upcoming_equals_naive_prefix(rule: str, data: st.DataObject, l
 
 
 @settings(
-    max_examples=300,
+    max_examples=500,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
