@@ -467,7 +467,7 @@ class Appointment(TenantModel, RecurrenceFields):
             ),
             # Overlap searches bound ``end`` from below (plain rows) and read the few
             # recurring rows separately: neither grows with the history.
-            models.Index(fields=["organization", "schedule", "end"], name="appt_org_schedule_end"),
+            models.Index(fields=["organization", "end"], name="appt_org_end"),
             models.Index(
                 fields=["organization", "start"],
                 condition=~Q(rrule=""),

@@ -12,10 +12,11 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, overload
 
+from django.db import connections
 from django.db.models import BigIntegerField, Case, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.functions import Cast
 
@@ -33,6 +34,7 @@ from scheduling.models import (
 from scheduling.recurrence import Period
 
 _DAY = 86_400
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: (system, code): system None matches any system, "" matches codings without a system.
 Token = tuple[str | None, str]
@@ -357,70 +359,90 @@ def _day_floor(ts: int) -> int:
     return ts - ts % _DAY
 
 
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _expand_stamps(
+    rrule: str,
+    first_start: int,
+    first_end: int,
+    tzid: str,
+    exdates: str,
+    window_start: datetime,
+    window_end: datetime,
+) -> tuple[tuple[int, int], ...]:
+    periods = recurrence.expand(
+        rrule=rrule,
+        first_start=_from_micros(first_start),
+        first_end=_from_micros(first_end),
+        tzid=tzid,
+        exdates=[datetime.fromisoformat(value) for value in json.loads(exdates or "[]")],
+        window_start=window_start,
+        window_end=window_end,
+    )
+    return tuple((int(p.start.timestamp()), int(p.end.timestamp())) for p in periods)
+
+
 @lru_cache(maxsize=4096)
 def _cached_expansion(
     rrule: str,
-    first_start: datetime,
-    first_end: datetime,
+    first_start: int,
+    first_end: int,
     tzid: str,
-    exdates: tuple[str, ...],
+    exdates: str,
     day_start: int,
     day_end: int,
 ) -> tuple[tuple[int, int], ...]:
     """Occurrences as integer UTC timestamps over whole UTC days [day_start, day_end).
 
-    A pure function of its arguments (every input of the rule is part of the key), so the
-    cache stays correct however many workers there are and whenever a row changes: a
-    changed row is simply a new key. Whole days make the searches of one day share entries.
+    A pure function of its arguments: every input of the rule is part of the key (the
+    first period in microseconds, the exdates as stored JSON text), so the cache stays
+    correct however many workers there are and whenever a row changes (a changed row is
+    simply a new key). Whole days let the searches of one day share entries.
     """
-    periods = recurrence.expand(
-        rrule=rrule,
-        first_start=first_start,
-        first_end=first_end,
-        tzid=tzid,
-        exdates=[datetime.fromisoformat(value) for value in exdates],
-        window_start=datetime.fromtimestamp(day_start, UTC),
-        window_end=datetime.fromtimestamp(day_end, UTC),
+    return _expand_stamps(
+        rrule,
+        first_start,
+        first_end,
+        tzid,
+        exdates,
+        datetime.fromtimestamp(day_start, UTC),
+        datetime.fromtimestamp(day_end, UTC),
     )
-    return tuple((int(p.start.timestamp()), int(p.end.timestamp())) for p in periods)
 
 
 def _occurrence_stamps(
     *,
     rrule: str,
-    first_start: datetime,
-    first_end: datetime,
+    first_start: int,
+    first_end: int,
     tzid: str,
-    exdates: object,
+    exdates: str,
     window: Period,
     window_start: int,
     window_end: int,
 ) -> list[tuple[int, int]]:
-    """Occurrences overlapping ``window`` as integer timestamps (through the cache)."""
-    exdate_key = tuple(str(value) for value in exdates) if isinstance(exdates, list) else ()
+    """Occurrences overlapping ``window`` as integer timestamps (through the cache).
+
+    ``first_start``/``first_end`` are microseconds since 1970, ``exdates`` the stored JSON.
+    """
     try:
         days = _cached_expansion(
             rrule,
             first_start,
             first_end,
             tzid,
-            exdate_key,
+            exdates,
             _day_floor(window_start),
             _day_floor(window_end - 1) + _DAY,
         )
     except WindowTooLarge:
         # The whole days may hold a few more occurrences than the window itself: only the
         # window decides whether a search is too costly.
-        periods = recurrence.expand(
-            rrule=rrule,
-            first_start=first_start,
-            first_end=first_end,
-            tzid=tzid,
-            exdates=[datetime.fromisoformat(value) for value in exdate_key],
-            window_start=window.start,
-            window_end=window.end,
+        days = _expand_stamps(
+            rrule, first_start, first_end, tzid, exdates, window.start, window.end
         )
-        days = tuple((int(p.start.timestamp()), int(p.end.timestamp())) for p in periods)
     return [(s, e) for s, e in days if s < window_end and e > window_start]
 
 
@@ -445,24 +467,65 @@ class _EpochSeconds(Func):
         )
 
 
+class _EpochMicros(Func):
+    """Exact microseconds since 1970 (UTC): a cheap integer that keeps the fraction."""
+
+    output_field = BigIntegerField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint",
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC; the fraction is characters
+        # 21-26 (padded when the stored value has none).
+        return self.as_sql(
+            compiler,
+            connection,
+            template=(
+                "(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) * 1000000"
+                " + CAST(substr(%(expressions)s || '.000000', 21, 6) AS INTEGER))"
+            ),
+        )
+
+
+def _plain_rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a ``values_list`` of integer and text columns, straight from the cursor.
+
+    Django's per-row converter pass costs more than the rest of the loop over a thousand
+    busy rows; integers and text need no conversion on either backend.
+    """
+    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def _busy_intervals(
-    organization: Organization, schedule_pks: list[int], window: Period
+    organization: Organization, schedule_pks: list[int], window: Period, *, narrow: bool
 ) -> dict[int, list[tuple[int, int]]]:
     """Active appointments per schedule in the window, as integer timestamps (one query).
 
     Plain rows come as integer pairs, not model instances: a busy week is a thousand rows,
     and building models for them used to be the largest cost of a slot search. Plain rows
-    are bounded on both sides (``end`` from below, through ``appt_org_schedule_end``) and
+    are bounded on both sides (``end`` from below, through ``appt_org_end``) and
     the few recurring rows through ``appt_org_recurring_start`` (a BitmapOr on
-    PostgreSQL), so the query does not grow with the history.
+    PostgreSQL), so the query does not grow with the history. Unless ``narrow``, the
+    schedules are not listed in the SQL (a list of hundreds of ids costs the database more
+    than the rows of other schedules it would keep out); those rows are skipped here.
     """
     busy: dict[int, list[tuple[int, int]]] = defaultdict(list)
     if not schedule_pks:
         return busy
     plain = Q(rrule="")
+    appointments = Appointment.objects.filter(organization=organization)
+    if narrow:
+        appointments = appointments.filter(schedule_id__in=schedule_pks)
     rows = (
-        Appointment.objects.filter(organization=organization, schedule_id__in=schedule_pks)
-        .filter(_window_q(window, "start", "end"))
+        appointments.filter(_window_q(window, "start", "end"))
         .exclude(status__in=list(INACTIVE_APPOINTMENT_STATUSES))
         .order_by()
         .values_list(
@@ -471,24 +534,27 @@ def _busy_intervals(
             _EpochSeconds("end"),
             "rrule",
             # The rule's own columns only for the few recurring rows: NULL is free to load.
-            Case(When(plain, then=None), default=F("start")),
-            Case(When(plain, then=None), default=F("end")),
+            Case(When(plain, then=None), default=_EpochMicros("start")),
+            Case(When(plain, then=None), default=_EpochMicros("end")),
             Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
             Case(When(plain, then=None), default=Cast("exdates", TextField())),
         )
     )
     window_start, window_end = _ts(window.start), _ts(window.end)
-    for schedule_pk, start_ts, end_ts, rrule, start, end, tzid, exdates in rows:
+    wanted = set(schedule_pks)
+    for schedule_pk, start_ts, end_ts, rrule, start_us, end_us, tzid, exdates in _plain_rows(rows):
+        if schedule_pk not in wanted:
+            continue
         if not rrule:
             busy[schedule_pk].append((start_ts, end_ts))
             continue
         busy[schedule_pk].extend(
             _occurrence_stamps(
                 rrule=rrule,
-                first_start=start,
-                first_end=end,
+                first_start=start_us,
+                first_end=end_us,
                 tzid=tzid or organization.timezone,
-                exdates=json.loads(exdates) if exdates else [],
+                exdates=exdates,
                 window=window,
                 window_start=window_start,
                 window_end=window_end,
@@ -515,15 +581,19 @@ def _stamp(ts: int) -> str:
     return f"{datetime.fromtimestamp(ts, UTC):%Y%m%dT%H%M%SZ}"
 
 
-class _ScheduleRow:
-    """The columns of a schedule a slot search needs; a model instance only for a page."""
-
-    __slots__ = ("fhir_id", "pk", "service_category")
-
-    def __init__(self, pk: int, fhir_id: str, service_category: Any) -> None:
-        self.pk = pk
-        self.fhir_id = fhir_id
-        self.service_category = service_category
+_STORED_SLOT_COLUMNS = (
+    "pk",
+    "fhir_id",
+    "schedule_id",
+    "schedule__fhir_id",
+    "status",
+    "start",
+    "end",
+    "service_category",
+    "overbooked",
+    "comment",
+    "updated_at",
+)
 
 
 class SlotResults(Sequence[SlotResult]):
@@ -532,6 +602,8 @@ class SlotResults(Sequence[SlotResult]):
     ``len()`` is the total, counted without building anything. Reading a page merges the
     per-schedule streams (each already sorted) with :func:`heapq.merge` and stops at the
     page's end, so a one-week search of a busy clinic builds a page, not thousands of slots.
+    Rows are ``(start_ts, id, kind, payload)``: kind 0 is a stored slot (payload: its
+    columns), kind 1 a generated one (payload: schedule pk, start, end, status).
     """
 
     __slots__ = ("_done", "_merged", "_organization", "_rows", "_schedules", "_total")
@@ -542,14 +614,14 @@ class SlotResults(Sequence[SlotResult]):
         organization: Organization,
         total: int,
         streams: list[Iterator[tuple[int, str, int, Any]]],
-        schedules: dict[int, _ScheduleRow],
+        schedules: dict[int, tuple[str, str]],
     ) -> None:
         self._organization = organization
         self._total = total
         self._merged = heapq.merge(*streams)
         self._rows: list[tuple[int, str, int, Any]] = []
         self._done = False
-        self._schedules = schedules
+        self._schedules = schedules  # pk -> (fhir_id, service_category as JSON text)
 
     def __len__(self) -> int:
         return self._total
@@ -563,16 +635,24 @@ class SlotResults(Sequence[SlotResult]):
                 self._rows.append(row)
 
     def _make(self, row: tuple[int, str, int, Any]) -> SlotResult:
-        _, slot_id, _, payload = row
-        if isinstance(payload, Slot):
-            return SlotResult(payload.schedule, slot=payload)
+        _, slot_id, kind, payload = row
+        organization = self._organization
+        if kind == 0:
+            values = dict(zip(_STORED_SLOT_COLUMNS, payload, strict=True))
+            schedule = Schedule(
+                pk=values.pop("schedule_id"),
+                organization=organization,
+                fhir_id=values.pop("schedule__fhir_id"),
+            )
+            slot = Slot(organization=organization, schedule=schedule, **values)
+            return SlotResult(schedule, slot=slot)
         schedule_pk, start_ts, end_ts, status = payload
-        info = self._schedules[schedule_pk]
+        fhir_id, categories = self._schedules[schedule_pk]
         schedule = Schedule(
-            pk=info.pk,
-            organization=self._organization,
-            fhir_id=info.fhir_id,
-            service_category=info.service_category,
+            pk=schedule_pk,
+            organization=organization,
+            fhir_id=fhir_id,
+            service_category=json.loads(categories or "[]"),
         )
         return SlotResult(
             schedule,
@@ -634,46 +714,49 @@ def slot_search(
     ).filter(_window_q(window, "planning_start", "planning_end"))
     if parents is not None:
         schedules_qs = schedules_qs.filter(fhir_id__in=parents)
-    schedules = list(
+    # Integers and JSON text, decoded only where needed: two hundred schedules are read
+    # by every search, and their datetimes and JSON cost more than the rest of the work.
+    schedules = _plain_rows(
         schedules_qs.order_by().values_list(
             "pk",
             "fhir_id",
-            "service_category",
+            Cast("service_category", TextField()),
             "slot_minutes",
-            "planning_start",
-            "planning_end",
+            _EpochMicros("planning_start"),
+            _EpochMicros("planning_end"),
             "rrule",
             "recurrence_timezone",
-            "exdates",
+            Cast("exdates", TextField()),
         )
     )
-    busy = _busy_intervals(organization, [row[0] for row in schedules], window)
+    busy = _busy_intervals(
+        organization, [row[0] for row in schedules], window, narrow=parents is not None
+    )
     window_start, window_end, now_ts = _ts(window.start), _ts(window.end), _ts(now)
 
-    # Stored slots are few; with the end bounded below, the (organization, end) index
-    # keeps this from reading the whole history.
-    stored_qs = (
-        Slot.objects.filter(organization=organization, start__lt=window.end, end__gt=window.start)
-        .select_related("schedule")
-        .order_by()  # sorted below; the model's ordering would join the organisation
-    )
+    # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
+    # reading the whole history.
+    stored_qs = Slot.objects.filter(
+        organization=organization, start__lt=window.end, end__gt=window.start
+    ).order_by()
     if parents is not None:
         stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
     wanted_status = set(statuses) if statuses else None
     stored_rows: list[tuple[int, str, int, Any]] = []
     stored_keys: set[tuple[int, int]] = set()
     stored_ids: set[str] = set()
-    for slot in stored_qs:
-        start_ts = _ts(slot.start)
-        stored_keys.add((slot.schedule_id, start_ts))
-        stored_ids.add(slot.fhir_id)
-        if slot.status == SlotStatus.BUSY_UNAVAILABLE:
-            busy[slot.schedule_id].append((start_ts, _ts(slot.end)))
-        if wanted_status is not None and slot.status not in wanted_status:
+    for values in stored_qs.values_list(*_STORED_SLOT_COLUMNS):
+        _pk, fhir_id, schedule_pk, _, status, start, end, categories = values[:8]
+        start_ts = _ts(start)
+        stored_keys.add((schedule_pk, start_ts))
+        stored_ids.add(fhir_id)
+        if status == SlotStatus.BUSY_UNAVAILABLE:
+            busy[schedule_pk].append((start_ts, _ts(end)))
+        if wanted_status is not None and status not in wanted_status:
             continue
-        if service_category and not token_matches(slot.service_category, service_category):
+        if service_category and not token_matches(categories, service_category):
             continue
-        stored_rows.append((start_ts, slot.fhir_id, 0, slot))
+        stored_rows.append((start_ts, fhir_id, 0, values))
     stored_rows.sort(key=lambda row: (row[0], row[1]))
 
     free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
@@ -681,11 +764,11 @@ def slot_search(
     want_busy = wanted_status is None or busy_status in wanted_status
     total = len(stored_rows)
     streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored_rows)]
-    infos: dict[int, _ScheduleRow] = {}
+    infos: dict[int, tuple[str, str]] = {}
     for pk, fhir_id, categories, minutes, first_start, first_end, rrule, tzid, exdates in schedules:
         if not (want_free or want_busy):
             break
-        if service_category and not token_matches(categories, service_category):
+        if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if rrule:
             windows = _occurrence_stamps(
@@ -699,7 +782,7 @@ def slot_search(
                 window_end=window_end,
             )
         else:
-            windows = [(_ts(first_start), _ts(first_end))]
+            windows = [(first_start // 1_000_000, first_end // 1_000_000)]
         step = minutes * 60
         starts: set[int] = set()  # overlapping windows must not yield a slot twice
         for available_start, available_end in windows:
@@ -728,7 +811,7 @@ def slot_search(
             slots = [s for s in slots if prefix + _stamp(s[0]) not in stored_ids]
         if slots:
             total += len(slots)
-            infos[pk] = _ScheduleRow(pk, fhir_id, categories)
+            infos[pk] = (fhir_id, categories)
             streams.append(_generated_stream(prefix, pk, step, slots))
     return SlotResults(organization=organization, total=total, streams=streams, schedules=infos)
 
