@@ -7,6 +7,7 @@ them. Every search runs a fixed number of queries, independent of the number of 
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 from collections import defaultdict
@@ -614,7 +615,7 @@ class SlotResults(Sequence[SlotResult]):
         organization: Organization,
         total: int,
         streams: list[Iterator[tuple[int, str, int, Any]]],
-        schedules: dict[int, tuple[str, str]],
+        schedules: dict[int, tuple[str, str] | Schedule],
     ) -> None:
         self._organization = organization
         self._total = total
@@ -647,13 +648,19 @@ class SlotResults(Sequence[SlotResult]):
             slot = Slot(organization=organization, schedule=schedule, **values)
             return SlotResult(schedule, slot=slot)
         schedule_pk, start_ts, end_ts, status = payload
-        fhir_id, categories = self._schedules[schedule_pk]
-        schedule = Schedule(
-            pk=schedule_pk,
-            organization=organization,
-            fhir_id=fhir_id,
-            service_category=json.loads(categories or "[]"),
-        )
+        info = self._schedules[schedule_pk]
+        if isinstance(info, Schedule):
+            schedule = info
+        else:
+            fhir_id, categories = info
+            # One instance per schedule, shared by its slots on the page.
+            schedule = Schedule(
+                pk=schedule_pk,
+                organization=organization,
+                fhir_id=fhir_id,
+                service_category=json.loads(categories or "[]"),
+            )
+            self._schedules[schedule_pk] = schedule
         return SlotResult(
             schedule,
             generated=GeneratedSlot(
@@ -682,10 +689,10 @@ def _ts(value: datetime) -> int:
 
 
 def _generated_stream(
-    prefix: str, schedule_pk: int, step: int, slots: list[tuple[int, str]]
+    prefix: str, schedule_pk: int, step: int, status: str, starts: list[int]
 ) -> Iterator[tuple[int, str, int, Any]]:
     # Ids are built lazily: only the slots a page reaches are ever formatted.
-    for start, status in slots:
+    for start in starts:
         yield (start, prefix + _stamp(start), 1, (schedule_pk, start, start + step, status))
 
 
@@ -743,13 +750,15 @@ def slot_search(
         stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
     wanted_status = set(statuses) if statuses else None
     stored_rows: list[tuple[int, str, int, Any]] = []
-    stored_keys: set[tuple[int, int]] = set()
-    stored_ids: set[str] = set()
+    stored_starts: dict[int, set[int]] = defaultdict(set)  # schedule pk -> stored starts
+    twin_starts: dict[str, set[int]] = defaultdict(set)  # ids shaped like generated ones
     for values in stored_qs.values_list(*_STORED_SLOT_COLUMNS):
         _pk, fhir_id, schedule_pk, _, status, start, end, categories = values[:8]
         start_ts = _ts(start)
-        stored_keys.add((schedule_pk, start_ts))
-        stored_ids.add(fhir_id)
+        stored_starts[schedule_pk].add(start_ts)
+        twin = recurrence.split_occurrence_id(fhir_id)
+        if twin is not None:
+            twin_starts[twin[0]].add(_ts(twin[1]))
         if status == SlotStatus.BUSY_UNAVAILABLE:
             busy[schedule_pk].append((start_ts, _ts(end)))
         if wanted_status is not None and status not in wanted_status:
@@ -764,7 +773,7 @@ def slot_search(
     want_busy = wanted_status is None or busy_status in wanted_status
     total = len(stored_rows)
     streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored_rows)]
-    infos: dict[int, tuple[str, str]] = {}
+    infos: dict[int, tuple[str, str] | Schedule] = {}
     for pk, fhir_id, categories, minutes, first_start, first_end, rrule, tzid, exdates in schedules:
         if not (want_free or want_busy):
             break
@@ -787,32 +796,43 @@ def slot_search(
         starts: set[int] = set()  # overlapping windows must not yield a slot twice
         for available_start, available_end in windows:
             starts.update(range(available_start, available_end - step + 1, step))
+        ordered = sorted(starts)
+        # Slots overlapping the window: start < window end and start + step > window start.
+        ordered = ordered[
+            bisect.bisect_right(ordered, window_start - step) : bisect.bisect_left(
+                ordered, window_end
+            )
+        ]
+        replaced = stored_starts.get(pk)
+        twins = twin_starts.get(fhir_id)
+        if replaced or twins:
+            # A stored slot with this start, or with the id a generated one would get, wins.
+            ordered = [t for t in ordered if t not in (replaced or ()) and t not in (twins or ())]
+        past = bisect.bisect_left(ordered, now_ts)  # a slot that has started is never free
+        busy_starts, free_starts = ordered[:past], ordered[past:]
         blocked = _merged(busy.get(pk, []))
+        if blocked and free_starts:
+            still_free: list[int] = []
+            i, n = 0, len(blocked)
+            for slot_start in free_starts:
+                # Sweep: merged intervals have non-decreasing ends, slots increasing starts.
+                while i < n and blocked[i][1] <= slot_start:
+                    i += 1
+                if i < n and blocked[i][0] < slot_start + step:
+                    busy_starts.append(slot_start)
+                else:
+                    still_free.append(slot_start)
+            free_starts = still_free
+            busy_starts.sort()
         prefix = f"{fhir_id}-"
-        slots: list[tuple[int, str]] = []
-        i, n = 0, len(blocked)
-        for slot_start in sorted(starts):
-            slot_end = slot_start + step
-            if slot_start >= window_end or slot_end <= window_start:
-                continue
-            if (pk, slot_start) in stored_keys:
-                continue
-            # Sweep: merged intervals have non-decreasing ends, slots increasing starts.
-            while i < n and blocked[i][1] <= slot_start:
-                i += 1
-            taken = slot_start < now_ts or (i < n and blocked[i][0] < slot_end)
-            if taken:
-                if want_busy:
-                    slots.append((slot_start, busy_status))
-            elif want_free:
-                slots.append((slot_start, free))
-        if stored_ids:
-            # Rare: a stored slot whose id looks like a generated one wins over it.
-            slots = [s for s in slots if prefix + _stamp(s[0]) not in stored_ids]
-        if slots:
-            total += len(slots)
-            infos[pk] = (fhir_id, categories)
-            streams.append(_generated_stream(prefix, pk, step, slots))
+        for wanted, status, found in (
+            (want_free, free, free_starts),
+            (want_busy, busy_status, busy_starts),
+        ):
+            if wanted and found:
+                total += len(found)
+                infos[pk] = (fhir_id, categories)
+                streams.append(_generated_stream(prefix, pk, step, status, found))
     return SlotResults(organization=organization, total=total, streams=streams, schedules=infos)
 
 
