@@ -170,18 +170,43 @@ def slot_duration_extension(minutes: int) -> FHIRDict:
     }
 
 
-def _schedule_base(s: Schedule, start: datetime, end: datetime, fhir_id: str) -> FHIRDict:
-    resource: FHIRDict = {"resourceType": "Schedule", "id": fhir_id, "meta": _meta(s)}
-    resource["active"] = s.active
-    _put(resource, "serviceCategory", concepts(s.service_category))
-    _put(resource, "serviceType", concepts(s.service_type))
-    _put(resource, "specialty", concepts(s.specialty))
+#: Per-request memo of :func:`_schedule_parts`, keyed by the schedule's primary key.
+ScheduleParts = dict[int, tuple[FHIRDict, FHIRDict]]
+
+
+def _schedule_parts(s: Schedule, memo: ScheduleParts | None) -> tuple[FHIRDict, FHIRDict]:
+    """The elements of a schedule before and after ``planningHorizon``.
+
+    A week of a daily schedule is seven occurrences with the same actors, codes and meta:
+    with a ``memo`` (one per response, so an edited row is never served stale) they are
+    mapped once and shared; the rendered JSON is the same as mapping each.
+    """
+    if memo is not None and s.pk in memo:
+        return memo[s.pk]
+    head: FHIRDict = {"meta": _meta(s)}
+    head["active"] = s.active
+    _put(head, "serviceCategory", concepts(s.service_category))
+    _put(head, "serviceType", concepts(s.service_type))
+    _put(head, "specialty", concepts(s.specialty))
     actors = _schedule_actors(s)
     # FHIR requires at least one actor; a schedule without one still must validate.
-    resource["actor"] = actors or [{"display": "unassigned"}]
+    head["actor"] = actors or [{"display": "unassigned"}]
+    _drop_empty_meta(head)
+    tail: FHIRDict = {}
+    _put(tail, "comment", s.comment)
+    if memo is not None:
+        memo[s.pk] = (head, tail)
+    return head, tail
+
+
+def _schedule_base(
+    s: Schedule, start: datetime, end: datetime, fhir_id: str, memo: ScheduleParts | None = None
+) -> FHIRDict:
+    head, tail = _schedule_parts(s, memo)
+    resource: FHIRDict = {"resourceType": "Schedule", "id": fhir_id, **head}
     resource["planningHorizon"] = {"start": instant(start), "end": instant(end)}
-    _put(resource, "comment", s.comment)
-    return _drop_empty_meta(resource)
+    resource.update(tail)
+    return resource
 
 
 def schedule_to_fhir(s: Schedule) -> FHIRDict:
@@ -197,10 +222,15 @@ def schedule_to_fhir(s: Schedule) -> FHIRDict:
     return resource
 
 
-def schedule_occurrence_to_fhir(s: Schedule, period: recurrence.Period) -> FHIRDict:
-    """A generated occurrence of a recurring Schedule (search-only, CONTRACT section 4)."""
+def schedule_occurrence_to_fhir(
+    s: Schedule, period: recurrence.Period, *, memo: ScheduleParts | None = None
+) -> FHIRDict:
+    """A generated occurrence of a recurring Schedule (search-only, CONTRACT section 4).
+
+    ``memo``: one dict per response lets the occurrences of a schedule share its parts.
+    """
     resource = _schedule_base(
-        s, period.start, period.end, recurrence.occurrence_id(s.fhir_id, period.start)
+        s, period.start, period.end, recurrence.occurrence_id(s.fhir_id, period.start), memo
     )
     extensions: list[FHIRDict] = [
         {"url": EXT_PARENT_SCHEDULE, "valueReference": {"reference": f"Schedule/{s.fhir_id}"}}

@@ -203,12 +203,13 @@ class ScheduleSearchView(FHIRSearchView):
             window=p.window("date", self.organization.zone),
         )
         base = self.base_url(request)
+        memo: mappers.ScheduleParts = {}
 
         def entry(r: selectors.ScheduleResult) -> tuple[str, dict[str, Any]]:
             resource = (
                 mappers.schedule_to_fhir(r.schedule)
                 if r.period is None
-                else mappers.schedule_occurrence_to_fhir(r.schedule, r.period)
+                else mappers.schedule_occurrence_to_fhir(r.schedule, r.period, memo=memo)
             )
             return f"{base}/Schedule/{resource['id']}", resource
 
