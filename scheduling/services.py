@@ -213,26 +213,34 @@ def _refuse_early(
     practitioner_role_id: str,
     status: str,
 ) -> None:
-    """Answer a request for a slot that is already taken before queueing for the lock.
+    """Answer a request for a slot that is already booked before queueing for the lock.
 
     Under contention every loser would otherwise wait for the schedule row lock just to
-    find the winner's row. Reading without the lock is only an early answer: the locked
-    check and the unique constraint still decide for the requests that get past it. The
-    rules are checked first so that an invalid request gets its 422, as it would later.
+    find the winner's row. Only the unambiguous case answers here: a future start with an
+    active appointment of this schedule starting exactly then (the row the unique
+    constraint guards). Everything else, and every request that gets past this unlocked
+    read, is decided under the lock as before, so error precedence is unchanged: the rules
+    that need only the schedule are checked first, and a past start still gets its 422.
     """
+    if start < timezone.now():
+        return
     schedule, _ = _schedule_named(
         Schedule.objects.select_related("practitioner_role"),
         organization=organization,
         value=schedule_id,
     )
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
-    # Any slot starting at ``start`` overlaps whatever covers that instant.
-    _require_free(
-        organization=organization,
-        schedule=schedule,
-        start=start,
-        end=start + timedelta(microseconds=1),
+    booked = (
+        Appointment.objects.filter(organization=organization, schedule=schedule, start=start)
+        .exclude(status__in=INACTIVE_APPOINTMENT_STATUSES)
+        .exists()
     )
+    if booked:
+        raise SlotTaken(
+            f"The slot at {_iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
+            "choose another slot.",
+            expression=[_START],
+        )
 
 
 def _book_locked(

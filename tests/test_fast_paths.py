@@ -18,7 +18,7 @@ from fhir.resources.R4B.slot import Slot as R4BSlot
 from rest_framework.test import APIClient
 
 from scheduling import selectors, services
-from scheduling.errors import SlotTaken
+from scheduling.errors import BusinessRuleViolation, SlotTaken
 from scheduling.models import Appointment, Organization, SlotStatus
 from scheduling.recurrence import Period
 from tests.api_helpers import assert_bundle, assert_outcome, url
@@ -263,3 +263,29 @@ def test_a_concurrent_repeat_of_the_key_is_replayed_not_refused(
     again = _book(org, schedule, patient=patient, idempotency_key="k-1")
     assert (again.created, again.appointment.pk) == (False, first.pk)
     assert Appointment.objects.count() == 1
+
+
+def test_the_constraint_still_decides_past_both_checks(
+    org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the early and the locked availability checks both switched off, the unique
+    constraint refuses the second active appointment and the service reports SlotTaken."""
+    monkeypatch.setattr(services, "_refuse_early", lambda **_: None)
+    monkeypatch.setattr(services, "_require_free", lambda **_: None)
+    schedule = ScheduleFactory(organization=org)
+    _book(org, schedule)
+    with pytest.raises(SlotTaken):
+        _book(org, schedule)
+    assert Appointment.objects.count() == 1
+
+
+def test_a_past_booked_start_is_still_422(org: Organization) -> None:
+    schedule = ScheduleFactory(organization=org)
+    past = schedule.planning_start - timedelta(days=14)
+    schedule.planning_start, schedule.planning_end = past, past + timedelta(hours=3)
+    schedule.save()
+    AppointmentFactory(
+        organization=org, schedule=schedule, start=past, end=past + timedelta(minutes=15)
+    )
+    with pytest.raises(BusinessRuleViolation):
+        _book(org, schedule)
