@@ -133,7 +133,7 @@ class Principal:
 
 
 def bearer_token(request: HttpRequest) -> str | None:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
+    header: str = request.META.get("HTTP_AUTHORIZATION", "")
     if not header:
         return None
     scheme, _, value = header.partition(" ")

@@ -63,7 +63,7 @@ def concepts(values: Any) -> list[CodeableConcept]:
         coding: Coding = {}
         for key in ("system", "code", "display"):
             if item.get(key):
-                coding[key] = str(item[key])  # type: ignore[literal-required]
+                coding[key] = str(item[key])  # type: ignore[literal-required,unused-ignore]
         if coding:
             out.append({"coding": [coding]})
     return out
@@ -129,9 +129,9 @@ def practitioner_to_fhir(p: Practitioner) -> FHIRDict:
 def practitioner_role_to_fhir(r: PractitionerRole) -> FHIRDict:
     """PractitionerRole: practitioner reference, code, specialty, active."""
     resource: FHIRDict = {"resourceType": "PractitionerRole", "id": r.fhir_id, "meta": _meta(r)}
-    if r.practitioner_id:
-        ref: FHIRDict = {"reference": f"Practitioner/{r.practitioner.fhir_id}"}
-        _put(ref, "display", r.practitioner.display)
+    if r.practitioner_id and (practitioner := r.practitioner) is not None:
+        ref: FHIRDict = {"reference": f"Practitioner/{practitioner.fhir_id}"}
+        _put(ref, "display", practitioner.display)
         resource["practitioner"] = ref
     _put(resource, "code", concepts(r.code))
     _put(resource, "specialty", concepts(r.specialty))
@@ -147,15 +147,13 @@ def _drop_empty_meta(resource: FHIRDict) -> FHIRDict:
 
 def _schedule_actors(s: Schedule) -> list[Reference]:
     actors: list[Reference] = []
-    if s.practitioner_role_id:
-        role = s.practitioner_role
+    if s.practitioner_role_id and (role := s.practitioner_role) is not None:
         ref: Reference = {"reference": f"PractitionerRole/{role.fhir_id}"}
         label = str(role)
         if label and label != role.fhir_id:
             ref["display"] = label
         actors.append(ref)
-    if s.practitioner_id:
-        prac = s.practitioner
+    if s.practitioner_id and (prac := s.practitioner) is not None:
         pref: Reference = {"reference": f"Practitioner/{prac.fhir_id}"}
         if prac.display:
             pref["display"] = prac.display
@@ -284,16 +282,15 @@ def _appointment_base(a: Appointment, start: datetime, end: datetime, fhir_id: s
     _put(resource, "description", a.description)
     resource["start"] = instant(start)
     resource["end"] = instant(end)
-    if a.slot_id and fhir_id == a.fhir_id:
-        resource["slot"] = [{"reference": f"Slot/{a.slot.fhir_id}"}]
+    if a.slot_id and fhir_id == a.fhir_id and (slot := a.slot) is not None:
+        resource["slot"] = [{"reference": f"Slot/{slot.fhir_id}"}]
     _put(resource, "comment", a.comment)
     participants: list[FHIRDict] = []
     patient_ref: FHIRDict = {"reference": f"Patient/{a.patient.fhir_id}"}
     if a.patient.display:
         patient_ref["display"] = a.patient.display
     participants.append({"actor": patient_ref, "required": "required", "status": a.patient_status})
-    if a.practitioner_role_id:
-        role = a.practitioner_role
+    if a.practitioner_role_id and (role := a.practitioner_role) is not None:
         role_ref: FHIRDict = {"reference": f"PractitionerRole/{role.fhir_id}"}
         participants.append(
             {"actor": role_ref, "required": "required", "status": a.practitioner_status}

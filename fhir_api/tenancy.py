@@ -41,13 +41,23 @@ class TenantView(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        self.principal = None if self.public else auth.authenticate(request)
+        self.principal = (
+            self._public_principal(request) if self.public else auth.authenticate(request)
+        )
         organization_id = str(kwargs.get("organization_id", ""))
         organization = Organization.objects.filter(pk=organization_id).first()
         if organization is None:
             raise NotFound(f"Organization '{organization_id}' was not found.")
         patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None
-        if self.principal is not None:
+        if self.public:
+            # Anyone may read the capabilities; a caller who shows a token of other
+            # organisations is told 404, exactly as for an organisation that does not exist.
+            if (
+                self.principal is not None
+                and organization.pk not in self.principal.organization_ids
+            ):
+                raise NotFound(f"Organization '{organization_id}' was not found.")
+        elif self.principal is not None:
             auth.check_access(
                 self.principal,
                 organization_id=organization.pk,
@@ -62,3 +72,11 @@ class TenantView(APIView):
             if patient is None:
                 raise NotFound(f"Patient '{patient_id}' was not found.")
             self.patient = patient
+
+    @staticmethod
+    def _public_principal(request: Request) -> auth.Principal | None:
+        """The caller of a public view if it sent a usable token; never an error."""
+        try:
+            return auth.authenticate(request)
+        except auth.AuthenticationRequired:
+            return None

@@ -187,8 +187,9 @@ def expected_status(route: Route, case: str) -> int:
     if case == "unknown-organization":
         return 404
     if case == "other-organization-client":
-        # The CapabilityStatement is public: a token, anyone's, changes nothing.
-        return route.ok_status if public else 404
+        # Even the public CapabilityStatement: a caller who shows another organisation's
+        # token may not use this one, and is told 404 like for a missing organisation.
+        return 404
     if case == "other-patient-client":
         return 404 if route.patient else route.ok_status
     if case == "missing-scope":
