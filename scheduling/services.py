@@ -106,17 +106,23 @@ def appointment_book(
         status=status,
         comment=comment,
     )
-    if idempotency_key is not None:
-        # Cheap check without any lock: most retries end here.
-        replay = _replay(
+
+    def earlier_booking() -> BookingResult | None:
+        """The earlier booking this request repeats (same client, patient and key)."""
+        if idempotency_key is None:
+            return None
+        earlier = _replay(
             organization=organization,
             patient=patient,
             actor=actor,
             key=idempotency_key,
             request_hash=request_hash,
         )
-        if replay is not None:
-            return BookingResult(replay, created=False)
+        return None if earlier is None else BookingResult(earlier, created=False)
+
+    # Cheap check without any lock: most retries end here.
+    if (result := earlier_booking()) is not None:
+        return result
 
     try:
         _refuse_early(
@@ -128,16 +134,8 @@ def appointment_book(
         )
     except SlotTaken:
         # The slot may be taken by a concurrent repeat of this very request.
-        if idempotency_key is not None:
-            replay = _replay(
-                organization=organization,
-                patient=patient,
-                actor=actor,
-                key=idempotency_key,
-                request_hash=request_hash,
-            )
-            if replay is not None:
-                return BookingResult(replay, created=False)
+        if (result := earlier_booking()) is not None:
+            return result
         raise
     try:
         with transaction.atomic():
@@ -156,19 +154,12 @@ def appointment_book(
     except _Replayed as replayed:
         return BookingResult(replayed.appointment, created=False)
     except IntegrityError as exc:
-        if idempotency_key is not None and _violates(
-            exc, _KEY_CONSTRAINT, "scheduling_idempotencykey.key"
+        # A concurrent repeat of the same key won; its booking is the answer.
+        if (
+            _violates(exc, _KEY_CONSTRAINT, "scheduling_idempotencykey.key")
+            and (result := earlier_booking()) is not None
         ):
-            # A concurrent repeat of the same key won; its booking is the answer.
-            replay = _replay(
-                organization=organization,
-                patient=patient,
-                actor=actor,
-                key=idempotency_key,
-                request_hash=request_hash,
-            )
-            if replay is not None:
-                return BookingResult(replay, created=False)
+            return result
         if _violates(exc, _SLOT_CONSTRAINT, "scheduling_appointment.schedule_id"):
             raise SlotTaken(
                 "This slot was booked by someone else meanwhile; choose another slot.",
