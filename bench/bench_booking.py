@@ -84,17 +84,14 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     is booked twice except inside a contended round, where that is the point.
     """
     import aiohttp
+    from load_client import api_headers
 
     clients: int = plan["clients"]
     fhir = f"{plan['base_url']}/v2/{plan['organization']}/fhir/R4"
     patients: list[str] = plan["patients"]
     slots: dict[str, list[list[str]]] = plan["slots"]
     deadline = time.monotonic() + plan["time_limit"]
-    headers = {
-        "Authorization": f"Bearer {plan['token']}",
-        "Accept": "application/fhir+json",
-        "Content-Type": "application/fhir+json",
-    }
+    headers = api_headers(plan["token"])
     connector = aiohttp.TCPConnector(limit=clients, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
 

@@ -27,6 +27,15 @@ import aiohttp
 MIX = (("slot", 40), ("schedule", 20), ("appointment", 30), ("book", 10))
 
 
+def api_headers(token: str) -> dict[str, str]:
+    """Headers of every FHIR request the load clients send."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/fhir+json",
+        "Content-Type": "application/fhir+json",
+    }
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (0 for an empty one)."""
     if not sorted_values:
@@ -110,11 +119,7 @@ async def run(
     latencies: dict[str, list[float]] = defaultdict(list)
     statuses: dict[str, Counter[int]] = defaultdict(Counter)
     transport_errors: Counter[str] = Counter()
-    headers = {
-        "Authorization": f"Bearer {plan['token']}",
-        "Accept": "application/fhir+json",
-        "Content-Type": "application/fhir+json",
-    }
+    headers = api_headers(plan["token"])
     connector = aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=30)
     measured = 0
