@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from django.http import HttpRequest
@@ -49,6 +50,7 @@ class ParsedScope:
     letters: frozenset[str]
 
 
+@lru_cache(maxsize=1024)  # a pure function of a short string, asked on every request
 def parse_scope(scope: str) -> ParsedScope | None:
     """Parse one SMART scope (v2 ``.cruds`` or v1 ``.read``/``.write``/``.*``).
 
@@ -179,8 +181,14 @@ def authenticate(request: HttpRequest) -> Principal:
         client_id=client_id,
         organization_ids=organization_ids,
         patient_id=patient_fhir_id or None,
-        scopes=current_scopes(scopes.split(), frozenset(client_scopes.split())),
+        scopes=_current_scopes(scopes, client_scopes),
     )
+
+
+@lru_cache(maxsize=1024)
+def _current_scopes(token_scopes: str, client_scopes: str) -> frozenset[str]:
+    # Keyed by the stored strings: a client's tokens share one entry per scope set.
+    return current_scopes(token_scopes.split(), frozenset(client_scopes.split()))
 
 
 def current_scopes(token_scopes: Iterable[str], client_scopes: Iterable[str]) -> frozenset[str]:

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from fhir_api import auth
 from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
+from scheduling import selectors
 from scheduling.errors import NotFound
 from scheduling.models import Organization, Patient
 
@@ -45,7 +46,8 @@ class TenantView(APIView):
             self._public_principal(request) if self.public else auth.authenticate(request)
         )
         organization_id = str(kwargs.get("organization_id", ""))
-        organization = Organization.objects.filter(pk=organization_id).first()
+        # With its data stamp, which keys the search caches (scheduling.search_cache).
+        organization = selectors.organization_get(organization_id=organization_id)
         if organization is None:
             raise NotFound(f"Organization '{organization_id}' was not found.")
         patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None

@@ -100,6 +100,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Rows of Slot and Schedule search results each worker process keeps, keyed by the
+# organisation's data stamp (scheduling/search_cache.py); 0 turns the caches off.
+SEARCH_CACHE_ROWS = env_int("SEARCH_CACHE_ROWS", 100_000)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

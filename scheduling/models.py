@@ -569,3 +569,30 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.appointment_fhir_id}"
+
+
+class DataStamp(models.Model):
+    """Random stamps per organisation, renewed whenever its scheduling data changes.
+
+    Written only by database triggers (migration 0003) on every insert, update and delete,
+    whatever the path (ORM, bulk operations, admin, imports, raw SQL): ``schedules`` for
+    practitioners, roles and schedules, ``bookings`` for slots and appointments. Searches
+    key their per-process caches on them (``scheduling.search_cache``): a worker that
+    reads the stamps it cached a result under knows nothing changed, so the caches stay
+    correct across workers and machines. Random rather than counters, so a flushed or
+    restored database can never bring an old stamp back. No foreign key: the stamps
+    outlive a deleted organisation and keep a recreated one from reusing them.
+    """
+
+    organization_id = models.CharField(primary_key=True, max_length=64)
+    schedules = models.BigIntegerField()
+    bookings = models.BigIntegerField()
+    #: PostgreSQL: the transaction that last renewed each stamp (once per transaction).
+    schedules_txid = models.BigIntegerField(null=True)
+    bookings_txid = models.BigIntegerField(null=True)
+
+    class Meta:
+        verbose_name = _("data stamp")
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.schedules}/{self.bookings}"

@@ -12,20 +12,33 @@ import heapq
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, overload
 
 from django.db import connections
-from django.db.models import BigIntegerField, Case, F, Func, Q, QuerySet, TextField, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+    When,
+)
 from django.db.models.functions import Cast
 
-from scheduling import recurrence
+from scheduling import recurrence, search_cache
 from scheduling.errors import NotFound, WindowTooLarge
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
     Appointment,
+    DataStamp,
     Organization,
     Patient,
     Schedule,
@@ -202,6 +215,40 @@ def schedule_search(
     ``actor`` is ``PractitionerRole/x``, ``Practitioner/x`` or a bare id (either kind).
     Ordered by start, then id.
     """
+    key = (
+        "schedule",
+        tuple(ids) if ids is not None else None,
+        actor,
+        active,
+        tuple(service_category) if service_category else None,
+        (window.start, window.end) if window is not None else None,
+    )
+
+    def build() -> tuple[list[ScheduleResult], int]:
+        results = _schedule_search(
+            organization=organization,
+            ids=ids,
+            actor=actor,
+            active=active,
+            service_category=service_category,
+            window=window,
+        )
+        return results, len(results)
+
+    # The cached list and its schedules are shared: the mappers only read them. Schedule
+    # resources do not depend on bookings, so bookings do not discard the entry.
+    return search_cache.schedule_cache.get_or_build(organization, key, build, bookings=False)
+
+
+def _schedule_search(
+    *,
+    organization: Organization,
+    ids: Sequence[str] | None,
+    actor: str | None,
+    active: bool | None,
+    service_category: Sequence[Token] | None,
+    window: Period | None,
+) -> list[ScheduleResult]:
     qs = _schedules(organization)
     wanted: set[str] = set()
     if ids is not None:
@@ -244,6 +291,22 @@ def schedule_search(
                 results.append(result)
     results.sort(key=lambda r: (r.start, r.id))
     return results
+
+
+def organization_get(*, organization_id: str) -> Organization | None:
+    """The organisation with its data stamps (``search_cache``), in one query."""
+    stamps = DataStamp.objects.filter(organization_id=OuterRef("pk"))
+    schedules_name, bookings_name = search_cache.STAMP_ATTRIBUTES
+    return (
+        Organization.objects.filter(pk=organization_id)
+        .annotate(
+            **{
+                schedules_name: Subquery(stamps.values("schedules")[:1]),
+                bookings_name: Subquery(stamps.values("bookings")[:1]),
+            }
+        )
+        .first()
+    )
 
 
 def _generated_not_found(kind: str, fhir_id: str, parent_exists: bool, parent: str) -> NotFound:
@@ -608,7 +671,7 @@ class SlotResults(Sequence[SlotResult]):
     columns), kind 1 a generated one (payload: schedule pk, start, end, status).
     """
 
-    __slots__ = ("_done", "_merged", "_organization", "_rows", "_schedules", "_total")
+    __slots__ = ("_done", "_instances", "_merged", "_organization", "_rows", "_schedules", "_total")
 
     def __init__(
         self,
@@ -616,14 +679,18 @@ class SlotResults(Sequence[SlotResult]):
         organization: Organization,
         total: int,
         streams: list[Iterator[tuple[int, str, int, Any]]],
-        schedules: dict[int, tuple[str, str] | Schedule],
+        schedules: dict[int, tuple[str, str]],
+        instances: dict[int, Schedule] | None = None,
     ) -> None:
         self._organization = organization
         self._total = total
         self._merged = heapq.merge(*streams)
         self._rows: list[tuple[int, str, int, Any]] = []
         self._done = False
-        self._schedules = schedules  # pk -> (fhir_id, service_category as JSON text)
+        # pk -> (fhir_id, service_category as JSON text); shared with the cache: read only.
+        self._schedules = schedules
+        # Instances are only read once made, so a cached snapshot's may be shared.
+        self._instances: dict[int, Schedule] = {} if instances is None else instances
 
     def __len__(self) -> int:
         return self._total
@@ -649,11 +716,9 @@ class SlotResults(Sequence[SlotResult]):
             slot = Slot(organization=organization, schedule=schedule, **values)
             return SlotResult(schedule, slot=slot)
         schedule_pk, start_ts, end_ts, status = payload
-        info = self._schedules[schedule_pk]
-        if isinstance(info, Schedule):
-            schedule = info
-        else:
-            fhir_id, categories = info
+        schedule = self._instances.get(schedule_pk)  # type: ignore[assignment]
+        if schedule is None:
+            fhir_id, categories = self._schedules[schedule_pk]
             # One instance per schedule, shared by its slots on the page.
             schedule = Schedule(
                 pk=schedule_pk,
@@ -661,7 +726,7 @@ class SlotResults(Sequence[SlotResult]):
                 fhir_id=fhir_id,
                 service_category=json.loads(categories or "[]"),
             )
-            self._schedules[schedule_pk] = schedule
+            self._instances[schedule_pk] = schedule
         return SlotResult(
             schedule,
             generated=GeneratedSlot(
@@ -689,34 +754,47 @@ def _ts(value: datetime) -> int:
     return int(value.timestamp())
 
 
-def _generated_stream(
-    prefix: str, schedule_pk: int, step: int, status: str, starts: list[int]
-) -> Iterator[tuple[int, str, int, Any]]:
-    # Ids are built lazily: only the slots a page reaches are ever formatted.
-    for start in starts:
-        yield (start, prefix + _stamp(start), 1, (schedule_pk, start, start + step, status))
+@dataclass(frozen=True, slots=True)
+class _SlotGrid:
+    """The slots a window's schedules generate, before any booking: depends on schedules only.
+
+    ``rows`` are ``(start_ts, id, 1, (schedule pk, start_ts, end_ts))`` sorted by start then
+    id, across all schedules.
+    """
+
+    rows: list[tuple[int, str, int, Any]]
+    schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
 
 
-def slot_search(
+@dataclass(frozen=True, slots=True)
+class _SlotSnapshot:
+    """Everything a slot search needs except ``now`` and the statuses: what is cached.
+
+    Rows are ``(start_ts, id, kind, payload)`` sorted by start then id. ``open`` holds the
+    generated slots no appointment or busy-unavailable slot blocks: free unless they have
+    started, which only the request's ``now`` decides. ``blocked`` holds the others.
+    """
+
+    stored: list[tuple[int, str, int, Any]]
+    open: list[tuple[int, str, int, Any]]
+    open_starts: list[int]
+    blocked: list[tuple[int, str, int, Any]]
+    schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
+    #: Schedule instances made for pages, shared by every search served from this snapshot.
+    instances: dict[int, Schedule] = field(default_factory=dict)
+
+    @property
+    def weight(self) -> int:
+        return len(self.stored) + len(self.open) + len(self.blocked)
+
+
+def _slot_grid(
     *,
     organization: Organization,
     window: Period,
-    schedule_ids: Sequence[str] | None = None,
-    statuses: Sequence[str] | None = None,
-    service_category: Sequence[Token] | None = None,
-    now: datetime,
-) -> SlotResults:
-    """Stored slots plus slots generated from active schedules with a slot duration.
-
-    A generated slot is busy when an active appointment of its schedule or a stored
-    busy-unavailable slot overlaps it, or when it starts before ``now``; else free. A
-    generated slot with the id or start of a stored slot of the same schedule is left out
-    (the stored one wins). A fixed number of queries, whatever the size of the result.
-    Ordered by start, then id.
-    """
-    parents: set[str] | None = None
-    if schedule_ids is not None:
-        _, parents = _ids_and_parents(schedule_ids)
+    parents: set[str] | None,
+    service_category: Sequence[Token] | None,
+) -> _SlotGrid:
     schedules_qs = Schedule.objects.filter(
         organization=organization, active=True, slot_minutes__isnull=False
     ).filter(_window_q(window, "planning_start", "planning_end"))
@@ -737,47 +815,10 @@ def slot_search(
             Cast("exdates", TextField()),
         )
     )
-    busy = _busy_intervals(
-        organization, [row[0] for row in schedules], window, narrow=parents is not None
-    )
-    window_start, window_end, now_ts = _ts(window.start), _ts(window.end), _ts(now)
-
-    # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
-    # reading the whole history.
-    stored_qs = Slot.objects.filter(
-        organization=organization, start__lt=window.end, end__gt=window.start
-    ).order_by()
-    if parents is not None:
-        stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
-    wanted_status = set(statuses) if statuses else None
-    stored_rows: list[tuple[int, str, int, Any]] = []
-    stored_starts: dict[int, set[int]] = defaultdict(set)  # schedule pk -> stored starts
-    twin_starts: dict[str, set[int]] = defaultdict(set)  # ids shaped like generated ones
-    for values in stored_qs.values_list(*_STORED_SLOT_COLUMNS):
-        _pk, fhir_id, schedule_pk, _, status, start, end, categories = values[:8]
-        start_ts = _ts(start)
-        stored_starts[schedule_pk].add(start_ts)
-        twin = recurrence.split_occurrence_id(fhir_id)
-        if twin is not None:
-            twin_starts[twin[0]].add(_ts(twin[1]))
-        if status == SlotStatus.BUSY_UNAVAILABLE:
-            busy[schedule_pk].append((start_ts, _ts(end)))
-        if wanted_status is not None and status not in wanted_status:
-            continue
-        if service_category and not token_matches(categories, service_category):
-            continue
-        stored_rows.append((start_ts, fhir_id, 0, values))
-    stored_rows.sort(key=lambda row: (row[0], row[1]))
-
-    free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
-    want_free = wanted_status is None or free in wanted_status
-    want_busy = wanted_status is None or busy_status in wanted_status
-    total = len(stored_rows)
-    streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored_rows)]
-    infos: dict[int, tuple[str, str] | Schedule] = {}
+    window_start, window_end = _ts(window.start), _ts(window.end)
+    rows: list[tuple[int, str, int, Any]] = []
+    infos: dict[int, tuple[str, str]] = {}
     for pk, fhir_id, categories, minutes, first_start, first_end, rrule, tzid, exdates in schedules:
-        if not (want_free or want_busy):
-            break
         if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if rrule:
@@ -797,44 +838,174 @@ def slot_search(
         starts: set[int] = set()  # overlapping windows must not yield a slot twice
         for available_start, available_end in windows:
             starts.update(range(available_start, available_end - step + 1, step))
-        ordered = sorted(starts)
         # Slots overlapping the window: start < window end and start + step > window start.
-        ordered = ordered[
-            bisect.bisect_right(ordered, window_start - step) : bisect.bisect_left(
-                ordered, window_end
-            )
-        ]
-        replaced = stored_starts.get(pk)
-        twins = twin_starts.get(fhir_id)
-        if replaced or twins:
-            # A stored slot with this start, or with the id a generated one would get, wins.
-            ordered = [t for t in ordered if t not in (replaced or ()) and t not in (twins or ())]
-        past = bisect.bisect_left(ordered, now_ts)  # a slot that has started is never free
-        busy_starts, free_starts = ordered[:past], ordered[past:]
-        blocked = _merged(busy.get(pk, []))
-        if blocked and free_starts:
-            still_free: list[int] = []
-            i, n = 0, len(blocked)
-            for slot_start in free_starts:
-                # Sweep: merged intervals have non-decreasing ends, slots increasing starts.
-                while i < n and blocked[i][1] <= slot_start:
-                    i += 1
-                if i < n and blocked[i][0] < slot_start + step:
-                    busy_starts.append(slot_start)
-                else:
-                    still_free.append(slot_start)
-            free_starts = still_free
-            busy_starts.sort()
+        ordered = [t for t in sorted(starts) if window_start - step < t < window_end]
+        if not ordered:
+            continue
+        infos[pk] = (fhir_id, categories)
         prefix = f"{fhir_id}-"
-        for wanted, status, found in (
-            (want_free, free, free_starts),
-            (want_busy, busy_status, busy_starts),
+        rows.extend((t, prefix + _stamp(t), 1, (pk, t, t + step)) for t in ordered)
+    rows.sort(key=_row_key)
+    return _SlotGrid(rows=rows, schedules=infos)
+
+
+def _slot_snapshot(
+    *,
+    organization: Organization,
+    window: Period,
+    parents: set[str] | None,
+    grid: _SlotGrid,
+    service_category: Sequence[Token] | None,
+) -> _SlotSnapshot:
+    """Which of the grid's slots bookings and stored slots block or replace."""
+    busy = _busy_intervals(organization, list(grid.schedules), window, narrow=parents is not None)
+
+    # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
+    # reading the whole history.
+    stored_qs = Slot.objects.filter(
+        organization=organization, start__lt=window.end, end__gt=window.start
+    ).order_by()
+    if parents is not None:
+        stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
+    stored_rows: list[tuple[int, str, int, Any]] = []
+    # Generated slots a stored one replaces: same schedule and start, or the same id.
+    replaced: set[tuple[int, int]] = set()
+    twins: set[tuple[str, int]] = set()  # (schedule fhir id, start) of generated-like ids
+    for values in stored_qs.values_list(*_STORED_SLOT_COLUMNS):
+        _pk, fhir_id, schedule_pk, _, status, start, end, categories = values[:8]
+        start_ts = _ts(start)
+        replaced.add((schedule_pk, start_ts))
+        twin = recurrence.split_occurrence_id(fhir_id)
+        if twin is not None:
+            twins.add((twin[0], _ts(twin[1])))
+        if status == SlotStatus.BUSY_UNAVAILABLE:
+            busy[schedule_pk].append((start_ts, _ts(end)))
+        if service_category and not token_matches(categories, service_category):
+            continue
+        stored_rows.append((start_ts, fhir_id, 0, values))
+    stored_rows.sort(key=_row_key)
+
+    open_rows: list[tuple[int, str, int, Any]] = []
+    blocked_rows: list[tuple[int, str, int, Any]] = []
+    # One sweep in the grid's global order, with a cursor per schedule into its merged
+    # busy intervals (merged intervals have non-decreasing ends; a schedule's slots come
+    # in increasing starts).
+    cursors: dict[int, list[Any]] = {pk: [_merged(found), 0] for pk, found in busy.items() if found}
+    for row in grid.rows:
+        slot_start, _, _, (pk, _, slot_end) = row
+        if replaced and (
+            (pk, slot_start) in replaced or (grid.schedules[pk][0], slot_start) in twins
         ):
-            if wanted and found:
-                total += len(found)
-                infos[pk] = (fhir_id, categories)
-                streams.append(_generated_stream(prefix, pk, step, status, found))
-    return SlotResults(organization=organization, total=total, streams=streams, schedules=infos)
+            continue
+        cursor = cursors.get(pk)
+        if cursor is None:
+            open_rows.append(row)
+            continue
+        intervals, i = cursor
+        n = len(intervals)
+        while i < n and intervals[i][1] <= slot_start:
+            i += 1
+        cursor[1] = i
+        if i < n and intervals[i][0] < slot_end:
+            blocked_rows.append(row)
+        else:
+            open_rows.append(row)
+    return _SlotSnapshot(
+        stored=stored_rows,
+        open=open_rows,
+        open_starts=[row[0] for row in open_rows],
+        blocked=blocked_rows,
+        schedules=grid.schedules,
+    )
+
+
+def _row_key(row: tuple[int, str, int, Any]) -> tuple[int, str]:
+    return row[0], row[1]
+
+
+def _with_status(
+    rows: list[tuple[int, str, int, Any]], lo: int, hi: int, status: str
+) -> Iterator[tuple[int, str, int, Any]]:
+    # Lazily, and only as far as a page reads: a week of slots is thousands of rows.
+    for index in range(lo, hi):
+        start, slot_id, kind, (schedule_pk, slot_start, slot_end) = rows[index]
+        yield start, slot_id, kind, (schedule_pk, slot_start, slot_end, status)
+
+
+def slot_search(
+    *,
+    organization: Organization,
+    window: Period,
+    schedule_ids: Sequence[str] | None = None,
+    statuses: Sequence[str] | None = None,
+    service_category: Sequence[Token] | None = None,
+    now: datetime,
+) -> SlotResults:
+    """Stored slots plus slots generated from active schedules with a slot duration.
+
+    A generated slot is busy when an active appointment of its schedule or a stored
+    busy-unavailable slot overlaps it, or when it starts before ``now``; else free. A
+    generated slot with the id or start of a stored slot of the same schedule is left out
+    (the stored one wins). A fixed number of queries, whatever the size of the result,
+    and none when the organisation's data is unchanged since the same search was cached
+    (``scheduling.search_cache``). Ordered by start, then id.
+    """
+    parents: set[str] | None = None
+    if schedule_ids is not None:
+        _, parents = _ids_and_parents(schedule_ids)
+    key = (
+        "slot",
+        window.start,
+        window.end,
+        frozenset(parents) if parents is not None else None,
+        tuple(service_category) if service_category else None,
+    )
+
+    def build_grid() -> tuple[_SlotGrid, int]:
+        grid = _slot_grid(
+            organization=organization,
+            window=window,
+            parents=parents,
+            service_category=service_category,
+        )
+        return grid, len(grid.rows)
+
+    def build() -> tuple[_SlotSnapshot, int]:
+        grid = search_cache.slot_grid_cache.get_or_build(
+            organization, key, build_grid, bookings=False
+        )
+        snapshot = _slot_snapshot(
+            organization=organization,
+            window=window,
+            parents=parents,
+            grid=grid,
+            service_category=service_category,
+        )
+        return snapshot, snapshot.weight
+
+    snapshot = search_cache.slot_cache.get_or_build(organization, key, build)
+
+    wanted_status = set(statuses) if statuses else None
+    free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
+    stored = [row for row in snapshot.stored if wanted_status is None or row[3][4] in wanted_status]
+    total = len(stored)
+    streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored)]
+    # Generated slots that have started are busy, never free.
+    started = bisect.bisect_left(snapshot.open_starts, _ts(now))
+    if wanted_status is None or free in wanted_status:
+        total += len(snapshot.open) - started
+        streams.append(_with_status(snapshot.open, started, len(snapshot.open), free))
+    if wanted_status is None or busy_status in wanted_status:
+        total += len(snapshot.blocked) + started
+        streams.append(_with_status(snapshot.blocked, 0, len(snapshot.blocked), busy_status))
+        streams.append(_with_status(snapshot.open, 0, started, busy_status))
+    return SlotResults(
+        organization=organization,
+        total=total,
+        streams=streams,
+        schedules=snapshot.schedules,
+        instances=snapshot.instances,
+    )
 
 
 def utc_now() -> datetime:

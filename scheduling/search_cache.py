@@ -1,0 +1,136 @@
+"""Per-process caches of search results, keyed by the organisation's data stamp.
+
+A search's result is a pure function of the organisation's scheduling rows (and of the
+search's parameters). Every write to those rows renews the organisation's
+:class:`~scheduling.models.DataStamp` in the database, in the same transaction, by a
+trigger. So a worker that reads the stamp it cached a result under knows the rows are
+unchanged, however many workers or machines write: nothing here needs invalidating,
+and a stale entry is simply never asked for again (stamps are random and never recur).
+
+When a stamp cannot be trusted the cache is bypassed, never guessed:
+
+* no stamp yet (an organisation whose rows were never written through the triggers);
+* inside a transaction on PostgreSQL: the stamp is renewed at commit (a deferred
+  trigger), so within a transaction it does not yet reflect the transaction's own writes.
+
+Entries are bounded by the number of rows they hold (``SEARCH_CACHE_ROWS``, 0 turns the
+caches off), least recently used first out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from scheduling.models import DataStamp, Organization
+
+T = TypeVar("T")
+
+#: Attributes the tenancy layer sets on the organisation it loads (in the same query).
+STAMP_ATTRIBUTES = ("schedules_stamp", "bookings_stamp")
+_UNSET = object()
+
+
+def current_stamps(organization: Organization) -> tuple[int, int] | None:
+    """The organisation's (schedules, bookings) stamps if results may be cached, else None."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        return None
+    stamps = tuple(getattr(organization, name, _UNSET) for name in STAMP_ATTRIBUTES)
+    if _UNSET in stamps:
+        row = (
+            DataStamp.objects.filter(organization_id=organization.pk)
+            .values_list("schedules", "bookings")
+            .first()
+        )
+        if row is None:
+            return None
+        stamps = row
+    schedules, bookings = stamps
+    if isinstance(schedules, int) and isinstance(bookings, int):
+        return schedules, bookings
+    return None
+
+
+class StampedCache:
+    """A thread-safe LRU of built values, bounded by their total weight (rows)."""
+
+    def __init__(self, max_weight: int) -> None:
+        self.max_weight = max_weight
+        # key -> (stamp, value, weight)
+        self._entries: OrderedDict[Hashable, tuple[Any, Any, int]] = OrderedDict()
+        self._weight = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_build(
+        self,
+        organization: Organization,
+        key: Hashable,
+        build: Callable[[], tuple[T, int]],
+        *,
+        bookings: bool = True,
+    ) -> T:
+        """The cached value for ``key`` under the organisation's stamps, or ``build()``'s.
+
+        ``build`` returns (value, weight). With ``bookings=False`` the value depends only on
+        practitioners, roles and schedules, and survives bookings. The value is shared
+        between requests and threads: callers must not change it.
+        """
+        stamps = current_stamps(organization) if self.max_weight > 0 else None
+        if stamps is None:
+            return build()[0]
+        stamp = stamps if bookings else stamps[0]
+        full_key = (organization.pk, organization.timezone, key)
+        with self._lock:
+            found = self._entries.get(full_key)
+            if found is not None and found[0] == stamp:
+                self._entries.move_to_end(full_key)
+                self.hits += 1
+                return found[1]  # type: ignore[no-any-return]
+            self.misses += 1
+        # Built outside the lock: two threads may build the same entry once each, which
+        # costs a little time but never blocks a request behind another's queries.
+        value, weight = build()
+        weight = max(1, weight)
+        if weight > self.max_weight:
+            return value
+        with self._lock:
+            # One entry per key: a new stamp replaces the old entry, so data that changed
+            # does not linger until the least recently used entries are pushed out.
+            old = self._entries.pop(full_key, None)
+            if old is not None:
+                self._weight -= old[2]
+            self._entries[full_key] = (stamp, value, weight)
+            self._weight += weight
+            while self._weight > self.max_weight:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self._weight -= dropped
+        return value
+
+    def clear(self) -> None:
+        """Forget everything (tests, and measuring the uncached path)."""
+        with self._lock:
+            self._entries.clear()
+            self._weight = 0
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _max_rows() -> int:
+    return int(getattr(settings, "SEARCH_CACHE_ROWS", 100_000))
+
+
+#: Slot search: the generated slots of a window (schedules only) and, on top, which are
+#: blocked (also bookings), so a booking costs a re-check, not a re-expansion.
+slot_grid_cache = StampedCache(_max_rows())
+slot_cache = StampedCache(_max_rows())
+schedule_cache = StampedCache(_max_rows() // 4)

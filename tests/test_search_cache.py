@@ -1,0 +1,402 @@
+"""Search caches keyed by the data stamps (scheduling/search_cache.py, migration 0003).
+
+The stamps are renewed by database triggers, so every write path must renew them: the
+ORM, bulk updates, raw SQL and, on PostgreSQL, another connection altogether. Cached
+answers must equal uncached ones, follow ``now`` without a rebuild, and stay per tenant.
+These tests commit (``transaction=True``): on PostgreSQL the stamps only change at commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from scheduling import search_cache, selectors
+from scheduling.models import (
+    Appointment,
+    AppointmentStatus,
+    DataStamp,
+    Organization,
+    Schedule,
+    Slot,
+    SlotStatus,
+)
+from tests.api_helpers import assert_bundle, ids, url
+from tests.conftest import is_postgres
+from tests.factories import (
+    AppointmentFactory,
+    PatientFactory,
+    ScheduleFactory,
+)
+from tests.test_booking import book_body, book_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+CACHES = (search_cache.slot_cache, search_cache.slot_grid_cache, search_cache.schedule_cache)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches() -> Iterator[None]:
+    for cache in CACHES:
+        cache.clear()
+    yield
+    for cache in CACHES:
+        cache.clear()
+
+
+def stamps(org: Organization) -> tuple[int, int] | None:
+    row = (
+        DataStamp.objects.filter(organization_id=org.pk)
+        .values_list("schedules", "bookings")
+        .first()
+    )
+    return None if row is None else (row[0], row[1])
+
+
+@pytest.fixture
+def weekly(org: Organization) -> Schedule:
+    """Every weekday 09:00-10:00 Amsterdam time, 15-minute slots, from last month on."""
+    start = datetime(2026, 10, 5, 7, 0, tzinfo=UTC)  # a Monday, 09:00 CEST
+    return ScheduleFactory(
+        organization=org,
+        fhir_id="weekly",
+        planning_start=start,
+        planning_end=start + timedelta(hours=1),
+        rrule="FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
+        recurrence_timezone="Europe/Amsterdam",
+    )
+
+
+def next_monday() -> datetime:
+    today = datetime.now(UTC).date()
+    monday = today + timedelta(days=(7 - today.weekday()) % 7 or 7)
+    return datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
+
+
+def local_nine(day: datetime, minute: int = 0) -> datetime:
+    """09:mm in Amsterdam on ``day``'s date, in UTC (whatever the season)."""
+    return datetime.combine(day.date(), time(9, minute), AMSTERDAM).astimezone(UTC)
+
+
+def week_query(start: datetime, extra: str = "") -> str:
+    end = start + timedelta(days=7)
+    return f"Slot?start=ge{start.date()}&start=lt{end.date()}&_count=500{extra}"
+
+
+def search(api: APIClient, query: str, org: str = "clinic-a") -> dict[str, Any]:
+    return assert_bundle(api.get(url(query, org)))
+
+
+def statuses(bundle: dict[str, Any]) -> dict[str, str]:
+    return {e["resource"]["id"]: e["resource"]["status"] for e in bundle.get("entry", [])}
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+def test_each_table_renews_its_own_stamp(org: Organization, weekly: Schedule) -> None:
+    before = stamps(org)
+    assert before is not None
+    patient = PatientFactory(organization=org)
+    assert stamps(org) == before, "patients feed no cached search"
+
+    appointment = AppointmentFactory(organization=org, patient=patient, schedule=weekly)
+    after_insert = stamps(org)
+    assert after_insert is not None
+    assert after_insert[0] == before[0] and after_insert[1] != before[1]
+
+    Appointment.objects.filter(pk=appointment.pk).update(status=AppointmentStatus.CANCELLED)
+    after_update = stamps(org)
+    assert after_update is not None and after_update[1] != after_insert[1]
+
+    Schedule.objects.filter(pk=weekly.pk).update(slot_minutes=30)
+    after_schedule = stamps(org)
+    assert after_schedule is not None
+    assert after_schedule[0] != after_update[0] and after_schedule[1] == after_update[1]
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM scheduling_appointment WHERE id = %s", [appointment.pk])
+    after_delete = stamps(org)
+    assert after_delete is not None and after_delete[1] != after_schedule[1]
+
+
+def test_a_rolled_back_write_leaves_the_stamps(org: Organization, weekly: Schedule) -> None:
+    before = stamps(org)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Schedule.objects.filter(pk=weekly.pk).update(active=False)
+        raise RuntimeError("roll back")
+    assert stamps(org) == before
+
+
+def test_stamps_belong_to_one_organisation(
+    org: Organization, outsider_org: Organization, weekly: Schedule
+) -> None:
+    ScheduleFactory(organization=outsider_org)
+    before = stamps(org)
+    Schedule.objects.filter(organization=outsider_org).update(active=False)
+    assert stamps(org) == before
+
+
+@pytest.mark.postgres
+def test_postgres_renews_once_at_commit_and_bypasses_the_cache_inside(
+    org: Organization, weekly: Schedule
+) -> None:
+    if not is_postgres():
+        pytest.skip("PostgreSQL only: deferred triggers")
+    before = stamps(org)
+    loaded = selectors.organization_get(organization_id=org.pk)
+    assert loaded is not None
+    with transaction.atomic():
+        Schedule.objects.filter(pk=weekly.pk).update(slot_minutes=20)
+        Schedule.objects.filter(pk=weekly.pk).update(slot_minutes=30)
+        # Not yet renewed (deferred to commit), so nothing may be cached in here.
+        assert stamps(org) == before
+        assert search_cache.current_stamps(loaded) is None
+    after = stamps(org)
+    assert after is not None and after[0] != before[0]  # type: ignore[index]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT schedules_txid FROM scheduling_datastamp WHERE organization_id = %s",
+            [org.pk],
+        )
+        assert cursor.fetchone()[0] is not None
+
+
+# --------------------------------------------------------------------------- slot search
+
+
+def test_a_repeated_slot_search_is_served_from_the_cache(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    query = week_query(next_monday(), "&status=free")
+    first = search(api, query)
+    assert first["total"] == 5 * 4
+    hits = search_cache.slot_cache.hits
+    with CaptureQueriesContext(connection) as queries:
+        second = search(api, query)
+    assert second == first
+    assert search_cache.slot_cache.hits == hits + 1
+    # Only the token and the organisation (with its stamps): no schedule, slot or
+    # appointment is read.
+    assert len(queries.captured_queries) == 2, [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_booking_through_the_api_shows_at_once_and_keeps_the_grid(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    monday = next_monday()
+    query = week_query(monday)
+    before = statuses(search(api, query))
+    first_free = min(i for i, s in before.items() if s == "free")
+    start = datetime.strptime(first_free.rsplit("-", 1)[1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    patient = PatientFactory(organization=org, fhir_id="p1")
+    booked = api.post(book_url(org.pk, patient.fhir_id), book_body(weekly, start), format="json")
+    assert booked.status_code == 201, booked.content
+
+    grid_hits = search_cache.slot_grid_cache.hits
+    after = statuses(search(api, query))
+    assert after[first_free] == "busy"
+    assert {i for i, s in after.items() if s != before[i]} == {first_free}
+    # The booking renewed only the bookings stamp: the expansion was reused.
+    assert search_cache.slot_grid_cache.hits == grid_hits + 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["bulk update", "raw SQL", "delete", "stored busy slot"],
+)
+def test_every_write_path_is_seen_by_the_next_search(
+    api: APIClient, org: Organization, weekly: Schedule, change: str
+) -> None:
+    monday = next_monday()
+    query = week_query(monday, "&status=free")
+    assert search(api, query)["total"] == 20
+    nine = local_nine(monday)
+    if change == "bulk update":
+        Schedule.objects.filter(pk=weekly.pk).update(active=False)
+        expected = 0
+    elif change == "raw SQL":
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE scheduling_schedule SET slot_minutes = 30")
+        expected = 10
+    elif change == "delete":
+        appointment = AppointmentFactory(
+            organization=org, schedule=weekly, start=nine, end=nine + timedelta(minutes=15)
+        )
+        assert search(api, query)["total"] == 19
+        appointment.delete()
+        expected = 20
+    else:
+        Slot.objects.create(
+            organization=org,
+            fhir_id="blocked",
+            schedule=weekly,
+            status=SlotStatus.BUSY_UNAVAILABLE,
+            start=nine,
+            end=nine + timedelta(hours=1),
+        )
+        expected = 16
+    assert search(api, query)["total"] == expected
+
+
+@pytest.mark.postgres
+def test_a_write_from_another_connection_is_seen(
+    api: APIClient, org: Organization, weekly: Schedule, django_db_blocker: Any
+) -> None:
+    if not is_postgres():
+        pytest.skip("PostgreSQL only: a second server connection")
+    import psycopg
+
+    monday = next_monday()
+    query = week_query(monday, "&status=free")
+    assert search(api, query)["total"] == 20
+    settings = connection.settings_dict
+    with psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as other:
+        other.execute("UPDATE scheduling_schedule SET active = false WHERE id = %s", [weekly.pk])
+    assert search(api, query)["total"] == 0
+
+
+def test_cached_answers_follow_now_without_a_rebuild(
+    api: APIClient, org: Organization, weekly: Schedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monday = next_monday()
+    query = week_query(monday)
+    free = {i for i, s in statuses(search(api, query)).items() if s == "free"}
+    assert len(free) == 20
+    builds = search_cache.slot_cache.misses
+    # Monday 09:20 Amsterdam: the 09:00 and 09:15 slots have started.
+    later = local_nine(monday, 20)
+    monkeypatch.setattr(selectors, "utc_now", lambda: later)
+    now_free = search(api, query + "&status=free")
+    now_busy = search(api, query + "&status=busy")
+    assert now_free["total"] == 18 and now_busy["total"] == 2
+    assert set(ids(now_busy)) == {f"weekly-{local_nine(monday, m):%Y%m%dT%H%M%SZ}" for m in (0, 15)}
+    assert search_cache.slot_cache.misses == builds
+
+
+def test_cached_and_uncached_answers_are_equal(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    monday = next_monday()
+    other = ScheduleFactory(organization=org, fhir_id="other", planning_start=local_nine(monday))
+    booked = local_nine(monday, 15)
+    AppointmentFactory(
+        organization=org, schedule=weekly, start=booked, end=booked + timedelta(minutes=15)
+    )
+    Slot.objects.create(
+        organization=org,
+        fhir_id="stored",
+        schedule=other,
+        status=SlotStatus.FREE,
+        start=other.planning_start,
+        end=other.planning_start + timedelta(minutes=15),
+    )
+    queries = [
+        week_query(monday),
+        week_query(monday, "&status=free&_offset=4"),
+        week_query(monday, "&status=busy"),
+        week_query(monday, "&schedule=Schedule/other"),
+        week_query(monday, "&service-category=gp"),
+        f"Schedule?date=ge{monday.date()}&date=lt{(monday + timedelta(days=7)).date()}",
+    ]
+    cached = [search(api, q) for q in queries]
+    cached_again = [search(api, q) for q in queries]
+    # Statuses and paging share one snapshot: 3 misses and 2 hits, then 5 hits.
+    assert search_cache.slot_cache.hits == 7 and search_cache.schedule_cache.hits == 1
+    saved = [cache.max_weight for cache in CACHES]
+    for cache in CACHES:
+        cache.clear()
+        cache.max_weight = 0
+    try:
+        uncached = [search(api, q) for q in queries]
+    finally:
+        for cache, weight in zip(CACHES, saved, strict=True):
+            cache.max_weight = weight
+    assert cached == cached_again == uncached
+    assert len(search_cache.slot_cache) == 0
+
+
+def test_caches_are_per_organisation(
+    org: Organization,
+    outsider_org: Organization,
+    weekly: Schedule,
+    make_api_client: Any,
+) -> None:
+    start = weekly.planning_start
+    ScheduleFactory(
+        organization=outsider_org,
+        fhir_id="weekly",
+        planning_start=start,
+        planning_end=start + timedelta(hours=1),
+        rrule="FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
+        recurrence_timezone="Europe/Amsterdam",
+        slot_minutes=30,
+    )
+    clients = {}
+    for organization in (org, outsider_org):
+        _, token = make_api_client(organization)
+        clients[organization.pk] = APIClient()
+        clients[organization.pk].credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    query = week_query(next_monday(), "&status=free")
+    assert search(clients["clinic-a"], query, "clinic-a")["total"] == 20
+    assert search(clients["clinic-b"], query, "clinic-b")["total"] == 10
+    assert search(clients["clinic-a"], query, "clinic-a")["total"] == 20
+    # An outsider's token still meets the tenancy check before any cache.
+    outsider = clients["clinic-b"].get(url(query, "clinic-a"))
+    assert outsider.status_code == 404
+
+
+# --------------------------------------------------------------------------- schedule search
+
+
+def test_schedule_search_survives_bookings_but_not_schedule_changes(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    monday = next_monday()
+    query = f"Schedule?date=ge{monday.date()}&date=lt{(monday + timedelta(days=7)).date()}"
+    assert search(api, query)["total"] == 5
+    nine = local_nine(monday)
+    AppointmentFactory(
+        organization=org, schedule=weekly, start=nine, end=nine + timedelta(minutes=15)
+    )
+    hits = search_cache.schedule_cache.hits
+    assert search(api, query)["total"] == 5
+    assert search_cache.schedule_cache.hits == hits + 1
+    Schedule.objects.filter(pk=weekly.pk).update(rrule="FREQ=WEEKLY;BYDAY=MO")
+    assert search(api, query)["total"] == 1
+
+
+def test_an_organisation_without_stamps_is_answered_uncached(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    DataStamp.objects.all().delete()
+    query = week_query(next_monday(), "&status=free")
+    assert search(api, query)["total"] == 20
+    assert search(api, query)["total"] == 20
+    assert search_cache.slot_cache.hits == 0 and len(search_cache.slot_cache) == 0
+
+
+def test_the_cache_is_bounded_by_rows(
+    api: APIClient, org: Organization, weekly: Schedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_cache.slot_cache, "max_weight", 30)
+    monday = next_monday()
+    for week in range(3):
+        search(api, week_query(monday + timedelta(days=7 * week)))
+    # 20 rows per week: one entry fits.
+    assert len(search_cache.slot_cache) == 1
+    assert search_cache.slot_cache._weight <= 30
