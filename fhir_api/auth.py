@@ -14,15 +14,17 @@ Rules, in the order they are checked (the order matters for what leaks):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
 from fhir_api.models import AccessToken, token_digest
+from scheduling.compiled_query import CompiledQuery, EpochSeconds
 from scheduling.errors import NotFound
 
 Interaction = Literal["read", "search", "create", "update", "delete"]
@@ -146,6 +148,23 @@ def bearer_token(request: HttpRequest) -> str | None:
     return value.strip()
 
 
+def _token_rows(digest: str) -> QuerySet[AccessToken]:
+    return AccessToken.objects.filter(digest=digest).values_list(
+        EpochSeconds("expires_at"),
+        "scopes",
+        "client__client_id",
+        "client__active",
+        "client__patient_fhir_id",
+        ExpressionWrapper(Q(client__revoked_at__isnull=False), output_field=BooleanField()),
+        "client__scopes",
+        "client__apiclientorganization__organization_id",
+    )
+
+
+#: Every request runs it: compiled once per process (integers, text and booleans only).
+_TOKEN_QUERY = CompiledQuery(_token_rows)
+
+
 def authenticate(request: HttpRequest) -> Principal:
     """The principal behind the request's bearer token, or AuthenticationRequired."""
     raw = bearer_token(request)
@@ -157,24 +176,13 @@ def authenticate(request: HttpRequest) -> Principal:
         )
     # One query for the token, its client and the client's organisations: one row per
     # organisation (a single row with None when it has none), no model instances.
-    rows = list(
-        AccessToken.objects.filter(digest=token_digest(raw)).values_list(
-            "expires_at",
-            "scopes",
-            "client__client_id",
-            "client__active",
-            "client__patient_fhir_id",
-            "client__revoked_at",
-            "client__scopes",
-            "client__apiclientorganization__organization_id",
-        )
-    )
+    rows = _TOKEN_QUERY.rows(token_digest(raw))
     if not rows:
         raise AuthenticationRequired("The access token is not valid.")
-    expires_at, scopes, client_id, active, patient_fhir_id, revoked_at, client_scopes, _ = rows[0]
-    if not active or revoked_at is not None:
+    expires_at, scopes, client_id, active, patient_fhir_id, revoked, client_scopes, _ = rows[0]
+    if not active or revoked:
         raise AuthenticationRequired("The access token is not valid.")
-    if expires_at <= timezone.now():
+    if expires_at <= time.time():
         raise AuthenticationRequired("The access token has expired: request a new one.")
     organization_ids = frozenset(row[-1] for row in rows if row[-1] is not None)
     return Principal(

@@ -34,6 +34,7 @@ from django.db.models import (
 from django.db.models.functions import Cast
 
 from scheduling import recurrence, search_cache
+from scheduling.compiled_query import CompiledQuery, EpochSeconds
 from scheduling.errors import NotFound, WindowTooLarge
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
@@ -293,20 +294,39 @@ def _schedule_search(
     return results
 
 
-def organization_get(*, organization_id: str) -> Organization | None:
-    """The organisation with its data stamps (``search_cache``), in one query."""
+def _organization_with_stamps(organization_id: str) -> QuerySet[Organization]:
     stamps = DataStamp.objects.filter(organization_id=OuterRef("pk"))
-    schedules_name, bookings_name = search_cache.STAMP_ATTRIBUTES
     return (
         Organization.objects.filter(pk=organization_id)
-        .annotate(
-            **{
-                schedules_name: Subquery(stamps.values("schedules")[:1]),
-                bookings_name: Subquery(stamps.values("bookings")[:1]),
-            }
+        .order_by()
+        .values_list(
+            "id",
+            "name",
+            "timezone",
+            Subquery(stamps.values("schedules")[:1]),
+            Subquery(stamps.values("bookings")[:1]),
         )
-        .first()
     )
+
+
+_ORGANIZATION_WITH_STAMPS = CompiledQuery(_organization_with_stamps)
+
+
+def organization_get(*, organization_id: str) -> Organization | None:
+    """The organisation with its data stamps (``search_cache``), in one query.
+
+    Every API request runs it, so its SQL is compiled once per process. The instance has
+    the id, name and time zone loaded; other fields load on first access.
+    """
+    rows = _ORGANIZATION_WITH_STAMPS.rows(organization_id)
+    if not rows:
+        return None
+    pk, name, tz, schedules_stamp, bookings_stamp = rows[0]
+    organization = Organization.from_db("default", ["id", "name", "timezone"], [pk, name, tz])
+    schedules_name, bookings_name = search_cache.STAMP_ATTRIBUTES
+    setattr(organization, schedules_name, schedules_stamp)
+    setattr(organization, bookings_name, bookings_stamp)
+    return organization
 
 
 def _generated_not_found(kind: str, fhir_id: str, parent_exists: bool, parent: str) -> NotFound:
@@ -510,27 +530,6 @@ def _occurrence_stamps(
     return [(s, e) for s, e in days if s < window_end and e > window_start]
 
 
-class _EpochSeconds(Func):
-    """Whole seconds since 1970 (UTC), computed by the database.
-
-    Loading a thousand integers is several times cheaper than loading a thousand aware
-    datetimes; only the two supported backends are spelled out.
-    """
-
-    output_field = BigIntegerField()
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler, connection, template="FLOOR(EXTRACT(EPOCH FROM %(expressions)s))::bigint"
-        )
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # '%%%%' survives both the template's and the SQLite wrapper's %-substitution.
-        return self.as_sql(
-            compiler, connection, template="CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)"
-        )
-
-
 class _EpochMicros(Func):
     """Exact microseconds since 1970 (UTC): a cheap integer that keeps the fraction."""
 
@@ -595,8 +594,8 @@ def _busy_intervals(
         .order_by()
         .values_list(
             "schedule_id",
-            _EpochSeconds("start"),
-            _EpochSeconds("end"),
+            EpochSeconds("start"),
+            EpochSeconds("end"),
             "rrule",
             # The rule's own columns only for the few recurring rows: NULL is free to load.
             Case(When(plain, then=None), default=_EpochMicros("start")),

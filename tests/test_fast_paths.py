@@ -18,6 +18,7 @@ from fhir.resources.R4B.slot import Slot as R4BSlot
 from rest_framework.test import APIClient
 
 from scheduling import selectors, services
+from scheduling.compiled_query import CompiledQuery, EpochSeconds
 from scheduling.errors import BusinessRuleViolation, SlotTaken
 from scheduling.models import Appointment, Organization, SlotStatus
 from scheduling.recurrence import Period
@@ -153,7 +154,7 @@ def test_epoch_columns_are_exact(org: Organization) -> None:
     micros = sorted(rows.values())
     assert micros == [int(whole.timestamp()) * 10**6, int(exact.timestamp()) * 10**6 + 123456]
     seconds = Appointment.objects.filter(pk=appointment.pk).values_list(
-        selectors._EpochSeconds("start"), flat=True
+        EpochSeconds("start"), flat=True
     )
     assert list(seconds) == [int(exact.timestamp())]
 
@@ -289,3 +290,20 @@ def test_a_past_booked_start_is_still_422(org: Organization) -> None:
     )
     with pytest.raises(BusinessRuleViolation):
         _book(org, schedule)
+
+
+def test_the_compiled_organisation_query_answers_like_the_orm(org: Organization) -> None:
+    loaded = selectors.organization_get(organization_id=org.pk)
+    assert loaded is not None
+    assert (loaded.pk, loaded.name, loaded.timezone) == (org.pk, org.name, org.timezone)
+    # Fields it does not select load on first access, as for a deferred field.
+    assert loaded.created_at == Organization.objects.get(pk=org.pk).created_at
+    assert selectors.organization_get(organization_id="no-such-clinic") is None
+    # The id is a parameter, never SQL.
+    assert selectors.organization_get(organization_id="x' OR '1'='1") is None
+
+
+def test_a_compiled_query_takes_exactly_one_parameter(db: Any) -> None:
+    query = CompiledQuery(lambda value: Organization.objects.filter(pk=value, name=value))
+    with pytest.raises(ValueError, match="exactly one parameter"):
+        query.rows("clinic-a")
