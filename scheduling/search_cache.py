@@ -66,6 +66,7 @@ class StampedCache:
         self._entries: OrderedDict[Hashable, tuple[Any, Any, int]] = OrderedDict()
         self._weight = 0
         self._lock = threading.Lock()
+        self._building: dict[Hashable, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -95,12 +96,36 @@ class StampedCache:
                 self.hits += 1
                 return found[1]  # type: ignore[no-any-return]
             self.misses += 1
-        # Built outside the lock: two threads may build the same entry once each, which
-        # costs a little time but never blocks a request behind another's queries.
-        value, weight = build()
-        weight = max(1, weight)
-        if weight > self.max_weight:
-            return value
+            # One build per key and stamp at a time: after a booking, the threads that ask
+            # for the same search wait for the first one's build instead of repeating it.
+            flight = (full_key, stamp)
+            running = self._building.get(flight)
+            if running is None:
+                running = self._building[flight] = threading.Lock()
+                running.acquire()
+                owner = True
+            else:
+                owner = False
+        if not owner:
+            with running:  # released when the owner's build is done (or failed)
+                pass
+            with self._lock:
+                found = self._entries.get(full_key)
+            if found is not None and found[0] == stamp:
+                return found[1]  # type: ignore[no-any-return]
+            return build()[0]
+        try:
+            value, weight = build()
+            weight = max(1, weight)
+            if weight <= self.max_weight:
+                self._store(full_key, stamp, value, weight)
+        finally:
+            with self._lock:
+                del self._building[flight]
+            running.release()
+        return value
+
+    def _store(self, full_key: Hashable, stamp: Any, value: Any, weight: int) -> None:
         with self._lock:
             # One entry per key: a new stamp replaces the old entry, so data that changed
             # does not linger until the least recently used entries are pushed out.
@@ -112,7 +137,6 @@ class StampedCache:
             while self._weight > self.max_weight:
                 _, (_, _, dropped) = self._entries.popitem(last=False)
                 self._weight -= dropped
-        return value
 
     def clear(self) -> None:
         """Forget everything (tests, and measuring the uncached path)."""

@@ -8,7 +8,10 @@ These tests commit (``transaction=True``): on PostgreSQL the stamps only change 
 
 from __future__ import annotations
 
+import threading
+import time as time_module
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -400,3 +403,28 @@ def test_the_cache_is_bounded_by_rows(
     # 20 rows per week: one entry fits.
     assert len(search_cache.slot_cache) == 1
     assert search_cache.slot_cache._weight <= 30
+
+
+@pytest.mark.django_db(transaction=False)
+def test_concurrent_misses_of_one_search_build_it_once() -> None:
+    cache = search_cache.StampedCache(100)
+    organization = Organization(id="x", name="x", timezone="UTC")
+    for name, value in zip(search_cache.STAMP_ATTRIBUTES, (1, 2), strict=True):
+        setattr(organization, name, value)
+    calls: list[int] = []
+    gate = threading.Event()
+
+    def build() -> tuple[str, int]:
+        calls.append(1)
+        gate.wait(5)
+        return "value", 1
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(cache.get_or_build, organization, "k", build) for _ in range(4)]
+        time_module.sleep(0.2)  # all four are waiting for the first build now
+        gate.set()
+        assert [future.result() for future in futures] == ["value"] * 4
+    assert len(calls) == 1
+    # A new stamp is a new build.
+    setattr(organization, search_cache.STAMP_ATTRIBUTES[1], 3)
+    assert cache.get_or_build(organization, "k", build) == "value" and len(calls) == 2
