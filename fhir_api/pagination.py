@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from rest_framework.request import Request
 
@@ -13,11 +14,20 @@ DEFAULT_COUNT = 50
 MAX_COUNT = 500
 
 
-def _link(request: Request, offset: int, count: int) -> str:
-    params = request.query_params.copy()
-    params["_offset"] = str(offset)
-    params["_count"] = str(count)
-    return f"{request.build_absolute_uri(request.path)}?{params.urlencode(safe='|,:/')}"
+_SAFE = "|,:/"
+
+
+def _link(base: str, query: list[tuple[str, list[str]]], offset: int, count: int) -> str:
+    """``base`` with the request's parameters, ``_offset`` and ``_count`` set (in place, or
+    appended in that order), encoded as ``QueryDict.urlencode(safe=...)`` does, without
+    copying a QueryDict for every link."""
+    replaced = {"_offset": [str(offset)], "_count": [str(count)]}
+    pairs = [(name, replaced.pop(name, values)) for name, values in query]
+    pairs.extend(replaced.items())
+    encoded = "&".join(
+        f"{quote(name, _SAFE)}={quote(value, _SAFE)}" for name, values in pairs for value in values
+    )
+    return f"{base}?{encoded}"
 
 
 def searchset(
@@ -34,11 +44,14 @@ def searchset(
     """
     total = len(items)
     page = items[offset : offset + count]
-    links = [{"relation": "self", "url": _link(request, offset, count)}]
+    base = request.build_absolute_uri(request.path)
+    query = list(request.query_params.lists())
+    links = [{"relation": "self", "url": _link(base, query, offset, count)}]
     if count and offset + count < total:
-        links.append({"relation": "next", "url": _link(request, offset + count, count)})
+        links.append({"relation": "next", "url": _link(base, query, offset + count, count)})
     if offset > 0 and count:
-        links.append({"relation": "previous", "url": _link(request, max(0, offset - count), count)})
+        previous = _link(base, query, max(0, offset - count), count)
+        links.append({"relation": "previous", "url": previous})
     entries = []
     for item in page:
         full_url, resource = to_entry(item)
