@@ -18,14 +18,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import HttpRequest
 
 from fhir_api.models import AccessToken, token_digest
+from scheduling import selectors
 from scheduling.compiled_query import CompiledQuery, EpochSeconds
 from scheduling.errors import NotFound
+from scheduling.models import Organization
 
 Interaction = Literal["read", "search", "create", "update", "delete"]
 
@@ -148,7 +150,7 @@ def bearer_token(request: HttpRequest) -> str | None:
     return value.strip()
 
 
-def _token_rows(digest: str) -> QuerySet[AccessToken]:
+def _token_rows(digest: str, organization_id: str) -> QuerySet[AccessToken]:
     return AccessToken.objects.filter(digest=digest).values_list(
         EpochSeconds("expires_at"),
         "scopes",
@@ -158,15 +160,32 @@ def _token_rows(digest: str) -> QuerySet[AccessToken]:
         ExpressionWrapper(Q(client__revoked_at__isnull=False), output_field=BooleanField()),
         "client__scopes",
         "client__apiclientorganization__organization_id",
+        # The organisation the request names rides along: one round trip for both.
+        *selectors.organization_columns(organization_id),
     )
 
 
 #: Every request runs it: compiled once per process (integers, text and booleans only).
-_TOKEN_QUERY = CompiledQuery(_token_rows)
+_TOKEN_QUERY = CompiledQuery(_token_rows, arity=2)
+_TOKEN_COLUMNS = 8
 
 
 def authenticate(request: HttpRequest) -> Principal:
     """The principal behind the request's bearer token, or AuthenticationRequired."""
+    return _principal(_token_query_rows(request, ""))
+
+
+def authenticate_for(
+    request: HttpRequest, organization_id: str
+) -> tuple[Principal, Organization | None]:
+    """:func:`authenticate`, and the organisation ``organization_id`` (None when there is no
+    such organisation), in one query. Access to it is not checked here."""
+    rows = _token_query_rows(request, organization_id)
+    principal = _principal(rows)
+    return principal, selectors.organization_from_row(rows[0][_TOKEN_COLUMNS:])
+
+
+def _token_query_rows(request: HttpRequest, organization_id: str) -> list[tuple[Any, ...]]:
     raw = bearer_token(request)
     if raw is None:
         raise AuthenticationRequired(
@@ -176,15 +195,20 @@ def authenticate(request: HttpRequest) -> Principal:
         )
     # One query for the token, its client and the client's organisations: one row per
     # organisation (a single row with None when it has none), no model instances.
-    rows = _TOKEN_QUERY.rows(token_digest(raw))
+    return _TOKEN_QUERY.rows(token_digest(raw), organization_id)
+
+
+def _principal(rows: list[tuple[Any, ...]]) -> Principal:
     if not rows:
         raise AuthenticationRequired("The access token is not valid.")
-    expires_at, scopes, client_id, active, patient_fhir_id, revoked, client_scopes, _ = rows[0]
+    expires_at, scopes, client_id, active, patient_fhir_id, revoked, client_scopes = rows[0][:7]
     if not active or revoked:
         raise AuthenticationRequired("The access token is not valid.")
     if expires_at <= time.time():
         raise AuthenticationRequired("The access token has expired: request a new one.")
-    organization_ids = frozenset(row[-1] for row in rows if row[-1] is not None)
+    organization_ids = frozenset(
+        row[_TOKEN_COLUMNS - 1] for row in rows if row[_TOKEN_COLUMNS - 1] is not None
+    )
     return Principal(
         client_id=client_id,
         organization_ids=organization_ids,

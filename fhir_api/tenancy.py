@@ -42,12 +42,16 @@ class TenantView(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        self.principal = (
-            self._public_principal(request) if self.public else auth.authenticate(request)
-        )
         organization_id = str(kwargs.get("organization_id", ""))
-        # With its data stamp, which keys the search caches (scheduling.search_cache).
-        organization = selectors.organization_get(organization_id=organization_id)
+        organization: Organization | None
+        if self.public:
+            self.principal = self._public_principal(request)
+            organization = selectors.organization_get(organization_id=organization_id)
+        else:
+            # The token first (401), then the organisation (404), in one query. The
+            # organisation comes with its data stamps, which key the search caches
+            # (scheduling.search_cache).
+            self.principal, organization = auth.authenticate_for(request, organization_id)
         if organization is None:
             raise NotFound(f"Organization '{organization_id}' was not found.")
         patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None

@@ -226,6 +226,8 @@ class ScheduleReadView(TenantView):
 
 
 _SLOT_STATUSES = {choice.value for choice in SlotStatus}
+#: Mapped Slot resources kept per cached snapshot: the first pages, which most searches ask.
+_SLOT_MEMO_SIZE = 200
 _APPOINTMENT_STATUSES = {choice.value for choice in AppointmentStatus}
 
 
@@ -249,12 +251,18 @@ class SlotSearchView(FHIRSearchView):
             now=now,
         )
         base = self.base_url(request)
+        memo = results.memo  # shared by the searches served from one cached snapshot
 
         def entry(r: selectors.SlotResult) -> tuple[str, dict[str, Any]]:
-            if r.slot is not None:
-                resource = mappers.slot_to_fhir(r.slot)
-            else:
-                resource = mappers.generated_slot_to_fhir(r.schedule, r.generated)
+            key = (r.id, r.status)
+            resource = memo.get(key)
+            if resource is None:
+                if r.slot is not None:
+                    resource = mappers.slot_to_fhir(r.slot)
+                else:
+                    resource = mappers.generated_slot_to_fhir(r.schedule, r.generated)
+                if len(memo) < _SLOT_MEMO_SIZE:
+                    memo[key] = resource
             return f"{base}/Slot/{resource['id']}", resource
 
         return Response(searchset(request, results, offset=offset, count=count, to_entry=entry))

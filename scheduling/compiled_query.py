@@ -1,11 +1,11 @@
-"""Querysets compiled to SQL once per process, for the two queries every API request runs.
+"""Querysets compiled to SQL once per process, for the queries every API request runs.
 
 Building and compiling a queryset costs more CPU than PostgreSQL spends answering a
 primary-key lookup: for the token and the organisation of each request it was about a
-fifth of a cached search. A :class:`CompiledQuery` compiles its queryset the first time,
-with a marker as the one parameter, and afterwards only executes the SQL with the real
-value. Only for querysets whose columns need no conversion by Django (text, integers,
-booleans): the rows come straight from the cursor.
+third of a cached search. A :class:`CompiledQuery` compiles its queryset the first time,
+with markers for its arguments, and afterwards only executes the SQL with the real values.
+Only for querysets whose columns need no conversion by Django (text, integers, booleans):
+the rows come straight from the cursor.
 """
 
 from __future__ import annotations
@@ -17,30 +17,39 @@ from typing import Any
 from django.db import connections
 from django.db.models import BigIntegerField, Func, QuerySet
 
-_MARKER = "\x00compiled-query-parameter\x00"
-
 
 class CompiledQuery:
-    def __init__(self, make: Callable[[str], QuerySet[Any]]) -> None:
-        """``make(value)`` returns the queryset, using ``value`` exactly once as a parameter."""
+    def __init__(self, make: Callable[..., QuerySet[Any]], *, arity: int = 1) -> None:
+        """``make(*values)`` returns the queryset; every SQL parameter must be one of the
+        ``arity`` values (each may be used several times)."""
         self._make = make
-        self._compiled: dict[str, str] = {}  # database alias -> SQL
+        self._markers = tuple(f"\x00compiled-query-argument-{i}\x00" for i in range(arity))
+        self._compiled: dict[str, tuple[str, tuple[int, ...]]] = {}  # alias -> SQL, order
         self._lock = threading.Lock()
 
-    def sql(self, alias: str) -> str:
+    def sql(self, alias: str) -> tuple[str, tuple[int, ...]]:
+        """The SQL, and for each of its parameters the index of the argument it takes."""
         found = self._compiled.get(alias)
         if found is None:
-            queryset = self._make(_MARKER)
+            queryset = self._make(*self._markers)
             sql, params = queryset.query.get_compiler(using=alias).as_sql()
-            if list(params) != [_MARKER]:
-                raise ValueError(f"A compiled query takes exactly one parameter, got {params!r}")
+            if any(param not in self._markers for param in params):
+                raise ValueError(
+                    f"A compiled query's parameters must all be its arguments, got {params!r}"
+                )
+            order = tuple(self._markers.index(param) for param in params)
+            if set(order) != set(range(len(self._markers))):
+                raise ValueError("A compiled query must use each of its arguments.")
             with self._lock:
-                found = self._compiled.setdefault(alias, sql)
+                found = self._compiled.setdefault(alias, (sql, order))
         return found
 
-    def rows(self, value: str, *, alias: str = "default") -> list[tuple[Any, ...]]:
+    def rows(self, *values: str, alias: str = "default") -> list[tuple[Any, ...]]:
+        if len(values) != len(self._markers):
+            raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
+        sql, order = self.sql(alias)
         with connections[alias].cursor() as cursor:
-            cursor.execute(self.sql(alias), [value])
+            cursor.execute(sql, [values[index] for index in order])
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 

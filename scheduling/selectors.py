@@ -294,6 +294,34 @@ def _schedule_search(
     return results
 
 
+def organization_columns(organization_id: Any) -> list[Subquery]:
+    """(id, name, time zone, schedules stamp, bookings stamp) of one organisation as scalar
+    subqueries, all None when it does not exist: to ride along in another query (the
+    request's token lookup) and save a round trip. See :func:`organization_from_row`.
+    """
+    organization = Organization.objects.filter(pk=organization_id)
+    stamps = DataStamp.objects.filter(organization_id=organization_id)
+    return [
+        *(Subquery(organization.values(name)[:1]) for name in ("id", "name", "timezone")),
+        *(Subquery(stamps.values(name)[:1]) for name in ("schedules", "bookings")),
+    ]
+
+
+def organization_from_row(row: Sequence[Any]) -> Organization | None:
+    """The organisation of :func:`organization_columns`' values, with its data stamps.
+
+    The id, name and time zone are loaded; other fields load on first access.
+    """
+    pk, name, tz, schedules_stamp, bookings_stamp = row
+    if pk is None:
+        return None
+    organization = Organization.from_db("default", ["id", "name", "timezone"], [pk, name, tz])
+    schedules_name, bookings_name = search_cache.STAMP_ATTRIBUTES
+    setattr(organization, schedules_name, schedules_stamp)
+    setattr(organization, bookings_name, bookings_stamp)
+    return organization
+
+
 def _organization_with_stamps(organization_id: str) -> QuerySet[Organization]:
     stamps = DataStamp.objects.filter(organization_id=OuterRef("pk"))
     return (
@@ -309,24 +337,16 @@ def _organization_with_stamps(organization_id: str) -> QuerySet[Organization]:
     )
 
 
-_ORGANIZATION_WITH_STAMPS = CompiledQuery(_organization_with_stamps)
+_ORGANIZATION = CompiledQuery(_organization_with_stamps)
 
 
 def organization_get(*, organization_id: str) -> Organization | None:
     """The organisation with its data stamps (``search_cache``), in one query.
 
-    Every API request runs it, so its SQL is compiled once per process. The instance has
-    the id, name and time zone loaded; other fields load on first access.
+    Every API request needs it, so the SQL is compiled once per process.
     """
-    rows = _ORGANIZATION_WITH_STAMPS.rows(organization_id)
-    if not rows:
-        return None
-    pk, name, tz, schedules_stamp, bookings_stamp = rows[0]
-    organization = Organization.from_db("default", ["id", "name", "timezone"], [pk, name, tz])
-    schedules_name, bookings_name = search_cache.STAMP_ATTRIBUTES
-    setattr(organization, schedules_name, schedules_stamp)
-    setattr(organization, bookings_name, bookings_stamp)
-    return organization
+    rows = _ORGANIZATION.rows(organization_id)
+    return organization_from_row(rows[0]) if rows else None
 
 
 def _generated_not_found(kind: str, fhir_id: str, parent_exists: bool, parent: str) -> NotFound:
@@ -670,7 +690,16 @@ class SlotResults(Sequence[SlotResult]):
     columns), kind 1 a generated one (payload: schedule pk, start, end, status).
     """
 
-    __slots__ = ("_done", "_instances", "_merged", "_organization", "_rows", "_schedules", "_total")
+    __slots__ = (
+        "_done",
+        "_instances",
+        "_merged",
+        "_organization",
+        "_rows",
+        "_schedules",
+        "_total",
+        "memo",
+    )
 
     def __init__(
         self,
@@ -680,6 +709,7 @@ class SlotResults(Sequence[SlotResult]):
         streams: list[Iterator[tuple[int, str, int, Any]]],
         schedules: dict[int, tuple[str, str]],
         instances: dict[int, Schedule] | None = None,
+        memo: dict[Any, Any] | None = None,
     ) -> None:
         self._organization = organization
         self._total = total
@@ -690,6 +720,9 @@ class SlotResults(Sequence[SlotResult]):
         self._schedules = schedules
         # Instances are only read once made, so a cached snapshot's may be shared.
         self._instances: dict[int, Schedule] = {} if instances is None else instances
+        #: For the API layer: resources it mapped from these results, by (id, status). Shared
+        #: by every search served from one cached snapshot, so the dicts must not change.
+        self.memo: dict[Any, Any] = {} if memo is None else memo
 
     def __len__(self) -> int:
         return self._total
@@ -781,6 +814,8 @@ class _SlotSnapshot:
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     #: Schedule instances made for pages, shared by every search served from this snapshot.
     instances: dict[int, Schedule] = field(default_factory=dict)
+    #: Resources the API layer mapped for pages of this snapshot (``SlotResults.memo``).
+    memo: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def weight(self) -> int:
@@ -1004,6 +1039,7 @@ def slot_search(
         streams=streams,
         schedules=snapshot.schedules,
         instances=snapshot.instances,
+        memo=snapshot.memo,
     )
 
 

@@ -303,7 +303,19 @@ def test_the_compiled_organisation_query_answers_like_the_orm(org: Organization)
     assert selectors.organization_get(organization_id="x' OR '1'='1") is None
 
 
-def test_a_compiled_query_takes_exactly_one_parameter(db: Any) -> None:
-    query = CompiledQuery(lambda value: Organization.objects.filter(pk=value, name=value))
-    with pytest.raises(ValueError, match="exactly one parameter"):
-        query.rows("clinic-a")
+def test_a_compiled_query_takes_only_and_all_of_its_arguments(org: Organization) -> None:
+    constant = CompiledQuery(lambda value: Organization.objects.filter(pk=value, name="fixed"))
+    with pytest.raises(ValueError, match="must all be its arguments"):
+        constant.rows("clinic-a")
+    unused = CompiledQuery(lambda a, b: Organization.objects.filter(pk=a), arity=2)
+    with pytest.raises(ValueError, match="each of its arguments"):
+        unused.rows("clinic-a", "x")
+    # An argument may be used several times, and arguments may come in any SQL order.
+    both = CompiledQuery(
+        lambda name, pk: (
+            Organization.objects.filter(pk=pk, name=name).exclude(id=name).values_list("id")
+        ),
+        arity=2,
+    )
+    assert both.rows(org.name, org.pk) == [(org.pk,)]
+    assert both.rows(org.pk, org.name) == []
