@@ -1,20 +1,23 @@
-"""Per-process caches of search results, keyed by the organisation's data stamp.
+"""Per-process caches of search results, keyed by the organisation's data stamps.
 
 A search's result is a pure function of the organisation's scheduling rows (and of the
-search's parameters). Every write to those rows renews the organisation's
-:class:`~scheduling.models.DataStamp` in the database, in the same transaction, by a
-trigger. So a worker that reads the stamp it cached a result under knows the rows are
-unchanged, however many workers or machines write: nothing here needs invalidating,
-and a stale entry is simply never asked for again (stamps are random and never recur).
+search's parameters). Every write to those rows renews one of the organisation's two
+stamps (:class:`~scheduling.models.DataStamp`: ``schedules`` for practitioners, roles and
+schedules, ``bookings`` for slots and appointments) in the same transaction, by a database
+trigger. So a worker that reads the stamps it cached a result under knows the rows are
+unchanged, however many workers or machines write: nothing here needs invalidating, and
+a stale entry is simply never asked for again (stamps are random and never recur). An
+entry that depends on schedules only (``bookings=False``) survives bookings.
 
-When a stamp cannot be trusted the cache is bypassed, never guessed:
+When the stamps cannot be trusted the cache is bypassed, never guessed:
 
-* no stamp yet (an organisation whose rows were never written through the triggers);
-* inside a transaction on PostgreSQL: the stamp is renewed at commit (a deferred
-  trigger), so within a transaction it does not yet reflect the transaction's own writes.
+* no stamps yet (an organisation whose rows were never written through the triggers);
+* inside a transaction on PostgreSQL: the stamps are renewed at commit (a deferred
+  trigger), so within a transaction they do not yet reflect the transaction's own writes.
 
-Entries are bounded by the number of rows they hold (``SEARCH_CACHE_ROWS``, 0 turns the
-caches off), least recently used first out.
+One entry per search: a new stamp replaces the entry. Entries are bounded by the number
+of rows they hold (``SEARCH_CACHE_ROWS``, 0 turns the caches off), least recently used
+first out. Concurrent misses of one search in a worker build it once.
 """
 
 from __future__ import annotations

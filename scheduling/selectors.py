@@ -23,7 +23,6 @@ from django.db.models import (
     Case,
     F,
     Func,
-    OuterRef,
     Q,
     QuerySet,
     Subquery,
@@ -322,22 +321,13 @@ def organization_from_row(row: Sequence[Any]) -> Organization | None:
     return organization
 
 
-def _organization_with_stamps(organization_id: str) -> QuerySet[Organization]:
-    stamps = DataStamp.objects.filter(organization_id=OuterRef("pk"))
-    return (
+_ORGANIZATION = CompiledQuery(
+    lambda organization_id: (
         Organization.objects.filter(pk=organization_id)
         .order_by()
-        .values_list(
-            "id",
-            "name",
-            "timezone",
-            Subquery(stamps.values("schedules")[:1]),
-            Subquery(stamps.values("bookings")[:1]),
-        )
+        .values_list(*organization_columns(organization_id))
     )
-
-
-_ORGANIZATION = CompiledQuery(_organization_with_stamps)
+)
 
 
 def organization_get(*, organization_id: str) -> Organization | None:

@@ -64,18 +64,23 @@ def stamps(org: Organization) -> tuple[int, int] | None:
     return None if row is None else (row[0], row[1])
 
 
-@pytest.fixture
-def weekly(org: Organization) -> Schedule:
-    """Every weekday 09:00-10:00 Amsterdam time, 15-minute slots, from last month on."""
+def weekday_mornings(organization: Organization, **extra: Any) -> Schedule:
+    """Every weekday 09:00-10:00 Amsterdam time, 15-minute slots, from October 2026 on."""
     start = datetime(2026, 10, 5, 7, 0, tzinfo=UTC)  # a Monday, 09:00 CEST
     return ScheduleFactory(
-        organization=org,
+        organization=organization,
         fhir_id="weekly",
         planning_start=start,
         planning_end=start + timedelta(hours=1),
         rrule="FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
         recurrence_timezone="Europe/Amsterdam",
+        **extra,
     )
+
+
+@pytest.fixture
+def weekly(org: Organization) -> Schedule:
+    return weekday_mornings(org)
 
 
 def next_monday() -> datetime:
@@ -339,16 +344,7 @@ def test_caches_are_per_organisation(
     weekly: Schedule,
     make_api_client: Any,
 ) -> None:
-    start = weekly.planning_start
-    ScheduleFactory(
-        organization=outsider_org,
-        fhir_id="weekly",
-        planning_start=start,
-        planning_end=start + timedelta(hours=1),
-        rrule="FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
-        recurrence_timezone="Europe/Amsterdam",
-        slot_minutes=30,
-    )
+    weekday_mornings(outsider_org, slot_minutes=30)
     clients = {}
     for organization in (org, outsider_org):
         _, token = make_api_client(organization)
