@@ -35,7 +35,10 @@ bind = [env_str("BIND") or f"{env_str('HOST', '127.0.0.1')}:{env_int('PORT', 800
 # --- Worker model -------------------------------------------------------------------------
 workers = env_int("WEB_CONCURRENCY", default_workers())
 worker_class = env_str("GUNICORN_WORKER_CLASS", "gthread")
-threads = env_int("GUNICORN_THREADS", 4)
+# Two threads: with searches served from cache, requests are mostly CPU, and more threads
+# per process only queue behind each other on the GIL. Measured on 2 cores (bench/load.py,
+# docs/benchmarks.md): mixed-load p99/p50 6.0x with 2 threads, 14.4x with 4.
+threads = env_int("GUNICORN_THREADS", 2)
 # Seconds an idle keep-alive connection stays open. Behind a load balancer, set it above
 # the balancer's idle timeout so the app never closes a connection the balancer reuses.
 keepalive = env_int("GUNICORN_KEEPALIVE", 5)

@@ -508,7 +508,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--warmup-seconds", type=float)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2 * CORES)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)  # gunicorn.conf.py's default
     parser.add_argument(
         "--max-requests", type=int, default=0, help="gunicorn recycling; 0 (off) by default"
     )
