@@ -98,6 +98,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DATABASE_PREPARED_STATEMENTS", True
+):
+    # Django binds parameters on the client and disables prepared statements (for old
+    # PgBouncers). The queries every request runs (scheduling/compiled_query.py) use
+    # server-side binding and are prepared after 5 executions on a connection; Django's
+    # own cursors still never prepare. Turn off behind PgBouncer < 1.21 in transaction mode.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rows of Slot and Schedule search results each worker process keeps, keyed by the

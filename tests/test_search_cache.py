@@ -424,3 +424,20 @@ def test_concurrent_misses_of_one_search_build_it_once() -> None:
     # A new stamp is a new build.
     setattr(organization, search_cache.STAMP_ATTRIBUTES[1], 3)
     assert cache.get_or_build(organization, "k", build) == "value" and len(calls) == 2
+
+
+@pytest.mark.postgres
+def test_the_token_query_runs_as_a_prepared_statement(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    if not is_postgres():
+        pytest.skip("PostgreSQL only: prepared statements")
+    query = week_query(next_monday(), "&status=free")
+    for _ in range(7):  # psycopg prepares after 5 executions on a connection
+        assert search(api, query)["total"] == 20
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    assert any("fhir_api_accesstoken" in statement for statement in statements), statements
+    # Django's own queries are not prepared.
+    assert not any("scheduling_appointment" in statement for statement in statements)

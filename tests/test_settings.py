@@ -33,6 +33,7 @@ print(json.dumps({
     "CSRF_COOKIE_SECURE": settings.CSRF_COOKIE_SECURE,
     "SECURE_HSTS_SECONDS": settings.SECURE_HSTS_SECONDS,
     "SECRET_KEY_SET": bool(settings.SECRET_KEY),
+    "PREPARE_THRESHOLD": db.get("OPTIONS", {}).get("prepare_threshold"),
 }))
 """
 
@@ -79,6 +80,14 @@ def test_database_url_selects_postgresql() -> None:
         6543,
         "medikit",
     )
+
+
+def test_postgresql_prepares_the_per_request_queries_unless_turned_off() -> None:
+    url = "postgres://medikit@db.internal:5432/medikit"
+    assert settings_with(SECRET_KEY="k", DATABASE_URL=url)["PREPARE_THRESHOLD"] == 5
+    off = settings_with(SECRET_KEY="k", DATABASE_URL=url, DATABASE_PREPARED_STATEMENTS="0")
+    assert off["PREPARE_THRESHOLD"] is None
+    assert settings_with(SECRET_KEY="k")["PREPARE_THRESHOLD"] is None  # SQLite
 
 
 def test_debug_off_without_secret_key_refuses_to_start() -> None:
