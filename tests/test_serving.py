@@ -125,7 +125,7 @@ def test_gunicorn_config_is_accepted_by_gunicorn(monkeypatch: pytest.MonkeyPatch
     } - {"annotations", "os", "Any", "env_bool", "env_int", "env_str", "default_workers"}
 
     assert ours - known == set()
-    assert "when_ready" in ours
+    assert "when_ready" in ours and "post_fork" in ours
 
 
 # --- scripts/serve.sh ---------------------------------------------------------------------
@@ -256,3 +256,23 @@ def test_memory_is_flat_against_the_warm_sample_not_the_first() -> None:
     assert warming_then_steady.flat
     assert not leaking.flat
     assert (leaking.start, leaking.warm, leaking.end, leaking.peak) == (70.0, 84.0, 99.0, 99.0)
+
+
+def test_workers_freeze_the_application_and_collect_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        conf = load_gunicorn_conf(monkeypatch, GUNICORN_GC_THRESHOLD="40000")
+        conf.post_fork(None, None)
+        assert gc.get_threshold()[0] == 40000
+        assert gc.get_freeze_count() > 0  # the loaded application is out of the collector's way
+        default = load_gunicorn_conf(monkeypatch, GUNICORN_GC_THRESHOLD="0")
+        gc.set_threshold(*before)
+        default.post_fork(None, None)
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
