@@ -25,7 +25,7 @@ from django.http import HttpRequest
 
 from fhir_api.models import AccessToken, token_digest
 from scheduling import selectors
-from scheduling.compiled_query import CompiledQuery, EpochSeconds
+from scheduling.db.compiled_query import CompiledQuery, EpochSeconds
 from scheduling.errors import NotFound
 from scheduling.models import Organization
 

@@ -50,7 +50,7 @@ class TenantView(APIView):
         else:
             # The token first (401), then the organisation (404), in one query. The
             # organisation comes with its data stamps, which key the search caches
-            # (scheduling.search_cache).
+            # (scheduling.db.search_cache).
             self.principal, organization = auth.authenticate_for(request, organization_id)
         if organization is None:
             raise NotFound(f"Organization '{organization_id}' was not found.")

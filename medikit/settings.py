@@ -102,7 +102,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     "DATABASE_PREPARED_STATEMENTS", True
 ):
     # Django binds parameters on the client and disables prepared statements (for old
-    # PgBouncers). The queries every request runs (scheduling/compiled_query.py) use
+    # PgBouncers). The queries every request runs (scheduling/db/compiled_query.py) use
     # server-side binding and are prepared after 5 executions on a connection; Django's
     # own cursors still never prepare. Turn off behind PgBouncer < 1.21 in transaction mode.
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
@@ -110,7 +110,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Rows of Slot and Schedule search results each worker process keeps, keyed by the
-# organisation's data stamp (scheduling/search_cache.py); 0 turns the caches off.
+# organisation's data stamp (scheduling/db/search_cache.py); 0 turns the caches off.
 SEARCH_CACHE_ROWS = env_int("SEARCH_CACHE_ROWS", 100_000)
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -375,6 +375,15 @@ class Schedule(TenantModel, RecurrenceFields):
     def slot_duration(self) -> timedelta | None:
         return timedelta(minutes=self.slot_minutes) if self.slot_minutes else None
 
+    @property
+    def occupant(self) -> str:
+        """Whose time this schedule's bookings take (:func:`occupant_key`)."""
+        role = self.practitioner_role if self.practitioner_role_id else None
+        return occupant_key(
+            practitioner_id=self.practitioner_id or (role.practitioner_id if role else None),
+            role_id=self.practitioner_role_id,
+        )
+
 
 class Slot(TenantModel):
     schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="slots")
@@ -441,6 +450,16 @@ class Appointment(TenantModel, RecurrenceFields):
     description = models.CharField(max_length=500, blank=True)
     comment = models.TextField(blank=True)
     cancelation_reason = models.CharField(max_length=200, blank=True)
+    #: Who this appointment occupies (``occupant_key``): the practitioner, or the role when
+    #: it has none. Denormalised so the database can refuse overlaps per person.
+    occupant = models.CharField(max_length=40, blank=True, editable=False)
+    #: Which of the slot's places it takes (0 unless the schedule has a capacity above 1):
+    #: the exclusion constraint refuses two overlapping appointments of one occupant in the
+    #: same seat, so at most ``capacity`` can overlap whatever the concurrency.
+    seat = models.PositiveSmallIntegerField(default=0, editable=False)
+    #: A hold (status pending) lapses by itself at this instant: from then on it reads as
+    #: cancelled ("hold expired") and occupies nothing, with no job needed to make it so.
+    held_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["organization", "start", "fhir_id"]
@@ -449,13 +468,15 @@ class Appointment(TenantModel, RecurrenceFields):
             models.CheckConstraint(
                 condition=Q(end__gt=models.F("start")), name="appointment_end_after_start"
             ),
-            # The database, not luck, makes a double booking impossible: one active
-            # appointment per schedule and start (CONTRACT section 6).
+            # A last line on every database: one active plain appointment per occupant, start
+            # and seat. On PostgreSQL the exclusion constraints of migration 0004 go further
+            # (no two overlapping intervals per occupant and seat, nor per patient).
             models.UniqueConstraint(
-                fields=["organization", "schedule", "start"],
-                condition=Q(schedule__isnull=False)
+                fields=["organization", "occupant", "start", "seat"],
+                condition=~Q(occupant="")
+                & Q(rrule="")
                 & ~Q(status__in=["cancelled", "noshow", "entered-in-error"]),
-                name="uniq_active_appointment_per_slot",
+                name="uniq_active_appointment_per_occupant_start",
             ),
         ]
         indexes = [
@@ -491,6 +512,27 @@ class Appointment(TenantModel, RecurrenceFields):
         )
         if self.start and self.end and self.end <= self.start:
             raise ValidationError({"end": _("The end must be after the start.")})
+        # Derived, never typed: kept in step here because every save validates.
+        self.occupant = self.resolve_occupant()
+
+    def resolve_occupant(self) -> str:
+        """Whose time this appointment takes: its schedule's occupant, else its role's."""
+        if self.schedule_id:
+            return self.schedule.occupant
+        role = self.practitioner_role if self.practitioner_role_id else None
+        return occupant_key(
+            practitioner_id=role.practitioner_id if role else None,
+            role_id=self.practitioner_role_id,
+        )
+
+    @property
+    def is_held(self) -> bool:
+        """A hold: pending with an expiry (live or lapsed)."""
+        return self.held_until is not None and self.status == AppointmentStatus.PENDING
+
+    def hold_lapsed(self, now: datetime) -> bool:
+        """Whether this is a hold whose time ran out: it then reads as cancelled."""
+        return self.is_held and self.held_until is not None and self.held_until <= now
 
 
 class AppointmentResponse(TenantModel):
@@ -571,13 +613,47 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.appointment_fhir_id}"
 
 
+def occupant_key(*, practitioner_id: int | None, role_id: int | None) -> str:
+    """Whose time a booking takes: ``practitioner:{pk}``, else ``role:{pk}``, else "".
+
+    Clinics book people, not schedules: every schedule and appointment of one practitioner
+    shares this key, whichever role or schedule it goes through.
+    """
+    if practitioner_id:
+        return f"practitioner:{practitioner_id}"
+    if role_id:
+        return f"role:{role_id}"
+    return ""
+
+
+class OccupantLock(models.Model):
+    """One row per occupant, locked (``SELECT ... FOR UPDATE``) by every write that changes
+    what occupies that occupant, so such writes queue per person. It guards what no
+    constraint can see: occurrences of recurring appointments, blocked time, capacity.
+    ``organization`` is part of the key so the lock lives with the tenant's rows when the
+    tables are distributed by organisation.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    key = models.CharField(max_length=40)
+
+    class Meta:
+        verbose_name = _("occupant lock")
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "key"], name="uniq_occupant_lock")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.key}"
+
+
 class DataStamp(models.Model):
     """Random stamps per organisation, renewed whenever its scheduling data changes.
 
     Written only by database triggers (migration 0003) on every insert, update and delete,
     whatever the path (ORM, bulk operations, admin, imports, raw SQL): ``schedules`` for
     practitioners, roles and schedules, ``bookings`` for slots and appointments. Searches
-    key their per-process caches on them (``scheduling.search_cache``): a worker that
+    key their per-process caches on them (``scheduling.db.search_cache``): a worker that
     reads the stamps it cached a result under knows nothing changed, so the caches stay
     correct across workers and machines. Random rather than counters, so a flushed or
     restored database can never bring an old stamp back. No foreign key: the stamps

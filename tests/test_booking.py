@@ -25,6 +25,7 @@ from scheduling.models import (
     Schedule,
     SlotStatus,
 )
+from scheduling.services import booking as booking_service
 from tests.factories import (
     AppointmentFactory,
     PatientFactory,
@@ -286,7 +287,7 @@ def test_database_constraint_catches_what_the_check_misses(
 ) -> None:
     """Even with the availability check switched off, the unique constraint refuses a
     second active appointment for the slot, and the service reports SlotTaken."""
-    monkeypatch.setattr(services, "_require_free", lambda **_: None)
+    monkeypatch.setattr(booking_service, "_require_free", lambda **_: None)
     kwargs: dict[str, Any] = {
         "organization": org,
         "patient": patient,
@@ -776,14 +777,14 @@ def test_key_race_lost_to_another_request_is_422_and_rolled_back(
         "idempotency_key": "k",
     }
     services.appointment_book(start=schedule.planning_start, **kwargs)
-    real_replay = services._replay
+    real_replay = booking_service._replay
     calls: list[int] = []
 
     def blind_then_real(**kw: Any) -> Any:
         calls.append(1)
         return None if len(calls) <= 2 else real_replay(**kw)
 
-    monkeypatch.setattr(services, "_replay", blind_then_real)
+    monkeypatch.setattr(booking_service, "_replay", blind_then_real)
     with pytest.raises(BusinessRuleViolation) as caught:
         services.appointment_book(start=schedule.planning_start + timedelta(minutes=15), **kwargs)
     assert caught.value.expression == ["Idempotency-Key"]

@@ -18,10 +18,12 @@ from fhir.resources.R4B.slot import Slot as R4BSlot
 from rest_framework.test import APIClient
 
 from scheduling import selectors, services
-from scheduling.compiled_query import CompiledQuery, EpochSeconds
+from scheduling.db.compiled_query import CompiledQuery, EpochSeconds
+from scheduling.db.epoch import EpochMicros
 from scheduling.errors import BusinessRuleViolation, SlotTaken
 from scheduling.models import Appointment, Organization, SlotStatus
 from scheduling.recurrence import Period
+from scheduling.services import booking as booking_service
 from tests.api_helpers import assert_bundle, assert_outcome, url
 from tests.factories import AppointmentFactory, PatientFactory, ScheduleFactory, SlotFactory
 
@@ -146,11 +148,7 @@ def test_epoch_columns_are_exact(org: Organization) -> None:
     whole = datetime(2026, 6, 1, 7, 15, tzinfo=UTC)
     appointment = AppointmentFactory(organization=org, start=exact, end=exact + timedelta(hours=1))
     AppointmentFactory(organization=org, start=whole, end=whole + timedelta(hours=1))
-    rows = dict(
-        Appointment.objects.values_list("fhir_id", selectors._EpochMicros("start")).order_by(
-            "start"
-        )
-    )
+    rows = dict(Appointment.objects.values_list("fhir_id", EpochMicros("start")).order_by("start"))
     micros = sorted(rows.values())
     assert micros == [int(whole.timestamp()) * 10**6, int(exact.timestamp()) * 10**6 + 123456]
     seconds = Appointment.objects.filter(pk=appointment.pk).values_list(
@@ -253,14 +251,14 @@ def test_a_concurrent_repeat_of_the_key_is_replayed_not_refused(
     schedule = ScheduleFactory(organization=org)
     patient = PatientFactory(organization=org)
     first = _book(org, schedule, patient=patient, idempotency_key="k-1").appointment
-    real_replay = services._replay
+    real_replay = booking_service._replay
     calls: list[int] = []
 
     def replay_missing_once(**kwargs: Any) -> Any:
         calls.append(1)
         return None if len(calls) == 1 else real_replay(**kwargs)
 
-    monkeypatch.setattr(services, "_replay", replay_missing_once)
+    monkeypatch.setattr(booking_service, "_replay", replay_missing_once)
     again = _book(org, schedule, patient=patient, idempotency_key="k-1")
     assert (again.created, again.appointment.pk) == (False, first.pk)
     assert Appointment.objects.count() == 1
@@ -271,8 +269,8 @@ def test_the_constraint_still_decides_past_both_checks(
 ) -> None:
     """With the early and the locked availability checks both switched off, the unique
     constraint refuses the second active appointment and the service reports SlotTaken."""
-    monkeypatch.setattr(services, "_refuse_early", lambda **_: None)
-    monkeypatch.setattr(services, "_require_free", lambda **_: None)
+    monkeypatch.setattr(booking_service, "_refuse_early", lambda **_: None)
+    monkeypatch.setattr(booking_service, "_require_free", lambda **_: None)
     schedule = ScheduleFactory(organization=org)
     _book(org, schedule)
     with pytest.raises(SlotTaken):

@@ -1,4 +1,4 @@
-"""Search caches keyed by the data stamps (scheduling/search_cache.py, migration 0003).
+"""Search caches keyed by the data stamps (scheduling/db/search_cache.py, migration 0003).
 
 The stamps are renewed by database triggers, so every write path must renew them: the
 ORM, bulk updates, raw SQL and, on PostgreSQL, another connection altogether. Cached
@@ -21,7 +21,8 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from scheduling import search_cache, selectors
+from scheduling import selectors
+from scheduling.db import search_cache
 from scheduling.models import (
     Appointment,
     AppointmentStatus,

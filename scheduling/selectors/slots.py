@@ -1,9 +1,4 @@
-"""Reads of the scheduling domain (HackSoft style: keyword-only, ``organization`` required).
-
-No HTTP and no FHIR JSON here: selectors return model instances and periods; the API maps
-them. Every search runs a fixed number of queries, independent of the number of results
-(recurrences and slots are expanded in Python from the rows of those few queries).
-"""
+"""Slot search: stored slots plus slots generated from schedules, free or busy."""
 
 from __future__ import annotations
 
@@ -11,81 +6,44 @@ import bisect
 import heapq
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, overload
 
-from django.db import connections
 from django.db.models import (
-    BigIntegerField,
     Case,
     F,
-    Func,
     Q,
-    QuerySet,
-    Subquery,
     TextField,
     Value,
     When,
 )
 from django.db.models.functions import Cast
 
-from scheduling import recurrence, search_cache
-from scheduling.compiled_query import CompiledQuery, EpochSeconds
-from scheduling.errors import NotFound, WindowTooLarge
+from scheduling import recurrence
+from scheduling.db import search_cache
+from scheduling.db.compiled_query import EpochSeconds
+from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
     Appointment,
-    DataStamp,
     Organization,
-    Patient,
     Schedule,
     Slot,
     SlotStatus,
 )
 from scheduling.recurrence import Period
-
-_DAY = 86_400
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-#: (system, code): system None matches any system, "" matches codings without a system.
-Token = tuple[str | None, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleResult:
-    """A stored schedule (``period`` None) or one generated occurrence of a recurring one."""
-
-    schedule: Schedule
-    period: Period | None = None
-
-    @property
-    def id(self) -> str:
-        if self.period is None:
-            return self.schedule.fhir_id
-        return recurrence.occurrence_id(self.schedule.fhir_id, self.period.start)
-
-    @property
-    def start(self) -> datetime:
-        return self.period.start if self.period else self.schedule.planning_start
-
-
-@dataclass(frozen=True, slots=True)
-class AppointmentResult:
-    appointment: Appointment
-    period: Period | None = None
-
-    @property
-    def id(self) -> str:
-        if self.period is None:
-            return self.appointment.fhir_id
-        return recurrence.occurrence_id(self.appointment.fhir_id, self.period.start)
-
-    @property
-    def start(self) -> datetime:
-        return self.period.start if self.period else self.appointment.start
+from scheduling.selectors.common import (
+    Token,
+    generated_not_found,
+    ids_and_parents,
+    occurrence_stamps,
+    token_matches,
+    ts,
+    window_q,
+)
 
 
 @dataclass(slots=True)
@@ -123,249 +81,6 @@ class SlotResult:
         self.status: str = source.status
 
 
-def token_matches(concepts: object, tokens: Sequence[Token]) -> bool:
-    """True if any stored coding ({system, code, display}) matches any token (OR)."""
-    if not isinstance(concepts, list):
-        return False
-    for item in concepts:
-        if not isinstance(item, dict):
-            continue
-        for system, code in tokens:
-            if item.get("code") != code:
-                continue
-            if system is None or (item.get("system") or "") == system:
-                return True
-    return False
-
-
-def _overlaps(start: datetime, end: datetime, window: Period) -> bool:
-    return start < window.end and end > window.start
-
-
-def _expand(
-    obj: Schedule | Appointment,
-    organization: Organization,
-    start: datetime,
-    end: datetime,
-    first: tuple[datetime, datetime],
-    window: Period,
-) -> list[Period]:
-    return recurrence.expand(
-        rrule=obj.rrule,
-        first_start=first[0],
-        first_end=first[1],
-        tzid=obj.rule_timezone(organization),
-        exdates=obj.exdate_values(),
-        window_start=window.start,
-        window_end=window.end,
-    )
-
-
-def schedule_availability(
-    *, schedule: Schedule, organization: Organization, window_start: datetime, window_end: datetime
-) -> list[Period]:
-    """The schedule's availability windows overlapping [window_start, window_end).
-
-    Its own period, or every occurrence of a recurring one. No database access.
-    """
-    window = Period(window_start, window_end)
-    first = (schedule.planning_start, schedule.planning_end)
-    if schedule.rrule:
-        return _expand(schedule, organization, window_start, window_end, first, window)
-    if _overlaps(first[0], first[1], window):
-        return [Period(first[0], first[1])]
-    return []
-
-
-def _ids_and_parents(ids: Iterable[str]) -> tuple[set[str], set[str]]:
-    wanted = set(ids)
-    lookup = set(wanted)
-    for value in wanted:
-        split = recurrence.split_occurrence_id(value)
-        if split is not None:
-            lookup.add(split[0])
-    return wanted, lookup
-
-
-def _schedules(organization: Organization) -> QuerySet[Schedule]:
-    return Schedule.objects.filter(organization=organization).select_related(
-        "practitioner_role__practitioner", "practitioner"
-    )
-
-
-def _window_q(window: Period, start_field: str, end_field: str) -> Q:
-    """Rows overlapping the window, plus recurring rows that start before it ends."""
-    plain = Q(rrule="", **{f"{start_field}__lt": window.end, f"{end_field}__gt": window.start})
-    recurring = ~Q(rrule="") & Q(**{f"{start_field}__lt": window.end})
-    return plain | recurring
-
-
-def schedule_search(
-    *,
-    organization: Organization,
-    ids: Sequence[str] | None = None,
-    actor: str | None = None,
-    active: bool | None = None,
-    service_category: Sequence[Token] | None = None,
-    window: Period | None = None,
-) -> list[ScheduleResult]:
-    """Schedules of ``organization``; with a window, recurring ones become their occurrences.
-
-    ``ids`` (OR) may name stored schedules or, with a window, generated occurrences.
-    ``actor`` is ``PractitionerRole/x``, ``Practitioner/x`` or a bare id (either kind).
-    Ordered by start, then id.
-    """
-    key = (
-        "schedule",
-        tuple(ids) if ids is not None else None,
-        actor,
-        active,
-        tuple(service_category) if service_category else None,
-        (window.start, window.end) if window is not None else None,
-    )
-
-    def build() -> tuple[list[ScheduleResult], int]:
-        results = _schedule_search(
-            organization=organization,
-            ids=ids,
-            actor=actor,
-            active=active,
-            service_category=service_category,
-            window=window,
-        )
-        return results, len(results)
-
-    # The cached list and its schedules are shared: the mappers only read them. Schedule
-    # resources do not depend on bookings, so bookings do not discard the entry.
-    return search_cache.schedule_cache.get_or_build(organization, key, build, bookings=False)
-
-
-def _schedule_search(
-    *,
-    organization: Organization,
-    ids: Sequence[str] | None,
-    actor: str | None,
-    active: bool | None,
-    service_category: Sequence[Token] | None,
-    window: Period | None,
-) -> list[ScheduleResult]:
-    qs = _schedules(organization)
-    wanted: set[str] = set()
-    if ids is not None:
-        wanted, lookup = _ids_and_parents(ids)
-        qs = qs.filter(fhir_id__in=lookup if window is not None else wanted)
-    if actor is not None:
-        kind, _, ref_id = actor.rpartition("/")
-        role_q = Q(practitioner_role__fhir_id=ref_id)
-        prac_q = Q(practitioner__fhir_id=ref_id) | Q(
-            practitioner_role__practitioner__fhir_id=ref_id
-        )
-        qs = qs.filter(
-            role_q
-            if kind == "PractitionerRole"
-            else prac_q
-            if kind == "Practitioner"
-            else role_q | prac_q
-        )
-    if active is not None:
-        qs = qs.filter(active=active)
-    if window is not None:
-        qs = qs.filter(_window_q(window, "planning_start", "planning_end"))
-    results: list[ScheduleResult] = []
-    for schedule in qs:
-        schedule.organization = organization  # avoid a query per row in the mappers
-        if service_category and not token_matches(schedule.service_category, service_category):
-            continue
-        if window is None or not schedule.rrule:
-            if ids is None or schedule.fhir_id in wanted:
-                results.append(ScheduleResult(schedule))
-            continue
-        for period in schedule_availability(
-            schedule=schedule,
-            organization=organization,
-            window_start=window.start,
-            window_end=window.end,
-        ):
-            result = ScheduleResult(schedule, period)
-            if ids is None or schedule.fhir_id in wanted or result.id in wanted:
-                results.append(result)
-    results.sort(key=lambda r: (r.start, r.id))
-    return results
-
-
-def organization_columns(organization_id: Any) -> list[Subquery]:
-    """(id, name, time zone, schedules stamp, bookings stamp) of one organisation as scalar
-    subqueries, all None when it does not exist: to ride along in another query (the
-    request's token lookup) and save a round trip. See :func:`organization_from_row`.
-    """
-    organization = Organization.objects.filter(pk=organization_id)
-    stamps = DataStamp.objects.filter(organization_id=organization_id)
-    return [
-        *(Subquery(organization.values(name)[:1]) for name in ("id", "name", "timezone")),
-        *(Subquery(stamps.values(name)[:1]) for name in ("schedules", "bookings")),
-    ]
-
-
-def organization_from_row(row: Sequence[Any]) -> Organization | None:
-    """The organisation of :func:`organization_columns`' values, with its data stamps.
-
-    The id, name and time zone are loaded; other fields load on first access.
-    """
-    pk, name, tz, schedules_stamp, bookings_stamp = row
-    if pk is None:
-        return None
-    organization = Organization.from_db("default", ["id", "name", "timezone"], [pk, name, tz])
-    schedules_name, bookings_name = search_cache.STAMP_ATTRIBUTES
-    setattr(organization, schedules_name, schedules_stamp)
-    setattr(organization, bookings_name, bookings_stamp)
-    return organization
-
-
-_ORGANIZATION = CompiledQuery(
-    lambda organization_id: (
-        Organization.objects.filter(pk=organization_id)
-        .order_by()
-        .values_list(*organization_columns(organization_id))
-    )
-)
-
-
-def organization_get(*, organization_id: str) -> Organization | None:
-    """The organisation with its data stamps (``search_cache``), in one query.
-
-    Every API request needs it, so the SQL is compiled once per process.
-    """
-    rows = _ORGANIZATION.rows(organization_id)
-    return organization_from_row(rows[0]) if rows else None
-
-
-def _generated_not_found(kind: str, fhir_id: str, parent_exists: bool, parent: str) -> NotFound:
-    if parent_exists:
-        parent_type = "Appointment" if kind == "Appointment" else "Schedule"
-        return NotFound(
-            f"{kind} '{fhir_id}' is a generated occurrence of {parent_type}/{parent}; "
-            "generated occurrences cannot be read by id, only found by a search with a "
-            "date window."
-        )
-    return NotFound(f"{kind} '{fhir_id}' was not found.")
-
-
-def schedule_get(*, organization: Organization, fhir_id: str) -> Schedule:
-    """A stored schedule; NotFound (naming the parent) for a generated occurrence id."""
-    schedule = _schedules(organization).filter(fhir_id=fhir_id).first()
-    if schedule is not None:
-        schedule.organization = organization
-        return schedule
-    split = recurrence.split_occurrence_id(fhir_id)
-    parent_exists = (
-        split is not None
-        and Schedule.objects.filter(organization=organization, fhir_id=split[0])
-        .exclude(rrule="")
-        .exists()
-    )
-    raise _generated_not_found("Schedule", fhir_id, parent_exists, split[0] if split else "")
-
-
 def slot_get(*, organization: Organization, fhir_id: str) -> Slot:
     """A stored slot; NotFound (naming the schedule) for a generated slot id."""
     slot = (
@@ -380,202 +95,7 @@ def slot_get(*, organization: Organization, fhir_id: str) -> Slot:
         split is not None
         and Schedule.objects.filter(organization=organization, fhir_id=split[0]).exists()
     )
-    raise _generated_not_found("Slot", fhir_id, parent_exists, split[0] if split else "")
-
-
-def _appointments(organization: Organization, patient: Patient) -> QuerySet[Appointment]:
-    return Appointment.objects.filter(organization=organization, patient=patient).select_related(
-        "slot", "practitioner_role"
-    )
-
-
-def _bind(appointment: Appointment, organization: Organization, patient: Patient) -> Appointment:
-    # Both are already loaded by the tenancy layer: no join and no query per row.
-    appointment.organization = organization
-    appointment.patient = patient
-    return appointment
-
-
-def appointment_get(*, organization: Organization, patient: Patient, fhir_id: str) -> Appointment:
-    """A stored appointment of this patient; NotFound otherwise (also for occurrences)."""
-    appointment = _appointments(organization, patient).filter(fhir_id=fhir_id).first()
-    if appointment is not None:
-        return _bind(appointment, organization, patient)
-    split = recurrence.split_occurrence_id(fhir_id)
-    parent_exists = (
-        split is not None
-        and _appointments(organization, patient).filter(fhir_id=split[0]).exclude(rrule="").exists()
-    )
-    raise _generated_not_found("Appointment", fhir_id, parent_exists, split[0] if split else "")
-
-
-def patient_appointment_search(
-    *,
-    organization: Organization,
-    patient: Patient,
-    ids: Sequence[str] | None = None,
-    window: Period | None = None,
-    statuses: Sequence[str] | None = None,
-) -> list[AppointmentResult]:
-    """The patient's appointments; with a window, recurring ones become their occurrences."""
-    qs = _appointments(organization, patient)
-    wanted: set[str] = set()
-    if ids is not None:
-        wanted, lookup = _ids_and_parents(ids)
-        qs = qs.filter(fhir_id__in=lookup if window is not None else wanted)
-    if statuses:
-        qs = qs.filter(status__in=list(statuses))
-    if window is not None:
-        qs = qs.filter(_window_q(window, "start", "end"))
-    results: list[AppointmentResult] = []
-    for appointment in qs:
-        _bind(appointment, organization, patient)
-        if window is None or not appointment.rrule:
-            if ids is None or appointment.fhir_id in wanted:
-                results.append(AppointmentResult(appointment))
-            continue
-        for period in _expand(
-            appointment,
-            organization,
-            window.start,
-            window.end,
-            (appointment.start, appointment.end),
-            window,
-        ):
-            result = AppointmentResult(appointment, period)
-            if ids is None or appointment.fhir_id in wanted or result.id in wanted:
-                results.append(result)
-    results.sort(key=lambda r: (r.start, r.id))
-    return results
-
-
-def _day_floor(ts: int) -> int:
-    return ts - ts % _DAY
-
-
-def _from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _expand_stamps(
-    rrule: str,
-    first_start: int,
-    first_end: int,
-    tzid: str,
-    exdates: str,
-    window_start: datetime,
-    window_end: datetime,
-) -> tuple[tuple[int, int], ...]:
-    periods = recurrence.expand(
-        rrule=rrule,
-        first_start=_from_micros(first_start),
-        first_end=_from_micros(first_end),
-        tzid=tzid,
-        exdates=[datetime.fromisoformat(value) for value in json.loads(exdates or "[]")],
-        window_start=window_start,
-        window_end=window_end,
-    )
-    return tuple((int(p.start.timestamp()), int(p.end.timestamp())) for p in periods)
-
-
-@lru_cache(maxsize=4096)
-def _cached_expansion(
-    rrule: str,
-    first_start: int,
-    first_end: int,
-    tzid: str,
-    exdates: str,
-    day_start: int,
-    day_end: int,
-) -> tuple[tuple[int, int], ...]:
-    """Occurrences as integer UTC timestamps over whole UTC days [day_start, day_end).
-
-    A pure function of its arguments: every input of the rule is part of the key (the
-    first period in microseconds, the exdates as stored JSON text), so the cache stays
-    correct however many workers there are and whenever a row changes (a changed row is
-    simply a new key). Whole days let the searches of one day share entries.
-    """
-    return _expand_stamps(
-        rrule,
-        first_start,
-        first_end,
-        tzid,
-        exdates,
-        datetime.fromtimestamp(day_start, UTC),
-        datetime.fromtimestamp(day_end, UTC),
-    )
-
-
-def _occurrence_stamps(
-    *,
-    rrule: str,
-    first_start: int,
-    first_end: int,
-    tzid: str,
-    exdates: str,
-    window: Period,
-    window_start: int,
-    window_end: int,
-) -> list[tuple[int, int]]:
-    """Occurrences overlapping ``window`` as integer timestamps (through the cache).
-
-    ``first_start``/``first_end`` are microseconds since 1970, ``exdates`` the stored JSON.
-    """
-    try:
-        days = _cached_expansion(
-            rrule,
-            first_start,
-            first_end,
-            tzid,
-            exdates,
-            _day_floor(window_start),
-            _day_floor(window_end - 1) + _DAY,
-        )
-    except WindowTooLarge:
-        # The whole days may hold a few more occurrences than the window itself: only the
-        # window decides whether a search is too costly.
-        days = _expand_stamps(
-            rrule, first_start, first_end, tzid, exdates, window.start, window.end
-        )
-    return [(s, e) for s, e in days if s < window_end and e > window_start]
-
-
-class _EpochMicros(Func):
-    """Exact microseconds since 1970 (UTC): a cheap integer that keeps the fraction."""
-
-    output_field = BigIntegerField()
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint",
-        )
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC; the fraction is characters
-        # 21-26 (padded when the stored value has none).
-        return self.as_sql(
-            compiler,
-            connection,
-            template=(
-                "(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) * 1000000"
-                " + CAST(substr(%(expressions)s || '.000000', 21, 6) AS INTEGER))"
-            ),
-        )
-
-
-def _plain_rows(queryset: QuerySet[Any]) -> list[tuple[Any, ...]]:
-    """The rows of a ``values_list`` of integer and text columns, straight from the cursor.
-
-    Django's per-row converter pass costs more than the rest of the loop over a thousand
-    busy rows; integers and text need no conversion on either backend.
-    """
-    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
-    with connections[queryset.db].cursor() as cursor:
-        cursor.execute(sql, params)
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-    return rows
+    raise generated_not_found("Slot", fhir_id, parent_exists, split[0] if split else "")
 
 
 def _busy_intervals(
@@ -599,7 +119,7 @@ def _busy_intervals(
     if narrow:
         appointments = appointments.filter(schedule_id__in=schedule_pks)
     rows = (
-        appointments.filter(_window_q(window, "start", "end"))
+        appointments.filter(window_q(window, "start", "end"))
         .exclude(status__in=list(INACTIVE_APPOINTMENT_STATUSES))
         .order_by()
         .values_list(
@@ -608,22 +128,22 @@ def _busy_intervals(
             EpochSeconds("end"),
             "rrule",
             # The rule's own columns only for the few recurring rows: NULL is free to load.
-            Case(When(plain, then=None), default=_EpochMicros("start")),
-            Case(When(plain, then=None), default=_EpochMicros("end")),
+            Case(When(plain, then=None), default=EpochMicros("start")),
+            Case(When(plain, then=None), default=EpochMicros("end")),
             Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
             Case(When(plain, then=None), default=Cast("exdates", TextField())),
         )
     )
-    window_start, window_end = _ts(window.start), _ts(window.end)
+    window_start, window_end = ts(window.start), ts(window.end)
     wanted = set(schedule_pks)
-    for schedule_pk, start_ts, end_ts, rrule, start_us, end_us, tzid, exdates in _plain_rows(rows):
+    for schedule_pk, start_ts, end_ts, rrule, start_us, end_us, tzid, exdates in plain_rows(rows):
         if schedule_pk not in wanted:
             continue
         if not rrule:
             busy[schedule_pk].append((start_ts, end_ts))
             continue
         busy[schedule_pk].extend(
-            _occurrence_stamps(
+            occurrence_stamps(
                 rrule=rrule,
                 first_start=start_us,
                 first_end=end_us,
@@ -772,10 +292,6 @@ class SlotResults(Sequence[SlotResult]):
         return self._make(self._rows[index])
 
 
-def _ts(value: datetime) -> int:
-    return int(value.timestamp())
-
-
 @dataclass(frozen=True, slots=True)
 class _SlotGrid:
     """The slots a window's schedules generate, before any booking: depends on schedules only.
@@ -821,32 +337,32 @@ def _slot_grid(
 ) -> _SlotGrid:
     schedules_qs = Schedule.objects.filter(
         organization=organization, active=True, slot_minutes__isnull=False
-    ).filter(_window_q(window, "planning_start", "planning_end"))
+    ).filter(window_q(window, "planning_start", "planning_end"))
     if parents is not None:
         schedules_qs = schedules_qs.filter(fhir_id__in=parents)
     # Integers and JSON text, decoded only where needed: two hundred schedules are read
     # by every search, and their datetimes and JSON cost more than the rest of the work.
-    schedules = _plain_rows(
+    schedules = plain_rows(
         schedules_qs.order_by().values_list(
             "pk",
             "fhir_id",
             Cast("service_category", TextField()),
             "slot_minutes",
-            _EpochMicros("planning_start"),
-            _EpochMicros("planning_end"),
+            EpochMicros("planning_start"),
+            EpochMicros("planning_end"),
             "rrule",
             "recurrence_timezone",
             Cast("exdates", TextField()),
         )
     )
-    window_start, window_end = _ts(window.start), _ts(window.end)
+    window_start, window_end = ts(window.start), ts(window.end)
     rows: list[tuple[int, str, int, Any]] = []
     infos: dict[int, tuple[str, str]] = {}
     for pk, fhir_id, categories, minutes, first_start, first_end, rrule, tzid, exdates in schedules:
         if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if rrule:
-            windows = _occurrence_stamps(
+            windows = occurrence_stamps(
                 rrule=rrule,
                 first_start=first_start,
                 first_end=first_end,
@@ -897,13 +413,13 @@ def _slot_snapshot(
     twins: set[tuple[str, int]] = set()  # (schedule fhir id, start) of generated-like ids
     for values in stored_qs.values_list(*_STORED_SLOT_COLUMNS):
         _pk, fhir_id, schedule_pk, _, status, start, end, categories = values[:8]
-        start_ts = _ts(start)
+        start_ts = ts(start)
         replaced.add((schedule_pk, start_ts))
         twin = recurrence.split_occurrence_id(fhir_id)
         if twin is not None:
-            twins.add((twin[0], _ts(twin[1])))
+            twins.add((twin[0], ts(twin[1])))
         if status == SlotStatus.BUSY_UNAVAILABLE:
-            busy[schedule_pk].append((start_ts, _ts(end)))
+            busy[schedule_pk].append((start_ts, ts(end)))
         if service_category and not token_matches(categories, service_category):
             continue
         stored_rows.append((start_ts, fhir_id, 0, values))
@@ -972,11 +488,11 @@ def slot_search(
     generated slot with the id or start of a stored slot of the same schedule is left out
     (the stored one wins). A fixed number of queries, whatever the size of the result,
     and none when the organisation's data is unchanged since the same search was cached
-    (``scheduling.search_cache``). Ordered by start, then id.
+    (``scheduling.db.search_cache``). Ordered by start, then id.
     """
     parents: set[str] | None = None
     if schedule_ids is not None:
-        _, parents = _ids_and_parents(schedule_ids)
+        _, parents = ids_and_parents(schedule_ids)
     key = (
         "slot",
         window.start,
@@ -1015,7 +531,7 @@ def slot_search(
     total = len(stored)
     streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored)]
     # Generated slots that have started are busy, never free.
-    started = bisect.bisect_left(snapshot.open_starts, _ts(now))
+    started = bisect.bisect_left(snapshot.open_starts, ts(now))
     if wanted_status is None or free in wanted_status:
         total += len(snapshot.open) - started
         streams.append(_with_status(snapshot.open, started, len(snapshot.open), free))
@@ -1031,7 +547,3 @@ def slot_search(
         instances=snapshot.instances,
         memo=snapshot.memo,
     )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

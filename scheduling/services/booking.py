@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Exists, Q, QuerySet
 from django.utils import timezone
 
 from scheduling import recurrence
-from scheduling.errors import BusinessRuleViolation, InvalidInput, NotFound, SlotTaken
+from scheduling.errors import BusinessRuleViolation, InvalidInput, SlotTaken
 from scheduling.models import (
     BOOKABLE_STATUSES,
     INACTIVE_APPOINTMENT_STATUSES,
     Appointment,
-    AppointmentResponse,
     AppointmentStatus,
     AuditEvent,
     IdempotencyKey,
@@ -43,13 +40,11 @@ from scheduling.models import (
     Slot,
     SlotStatus,
 )
+from scheduling.services.common import audit, iso, new_fhir_id
 
 __all__ = [
     "BookingResult",
     "appointment_book",
-    "appointment_cancel",
-    "appointment_mark_noshow",
-    "appointment_respond",
 ]
 
 _START = "Parameters.parameter[start]"
@@ -66,11 +61,6 @@ _KEY_CONSTRAINT = "uniq_idempotency_key"
 class BookingResult:
     appointment: Appointment
     created: bool  # False when an Idempotency-Key replayed an earlier booking
-
-
-def new_fhir_id() -> str:
-    """A fresh logical id (32 hex characters: valid FHIR id syntax)."""
-    return uuid.uuid4().hex
 
 
 # --------------------------------------------------------------------------- booking
@@ -228,7 +218,7 @@ def _refuse_early(
     )
     if booked:
         raise SlotTaken(
-            f"The slot at {_iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
+            f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
             "choose another slot.",
             expression=[_START],
         )
@@ -272,7 +262,7 @@ def _book_locked(
     )
     if slot_start < timezone.now():
         raise BusinessRuleViolation(
-            f"The slot at {_iso(slot_start)} has already started; book a future slot.",
+            f"The slot at {iso(slot_start)} has already started; book a future slot.",
             expression=[_START],
         )
     _require_free(organization=organization, schedule=schedule, start=slot_start, end=slot_end)
@@ -306,15 +296,15 @@ def _book_locked(
             appointment=appointment,
             request_hash=request_hash,
         )
-    _audit(
+    audit(
         organization=organization,
         actor=actor,
         action=AuditEvent.Action.CREATED,
         appointment=appointment,
         detail={
             "status": status,
-            "start": _iso(slot_start),
-            "end": _iso(slot_end),
+            "start": iso(slot_start),
+            "end": iso(slot_end),
             "schedule": schedule.fhir_id,
             "practitionerRole": role.fhir_id,
             "patient": patient.fhir_id,
@@ -395,7 +385,7 @@ def _find_slot(
         return stored.start, stored.end, stored
     where = f"occurrence '{occurrence_start:%Y%m%dT%H%M%SZ}' of " if occurrence_start else ""
     raise BusinessRuleViolation(
-        f"No slot of {where}schedule '{schedule.fhir_id}' starts at {_iso(start)}; "
+        f"No slot of {where}schedule '{schedule.fhir_id}' starts at {iso(start)}; "
         "search Slot?schedule=... for the slots on offer.",
         expression=[_START],
     )
@@ -442,7 +432,7 @@ def _require_free(
     )
     if flags is not None and any(flags):
         raise SlotTaken(
-            f"The slot at {_iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
+            f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
             "choose another slot.",
             expression=[_START],
         )
@@ -452,7 +442,7 @@ def _request_hash(
     *, schedule_id: str, start: datetime, practitioner_role_id: str, status: str, comment: str
 ) -> str:
     canonical = json.dumps(
-        [schedule_id, _iso(start), practitioner_role_id, status, comment or ""],
+        [schedule_id, iso(start), practitioner_role_id, status, comment or ""],
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -487,195 +477,3 @@ def _violates(exc: IntegrityError, constraint: str, column: str) -> bool:
         return bool(name == constraint)
     text = str(exc)
     return constraint in text or ("UNIQUE constraint failed" in text and column in text)
-
-
-# --------------------------------------------------------------------------- attendance
-
-
-def appointment_respond(
-    *,
-    organization: Organization,
-    patient: Patient,
-    appointment_fhir_id: str,
-    participant_status: str,
-    comment: str,
-    actor: str,
-) -> AppointmentResponse:
-    """Store the patient's AppointmentResponse and set their participation status.
-
-    ``declined`` also cancels the appointment, which frees its slot; nothing else of the
-    appointment changes. Raises NotFound for an appointment that is not this patient's and
-    InvalidInput for an unknown participant status.
-    """
-    if participant_status not in ParticipationStatus.values:
-        allowed = ", ".join(ParticipationStatus.values)
-        raise InvalidInput(
-            f"participantStatus '{participant_status}' is not one of: {allowed}.",
-            expression=["AppointmentResponse.participantStatus"],
-        )
-    with transaction.atomic():
-        appointment = (
-            Appointment.objects.select_for_update()
-            .filter(organization=organization, patient=patient, fhir_id=appointment_fhir_id)
-            .first()
-        )
-        if appointment is None:
-            raise NotFound(
-                _appointment_missing_message(organization, appointment_fhir_id),
-                expression=["AppointmentResponse.appointment"],
-            )
-        response = AppointmentResponse(
-            organization=organization,
-            fhir_id=new_fhir_id(),
-            appointment=appointment,
-            patient=patient,
-            participant_status=participant_status,
-            comment=comment or "",
-            client_id=actor[:100],
-        )
-        response.save()
-
-        changed: list[str] = []
-        old_patient_status = appointment.patient_status
-        if old_patient_status != participant_status:
-            appointment.patient_status = participant_status
-            changed.append("patient_status")
-        _audit(
-            organization=organization,
-            actor=actor,
-            action=AuditEvent.Action.PARTICIPANT_STATUS,
-            appointment=appointment,
-            detail={
-                "patient": patient.fhir_id,
-                "patientStatus": [old_patient_status, participant_status],
-                "appointmentResponse": response.fhir_id,
-            },
-        )
-        if participant_status == ParticipationStatus.DECLINED and appointment.is_active:
-            old_status = appointment.status
-            appointment.status = AppointmentStatus.CANCELLED
-            changed.append("status")
-            _audit(
-                organization=organization,
-                actor=actor,
-                action=AuditEvent.Action.CANCELLED,
-                appointment=appointment,
-                detail={
-                    "status": [old_status, AppointmentStatus.CANCELLED.value],
-                    "reason": "declined by the patient",
-                    "appointmentResponse": response.fhir_id,
-                },
-            )
-        if changed:
-            appointment.save(update_fields=[*changed, "updated_at"])
-    return response
-
-
-def _appointment_missing_message(organization: Organization, fhir_id: str) -> str:
-    parsed = recurrence.split_occurrence_id(fhir_id)
-    if parsed is not None:
-        parent_id = parsed[0]
-        if Appointment.objects.filter(organization=organization, fhir_id=parent_id).exists():
-            return (
-                f"Appointment '{fhir_id}' is a generated occurrence of Appointment/{parent_id}; "
-                "only stored appointments can be answered."
-            )
-    return f"Appointment '{fhir_id}' was not found for this patient."
-
-
-# --------------------------------------------------------------------------- staff actions
-
-
-def appointment_cancel(
-    *, organization: Organization, appointment: Appointment, actor: str, reason: str = ""
-) -> Appointment:
-    """Cancel ``appointment`` (frees its slot). Cancelling a cancelled one changes nothing;
-    a no-show or entered-in-error appointment cannot be cancelled (BusinessRuleViolation)."""
-    with transaction.atomic():
-        locked = _lock(organization=organization, appointment=appointment)
-        if locked.status == AppointmentStatus.CANCELLED:
-            return locked
-        if not locked.is_active:
-            raise BusinessRuleViolation(
-                f"Appointment '{locked.fhir_id}' is {locked.status} and cannot be cancelled.",
-                expression=["Appointment.status"],
-            )
-        old_status = locked.status
-        locked.status = AppointmentStatus.CANCELLED
-        locked.cancelation_reason = reason[:200]
-        locked.save(update_fields=["status", "cancelation_reason", "updated_at"])
-        _audit(
-            organization=organization,
-            actor=actor,
-            action=AuditEvent.Action.CANCELLED,
-            appointment=locked,
-            detail={"status": [old_status, locked.status], "reason": reason},
-        )
-    return locked
-
-
-def appointment_mark_noshow(
-    *, organization: Organization, appointment: Appointment, actor: str
-) -> Appointment:
-    """Record that the patient did not come. Only an active appointment that has already
-    started can be a no-show (BusinessRuleViolation otherwise). Frees the slot."""
-    with transaction.atomic():
-        locked = _lock(organization=organization, appointment=appointment)
-        if not locked.is_active:
-            raise BusinessRuleViolation(
-                f"Appointment '{locked.fhir_id}' is {locked.status}; only an active "
-                "appointment can be marked as a no-show.",
-                expression=["Appointment.status"],
-            )
-        if locked.start > timezone.now():
-            raise BusinessRuleViolation(
-                f"Appointment '{locked.fhir_id}' has not started yet; it cannot be a no-show.",
-                expression=["Appointment.start"],
-            )
-        old_status = locked.status
-        locked.status = AppointmentStatus.NOSHOW
-        locked.save(update_fields=["status", "updated_at"])
-        _audit(
-            organization=organization,
-            actor=actor,
-            action=AuditEvent.Action.NOSHOW,
-            appointment=locked,
-            detail={"status": [old_status, locked.status]},
-        )
-    return locked
-
-
-def _lock(*, organization: Organization, appointment: Appointment) -> Appointment:
-    locked = (
-        Appointment.objects.select_for_update()
-        .filter(organization=organization, pk=appointment.pk)
-        .first()
-    )
-    if locked is None:
-        raise NotFound(f"Appointment '{appointment.fhir_id}' was not found.")
-    return locked
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _audit(
-    *,
-    organization: Organization,
-    actor: str,
-    action: str,
-    appointment: Appointment,
-    detail: dict[str, Any],
-) -> None:
-    AuditEvent.objects.create(
-        organization=organization,
-        actor=actor[:200],
-        action=action,
-        appointment=appointment,
-        appointment_fhir_id=appointment.fhir_id,
-        detail=detail,
-    )
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()

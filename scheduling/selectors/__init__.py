@@ -1,0 +1,46 @@
+"""Reads of the scheduling domain, one module per resource (HackSoft style).
+
+Keyword-only arguments, ``organization`` always required. No HTTP and no FHIR JSON: selectors
+return model instances and periods, and the API maps them. Every search runs a fixed number
+of queries, independent of the number of results.
+"""
+
+from scheduling.selectors.appointments import (
+    AppointmentResult,
+    appointment_get,
+    patient_appointment_search,
+)
+from scheduling.selectors.common import Token, token_matches, utc_now
+from scheduling.selectors.organizations import (
+    organization_columns,
+    organization_from_row,
+    organization_get,
+)
+from scheduling.selectors.schedules import (
+    ScheduleResult,
+    schedule_availability,
+    schedule_get,
+    schedule_search,
+)
+from scheduling.selectors.slots import GeneratedSlot, SlotResult, SlotResults, slot_get, slot_search
+
+__all__ = [
+    "AppointmentResult",
+    "GeneratedSlot",
+    "ScheduleResult",
+    "SlotResult",
+    "SlotResults",
+    "Token",
+    "appointment_get",
+    "organization_columns",
+    "organization_from_row",
+    "organization_get",
+    "patient_appointment_search",
+    "schedule_availability",
+    "schedule_get",
+    "schedule_search",
+    "slot_get",
+    "slot_search",
+    "token_matches",
+    "utc_now",
+]

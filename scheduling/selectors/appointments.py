@@ -1,0 +1,102 @@
+"""Reads of a patient's appointments: search (recurring ones expanded) and read by id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import (
+    QuerySet,
+)
+
+from scheduling import recurrence
+from scheduling.models import (
+    Appointment,
+    Organization,
+    Patient,
+)
+from scheduling.recurrence import Period
+from scheduling.selectors.common import expand_rule, generated_not_found, ids_and_parents, window_q
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentResult:
+    appointment: Appointment
+    period: Period | None = None
+
+    @property
+    def id(self) -> str:
+        if self.period is None:
+            return self.appointment.fhir_id
+        return recurrence.occurrence_id(self.appointment.fhir_id, self.period.start)
+
+    @property
+    def start(self) -> datetime:
+        return self.period.start if self.period else self.appointment.start
+
+
+def _appointments(organization: Organization, patient: Patient) -> QuerySet[Appointment]:
+    return Appointment.objects.filter(organization=organization, patient=patient).select_related(
+        "slot", "practitioner_role"
+    )
+
+
+def _bind(appointment: Appointment, organization: Organization, patient: Patient) -> Appointment:
+    # Both are already loaded by the tenancy layer: no join and no query per row.
+    appointment.organization = organization
+    appointment.patient = patient
+    return appointment
+
+
+def appointment_get(*, organization: Organization, patient: Patient, fhir_id: str) -> Appointment:
+    """A stored appointment of this patient; NotFound otherwise (also for occurrences)."""
+    appointment = _appointments(organization, patient).filter(fhir_id=fhir_id).first()
+    if appointment is not None:
+        return _bind(appointment, organization, patient)
+    split = recurrence.split_occurrence_id(fhir_id)
+    parent_exists = (
+        split is not None
+        and _appointments(organization, patient).filter(fhir_id=split[0]).exclude(rrule="").exists()
+    )
+    raise generated_not_found("Appointment", fhir_id, parent_exists, split[0] if split else "")
+
+
+def patient_appointment_search(
+    *,
+    organization: Organization,
+    patient: Patient,
+    ids: Sequence[str] | None = None,
+    window: Period | None = None,
+    statuses: Sequence[str] | None = None,
+) -> list[AppointmentResult]:
+    """The patient's appointments; with a window, recurring ones become their occurrences."""
+    qs = _appointments(organization, patient)
+    wanted: set[str] = set()
+    if ids is not None:
+        wanted, lookup = ids_and_parents(ids)
+        qs = qs.filter(fhir_id__in=lookup if window is not None else wanted)
+    if statuses:
+        qs = qs.filter(status__in=list(statuses))
+    if window is not None:
+        qs = qs.filter(window_q(window, "start", "end"))
+    results: list[AppointmentResult] = []
+    for appointment in qs:
+        _bind(appointment, organization, patient)
+        if window is None or not appointment.rrule:
+            if ids is None or appointment.fhir_id in wanted:
+                results.append(AppointmentResult(appointment))
+            continue
+        for period in expand_rule(
+            appointment,
+            organization,
+            window.start,
+            window.end,
+            (appointment.start, appointment.end),
+            window,
+        ):
+            result = AppointmentResult(appointment, period)
+            if ids is None or appointment.fhir_id in wanted or result.id in wanted:
+                results.append(result)
+    results.sort(key=lambda r: (r.start, r.id))
+    return results
