@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_api import mappers
+from fhir_api import includes, mappers
 from scheduling.models import Organization
 
 _SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -13,6 +13,7 @@ _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-serv
 _PAGING = [
     ("_count", "number", "Page size (default 50, at most 500)."),
     ("_offset", "number", "Index of the first entry of the page."),
+    ("_summary", "token", "count: the Bundle's total alone, without entries."),
 ]
 _EXTENSIONS_DOC = (
     f"Extensions: {mappers.EXT_RECURRENCE} (complex: rrule, timezone, exdate), "
@@ -25,6 +26,16 @@ def _params(items: list[tuple[str, str, str]]) -> list[dict[str, str]]:
     return [
         {"name": name, "type": kind, "documentation": doc} for name, kind, doc in items + _PAGING
     ]
+
+
+def _include_values(table: includes.IncludeTable) -> list[str]:
+    # Taken from the tables the searches enforce, so this can never promise more or less.
+    return [key for param in table.values() for key in param]
+
+
+#: Reads answer with meta.versionId and ETag, and 304 to a matching If-None-Match; there is
+#: no history (vread), so the version is advertised but not readable by version.
+_VERSIONED_READ = {"versioning": "versioned", "readHistory": False, "conditionalRead": "not-match"}
 
 
 def capability_statement(
@@ -80,6 +91,8 @@ def capability_statement(
                         "type": "Schedule",
                         "documentation": _EXTENSIONS_DOC,
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        **_VERSIONED_READ,
+                        "searchInclude": _include_values(includes.SCHEDULE),
                         "searchParam": _params(
                             [
                                 ("_id", "token", "Logical id(s), comma = OR; alias 'id'."),
@@ -92,7 +105,13 @@ def capability_statement(
                     },
                     {
                         "type": "Slot",
+                        "documentation": (
+                            "_include=Slot:schedule, and _include:iterate=Schedule:actor "
+                            "with it for the schedules' actors."
+                        ),
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        **_VERSIONED_READ,
+                        "searchInclude": _include_values(includes.SLOT),
                         "searchParam": _params(
                             [
                                 ("start", "date", "Slot generation window (default 7 days)."),
@@ -108,6 +127,8 @@ def capability_statement(
                             "Below Patient/{id}/Appointment only. " + _EXTENSIONS_DOC
                         ),
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        **_VERSIONED_READ,
+                        "searchInclude": _include_values(includes.APPOINTMENT),
                         "searchParam": _params(
                             [
                                 ("_id", "token", "Logical id(s), comma = OR; alias 'id'."),

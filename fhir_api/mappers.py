@@ -50,8 +50,27 @@ def instant(value: datetime) -> str:
     return value.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
-def _meta(obj: Any) -> dict[str, str]:
-    return {"lastUpdated": instant(obj.updated_at)} if getattr(obj, "updated_at", None) else {}
+def _meta(obj: Any, *, versioned: bool = True) -> dict[str, str]:
+    """``meta`` of a stored row: ``versionId`` (the trigger-kept ``version``; see
+    ``docs/api.md`` section 15) and ``lastUpdated``.
+
+    A row built from selected columns may lack ``version`` (it is then the unsaved
+    ``DatabaseDefault``): it is left out rather than guessed. Generated occurrences pass
+    ``versioned=False``: they are not stored, so they have no version of their own.
+    """
+    meta: dict[str, str] = {}
+    version = getattr(obj, "version", None)
+    if versioned and isinstance(version, int):
+        meta["versionId"] = str(version)
+    if getattr(obj, "updated_at", None):
+        meta["lastUpdated"] = instant(obj.updated_at)
+    return meta
+
+
+def version_id(resource: FHIRDict) -> str | None:
+    """The ``meta.versionId`` of a mapped resource, for the ETag of a read."""
+    meta = resource.get("meta")
+    return meta.get("versionId") if isinstance(meta, dict) else None
 
 
 def concepts(values: Any) -> list[CodeableConcept]:
@@ -172,7 +191,9 @@ def slot_duration_extension(minutes: int) -> FHIRDict:
 ScheduleParts = dict[int, tuple[FHIRDict, FHIRDict]]
 
 
-def _schedule_parts(s: Schedule, memo: ScheduleParts | None) -> tuple[FHIRDict, FHIRDict]:
+def _schedule_parts(
+    s: Schedule, memo: ScheduleParts | None, *, versioned: bool = False
+) -> tuple[FHIRDict, FHIRDict]:
     """The elements of a schedule before and after ``planningHorizon``.
 
     A week of a daily schedule is seven occurrences with the same actors, codes and meta:
@@ -181,7 +202,7 @@ def _schedule_parts(s: Schedule, memo: ScheduleParts | None) -> tuple[FHIRDict, 
     """
     if memo is not None and s.pk in memo:
         return memo[s.pk]
-    head: FHIRDict = {"meta": _meta(s)}
+    head: FHIRDict = {"meta": _meta(s, versioned=versioned)}
     head["active"] = s.active
     _put(head, "serviceCategory", concepts(s.service_category))
     _put(head, "serviceType", concepts(s.service_type))
@@ -198,9 +219,15 @@ def _schedule_parts(s: Schedule, memo: ScheduleParts | None) -> tuple[FHIRDict, 
 
 
 def _schedule_base(
-    s: Schedule, start: datetime, end: datetime, fhir_id: str, memo: ScheduleParts | None = None
+    s: Schedule,
+    start: datetime,
+    end: datetime,
+    fhir_id: str,
+    memo: ScheduleParts | None = None,
+    *,
+    versioned: bool = False,
 ) -> FHIRDict:
-    head, tail = _schedule_parts(s, memo)
+    head, tail = _schedule_parts(s, memo, versioned=versioned)
     resource: FHIRDict = {"resourceType": "Schedule", "id": fhir_id, **head}
     resource["planningHorizon"] = {"start": instant(start), "end": instant(end)}
     resource.update(tail)
@@ -209,7 +236,7 @@ def _schedule_base(
 
 def schedule_to_fhir(s: Schedule) -> FHIRDict:
     """A stored Schedule, recurring ones with their recurrence extension."""
-    resource = _schedule_base(s, s.planning_start, s.planning_end, s.fhir_id)
+    resource = _schedule_base(s, s.planning_start, s.planning_end, s.fhir_id, versioned=True)
     extensions: list[FHIRDict] = []
     if s.rrule:
         extensions.append(_recurrence_extension(s, _org_timezone(s)))
@@ -274,7 +301,9 @@ def generated_slot_to_fhir(schedule: Schedule, generated_slot: Any) -> FHIRDict:
 
 
 def _appointment_base(a: Appointment, start: datetime, end: datetime, fhir_id: str) -> FHIRDict:
-    resource: FHIRDict = {"resourceType": "Appointment", "id": fhir_id, "meta": _meta(a)}
+    # An occurrence's id differs from its parent's: only the stored row has a version.
+    meta = _meta(a, versioned=fhir_id == a.fhir_id)
+    resource: FHIRDict = {"resourceType": "Appointment", "id": fhir_id, "meta": meta}
     resource["status"] = a.status
     if a.cancelation_reason:
         resource["cancelationReason"] = {"text": a.cancelation_reason}

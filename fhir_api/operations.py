@@ -1,4 +1,4 @@
-"""Writes over HTTP: ``$book-slot`` (CONTRACT section 6) and AppointmentResponse (section 7).
+"""Writes over HTTP: ``$book-slot`` (docs/api.md section 6) and AppointmentResponse (section 7).
 
 The views only turn FHIR JSON into service arguments and the result back into FHIR JSON;
 every rule lives in ``scheduling.services``. Input is parsed with ``fhir.resources.R4B``;
@@ -28,6 +28,8 @@ from scheduling.models import ParticipationStatus, Patient
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _APPOINTMENT_REF = re.compile(rf"^Appointment/({_ID})$")
 _ROLE_REF = re.compile(rf"^(?:PractitionerRole/)?({_ID})$")
+# A Slot names its schedule as "Schedule/{id}": integrators paste that reference as it is.
+_SCHEDULE_REF = re.compile(rf"^(?:Schedule/)?({_ID})$")
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 # name -> (value[x] element it must use, required)
@@ -195,12 +197,23 @@ class BookingInput:
                     "Parameters.parameter[practitionerRole]",
                 )
             )
+        schedule = values.get("schedule")
+        schedule_match = _SCHEDULE_REF.match(schedule) if isinstance(schedule, str) else None
+        if schedule is not None and schedule_match is None:
+            issues.append(
+                _issue(
+                    "schedule must be a Schedule id or 'Schedule/{id}' (as in Slot.schedule).",
+                    "Parameters.parameter[schedule]",
+                )
+            )
         if issues:
             raise InvalidRequest(issues)
 
         assert start is not None  # a missing start was reported as an issue above
+        assert schedule_match is not None  # likewise a missing or malformed schedule
         self.start: datetime = start
-        self.schedule_id: str = str(values["schedule"])
+        # The service takes bare ids: references are resolved here, at the edge.
+        self.schedule_id: str = schedule_match.group(1)
         self.practitioner_role_id: str = role_match.group(1) if role_match else ""
         self.status: str = str(values["status"])
         self.comment: str = str(values.get("comment") or "")

@@ -1,4 +1,4 @@
-"""Searchset Bundles with absolute, followable paging links (CONTRACT section 3)."""
+"""Searchset Bundles with absolute, followable paging links (docs/api.md section 3)."""
 
 from __future__ import annotations
 
@@ -37,16 +37,23 @@ def searchset(
     offset: int,
     count: int,
     to_entry: Callable[[T], tuple[str, dict[str, Any]]],
+    include: Callable[[Sequence[T]], list[tuple[str, dict[str, Any]]]] | None = None,
+    summary_count: bool = False,
 ) -> dict[str, Any]:
     """A Bundle of one page of ``items``; only that page is mapped (the cost is per page).
 
     ``to_entry`` returns (fullUrl, resource). ``total`` counts every match, before paging.
+    ``include`` maps the resources the page references (``_include``): they follow the
+    matches with ``search.mode`` ``include`` and are not counted in ``total``.
+    ``summary_count`` (``_summary=count``): the total alone, nothing mapped.
     """
     total = len(items)
-    page = items[offset : offset + count]
     base = request.build_absolute_uri(request.path)
     query = list(request.query_params.lists())
     links = [{"relation": "self", "url": _link(base, query, offset, count)}]
+    if summary_count:
+        return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links}
+    page = items[offset : offset + count]
     if count and offset + count < total:
         links.append({"relation": "next", "url": _link(base, query, offset + count, count)})
     if offset > 0 and count:
@@ -56,6 +63,11 @@ def searchset(
     for item in page:
         full_url, resource = to_entry(item)
         entries.append({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}})
+    if include is not None:
+        for full_url, resource in include(page):
+            entries.append(
+                {"fullUrl": full_url, "resource": resource, "search": {"mode": "include"}}
+            )
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",

@@ -24,11 +24,14 @@ from scheduling.errors import InvalidInput, InvalidSearchValue, WindowTooLarge
 
 __all__ = [
     "PREFIXES",
+    "Include",
     "Window",
     "derive_window",
+    "etag_matches",
     "parse_bool",
     "parse_count",
     "parse_date_value",
+    "parse_include",
     "parse_instant_strict",
     "parse_offset",
     "parse_token",
@@ -357,3 +360,58 @@ def parse_instant_strict(value: str, *, param: str) -> datetime:
             f"{param}={value!r} is not a valid date-time (check the date, time and offset).",
             expression=[param],
         ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """One ``_include`` value: ``Source:param`` and an optional target type."""
+
+    source: str
+    param: str
+    target: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}:{self.param}"
+
+
+_INCLUDE_RE = re.compile(r"^([A-Z][A-Za-z]*):([a-z][a-z\-]*)(?::([A-Z][A-Za-z]*))?$")
+
+
+def parse_include(value: str, *, param: str = "_include") -> Include:
+    """``Source:param[:Target]`` -> Include; InvalidSearchValue for anything else.
+
+    >>> parse_include("Slot:schedule")
+    Include(source='Slot', param='schedule', target=None)
+    >>> parse_include("Schedule:actor:PractitionerRole").target
+    'PractitionerRole'
+    """
+    m = _INCLUDE_RE.match(value.strip())
+    if not m:
+        raise InvalidSearchValue(
+            f"{param}={value!r} is not an include; write SourceType:searchParam, "
+            "e.g. Slot:schedule, optionally :TargetType.",
+            expression=[param],
+        )
+    return Include(m.group(1), m.group(2), m.group(3))
+
+
+def etag_matches(header: str | None, version: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``version`` (weak comparison, RFC 9110).
+
+    >>> etag_matches('W/"3"', "3"), etag_matches('"2", W/"3"', "3"), etag_matches("*", "1")
+    (True, True, True)
+    >>> etag_matches('W/"2"', "3"), etag_matches(None, "3")
+    (False, False)
+    """
+    if not header:
+        return False
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == f'"{version}"':
+            return True
+    return False

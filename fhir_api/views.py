@@ -6,7 +6,7 @@ checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fhir_api import mappers, search
+from fhir_api import includes, mappers, search
 from fhir_api.errors import outcome_response
 from fhir_api.pagination import DEFAULT_COUNT, MAX_COUNT, searchset
 from fhir_api.parsers import FHIRJSONParser
@@ -42,6 +42,7 @@ class SearchParams:
     def __init__(self, request: Request, allowed: frozenset[str], repeatable: frozenset[str]):
         self.query = request.query_params
         lenient = "handling=lenient" in request.META.get("HTTP_PREFER", "").replace(" ", "")
+        self.lenient = lenient
         for name in self.query:
             if name not in allowed and name not in COMMON_PARAMS:
                 if lenient:
@@ -58,6 +59,25 @@ class SearchParams:
                     "separate alternatives with a comma instead.",
                     expression=[name],
                 )
+
+    def includes(self, table: includes.IncludeTable) -> includes.Requested:
+        """The ``_include`` / ``_include:iterate`` values, checked against ``table``."""
+        values = {name: self.values(name) for name in table if self.has(name)}
+        return includes.requested(values, table, lenient=self.lenient)
+
+    def summary_count(self) -> bool:
+        """``_summary=count`` asks for the total alone; ``false`` is the default."""
+        value = self.one("_summary")
+        if value is None or value == "false":
+            return False
+        if value == "count":
+            return True
+        if self.lenient:
+            return False
+        raise InvalidSearchValue(
+            f"_summary={value!r} is not supported; use _summary=count (total only) or false.",
+            expression=["_summary"],
+        )
 
     def has(self, name: str) -> bool:
         return name in self.query
@@ -171,6 +191,18 @@ class SearchParams:
 # --------------------------------------------------------------------------- views
 
 
+def versioned_read(request: Request, resource: dict[str, Any]) -> Response:
+    """A read with ``ETag: W/"{versionId}"``; 304 without a body when ``If-None-Match``
+    names that version (docs/api.md section 15), so a client can poll cheaply."""
+    version = mappers.version_id(resource)
+    if version is None:
+        return Response(resource)
+    headers = {"ETag": f'W/"{version}"'}
+    if search.etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), version):
+        return Response(status=304, headers=headers)
+    return Response(resource, headers=headers)
+
+
 class FHIRSearchView(TenantView):
     interaction = "search"
     params: ClassVar[frozenset[str]] = frozenset()
@@ -188,12 +220,16 @@ class FHIRSearchView(TenantView):
 
 class ScheduleSearchView(FHIRSearchView):
     resource_type = "Schedule"
-    params = frozenset({"_id", "id", "service-category", "date", "actor", "active"})
-    repeatable = frozenset({"date"})
+    params = frozenset(
+        {"_id", "id", "service-category", "date", "actor", "active", "_include", "_summary"}
+    )
+    repeatable = frozenset({"date", "_include"})
 
     def get(self, request: Request, **kwargs: Any) -> Response:
         p = self.search_params(request)
         offset, count = self.paging(p)
+        wanted = p.includes(includes.SCHEDULE)
+        summary_count = p.summary_count()
         results = selectors.schedule_search(
             organization=self.organization,
             ids=p.ids("_id", "id"),
@@ -213,7 +249,22 @@ class ScheduleSearchView(FHIRSearchView):
             )
             return f"{base}/Schedule/{resource['id']}", resource
 
-        return Response(searchset(request, results, offset=offset, count=count, to_entry=entry))
+        def include(page: Sequence[selectors.ScheduleResult]) -> list[includes.Entry]:
+            return includes.schedule_includes(
+                organization=self.organization, page=page, wanted=wanted, base=base
+            )
+
+        return Response(
+            searchset(
+                request,
+                results,
+                offset=offset,
+                count=count,
+                to_entry=entry,
+                include=include if wanted else None,
+                summary_count=summary_count,
+            )
+        )
 
 
 class ScheduleReadView(TenantView):
@@ -222,7 +273,7 @@ class ScheduleReadView(TenantView):
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
         schedule = selectors.schedule_get(organization=self.organization, fhir_id=fhir_id)
-        return Response(mappers.schedule_to_fhir(schedule))
+        return versioned_read(request, mappers.schedule_to_fhir(schedule))
 
 
 _SLOT_STATUSES = {choice.value for choice in SlotStatus}
@@ -233,12 +284,17 @@ _APPOINTMENT_STATUSES = {choice.value for choice in AppointmentStatus}
 
 class SlotSearchView(FHIRSearchView):
     resource_type = "Slot"
-    params = frozenset({"start", "schedule", "service-category", "status"})
-    repeatable = frozenset({"start"})
+    params = frozenset(
+        {"start", "schedule", "service-category", "status", "_include", "_include:iterate"}
+        | {"_summary"}
+    )
+    repeatable = frozenset({"start", "_include", "_include:iterate"})
 
     def get(self, request: Request, **kwargs: Any) -> Response:
         p = self.search_params(request)
         offset, count = self.paging(p)
+        wanted = p.includes(includes.SLOT)
+        summary_count = p.summary_count()
         now = selectors.utc_now()
         window = p.window("start", self.organization.zone) or Period(now, now + DEFAULT_SPAN)
         schedule_ref = p.reference("schedule", ("Schedule",))
@@ -265,7 +321,22 @@ class SlotSearchView(FHIRSearchView):
                     memo[key] = resource
             return f"{base}/Slot/{resource['id']}", resource
 
-        return Response(searchset(request, results, offset=offset, count=count, to_entry=entry))
+        def include(page: Sequence[selectors.SlotResult]) -> list[includes.Entry]:
+            return includes.slot_includes(
+                organization=self.organization, page=page, wanted=wanted, base=base
+            )
+
+        return Response(
+            searchset(
+                request,
+                results,
+                offset=offset,
+                count=count,
+                to_entry=entry,
+                include=include if wanted else None,
+                summary_count=summary_count,
+            )
+        )
 
 
 class SlotReadView(TenantView):
@@ -274,18 +345,20 @@ class SlotReadView(TenantView):
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
         slot = selectors.slot_get(organization=self.organization, fhir_id=fhir_id)
-        return Response(mappers.slot_to_fhir(slot))
+        return versioned_read(request, mappers.slot_to_fhir(slot))
 
 
 class AppointmentSearchView(FHIRSearchView):
     resource_type = "Appointment"
     patient_scoped = True
-    params = frozenset({"_id", "id", "date", "status"})
-    repeatable = frozenset({"date"})
+    params = frozenset({"_id", "id", "date", "status", "_include", "_summary"})
+    repeatable = frozenset({"date", "_include"})
 
     def get(self, request: Request, **kwargs: Any) -> Response:
         p = self.search_params(request)
         offset, count = self.paging(p)
+        wanted = p.includes(includes.APPOINTMENT)
+        summary_count = p.summary_count()
         ids = p.ids("_id", "id")
         window = p.window("date", self.organization.zone)
         if ids is None and window is None:
@@ -312,7 +385,29 @@ class AppointmentSearchView(FHIRSearchView):
             )
             return f"{base}/Appointment/{resource['id']}", resource
 
-        return Response(searchset(request, results, offset=offset, count=count, to_entry=entry))
+        patient = self.patient
+        fhir_base = self.base_url(request)
+
+        def include(page: Sequence[selectors.AppointmentResult]) -> list[includes.Entry]:
+            return includes.appointment_includes(
+                organization=self.organization,
+                patient=patient,
+                page=page,
+                wanted=wanted,
+                base=fhir_base,
+            )
+
+        return Response(
+            searchset(
+                request,
+                results,
+                offset=offset,
+                count=count,
+                to_entry=entry,
+                include=include if wanted else None,
+                summary_count=summary_count,
+            )
+        )
 
 
 class AppointmentReadView(TenantView):
@@ -325,7 +420,7 @@ class AppointmentReadView(TenantView):
         appointment = selectors.appointment_get(
             organization=self.organization, patient=self.patient, fhir_id=fhir_id
         )
-        return Response(mappers.appointment_to_fhir(appointment))
+        return versioned_read(request, mappers.appointment_to_fhir(appointment))
 
 
 class CapabilityView(TenantView):

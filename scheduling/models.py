@@ -185,14 +185,24 @@ class TenantModel(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    #: FHIR ``meta.versionId``. A database trigger (migration 0005) adds one on every UPDATE,
+    #: whatever the path (services, admin, import, a raw SQL fix), so the ETag of a read
+    #: can never outlive a change. Django never decides it: inserts take the database
+    #: default, updates are overruled by the trigger.
+    version = models.IntegerField(db_default=1, editable=False)
 
     class Meta:
         abstract = True
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # Validation on save as well as in forms: imports and services go through here.
-        self.full_clean(validate_unique=False, validate_constraints=False)
+        self.full_clean(validate_unique=False, validate_constraints=False, exclude=["version"])
+        updating = not self._state.adding and not kwargs.get("force_insert")
         super().save(*args, **kwargs)
+        if updating:
+            # The trigger moved the version (and maybe lastUpdated) on in the database; the
+            # response mapped from this instance must show the stored values, not the old.
+            self.refresh_from_db(fields=["version", "updated_at"])
 
     def clean_tenant(self, **related: Any) -> None:
         """Refuse links to rows of another organisation."""
@@ -517,7 +527,7 @@ class Appointment(TenantModel, RecurrenceFields):
 
     def resolve_occupant(self) -> str:
         """Whose time this appointment takes: its schedule's occupant, else its role's."""
-        if self.schedule_id:
+        if self.schedule_id and self.schedule is not None:
             return self.schedule.occupant
         role = self.practitioner_role if self.practitioner_role_id else None
         return occupant_key(

@@ -42,8 +42,12 @@ def assert_outcome(response: Any, status: int, *, contains: str | None = None) -
     return data
 
 
-def assert_bundle(response: Any) -> dict[str, Any]:
-    """A 200 searchset Bundle, valid for fhir.resources R4B and fhirclient R4."""
+def assert_bundle(response: Any, *, includes: bool = False) -> dict[str, Any]:
+    """A 200 searchset Bundle, valid for fhir.resources R4B and fhirclient R4.
+
+    Without ``includes`` every entry must be a match; with it, matches come first and
+    the included entries after them.
+    """
     assert response.status_code == 200, (response.status_code, response.content[:800])
     assert_fhir_json(response)
     data = body(response)
@@ -55,7 +59,12 @@ def assert_bundle(response: Any) -> dict[str, Any]:
         assert entry["fullUrl"].endswith(
             f"/{entry['resource']['resourceType']}/{entry['resource']['id']}"
         )
-        assert entry["search"] == {"mode": "match"}
+        if not includes:
+            assert entry["search"] == {"mode": "match"}
+    if includes:
+        modes = [entry["search"]["mode"] for entry in data.get("entry", [])]
+        assert modes == sorted(modes, key=lambda mode: mode != "match"), modes
+        assert set(modes) <= {"match", "include"}
     return data
 
 

@@ -16,6 +16,12 @@ from scheduling.selectors.organizations import (
     organization_from_row,
     organization_get,
 )
+from scheduling.selectors.references import (
+    patients_by_pk,
+    practitioner_roles_by_pk,
+    practitioners_by_pk,
+    schedules_by_pk,
+)
 from scheduling.selectors.schedules import (
     ScheduleResult,
     schedule_availability,
@@ -36,9 +42,13 @@ __all__ = [
     "organization_from_row",
     "organization_get",
     "patient_appointment_search",
+    "patients_by_pk",
+    "practitioner_roles_by_pk",
+    "practitioners_by_pk",
     "schedule_availability",
     "schedule_get",
     "schedule_search",
+    "schedules_by_pk",
     "slot_get",
     "slot_search",
     "token_matches",
