@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fhir_api import includes, mappers, search
+from fhir_api import auth, includes, mappers, search
 from fhir_api.errors import outcome_response
 from fhir_api.pagination import DEFAULT_COUNT, MAX_COUNT, searchset
 from fhir_api.parsers import FHIRJSONParser
@@ -294,6 +294,13 @@ class SlotSearchView(FHIRSearchView):
         p = self.search_params(request)
         offset, count = self.paging(p)
         wanted = p.includes(includes.SLOT)
+        if "Slot:schedule" in wanted and self.principal is not None:
+            # An include must not show what the token may not read on its own.
+            if not self.principal.has_scope("Schedule", "read"):
+                raise auth.ScopeMissing(
+                    "_include=Slot:schedule returns Schedules: the access token needs "
+                    "a Schedule read scope as well, e.g. system/Schedule.rs."
+                )
         summary_count = p.summary_count()
         now = selectors.utc_now()
         window = p.window("start", self.organization.zone) or Period(now, now + DEFAULT_SPAN)

@@ -314,3 +314,14 @@ def test_capability_statement_lists_exactly_the_includes_summary_and_versioning(
     assert api.get(url("Schedule?_include=Schedule:actor")).status_code == 200
     slot = "Slot?_include=Slot:schedule&_include:iterate=Schedule:actor"
     assert api.get(url(slot)).status_code == 200
+
+
+@pytest.mark.django_db
+def test_including_schedules_needs_a_schedule_scope(
+    org: Any, clinic: dict[str, Any], make_api_client: Callable[..., Any]
+) -> None:
+    _, token = make_api_client(org, scopes="system/Slot.rs")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get(url(f"Slot?{WEEK}")).status_code == 200
+    assert_outcome(client.get(url(f"Slot?{WEEK}&_include=Slot:schedule")), 403)
