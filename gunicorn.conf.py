@@ -42,7 +42,7 @@ threads = env_int("GUNICORN_THREADS", 2)
 # Seconds an idle keep-alive connection stays open. Behind a load balancer, set it above
 # the balancer's idle timeout so the app never closes a connection the balancer reuses.
 keepalive = env_int("GUNICORN_KEEPALIVE", 5)
-# A request that runs longer than this is a bug (searches are bounded, see CONTRACT 5):
+# A request that runs longer than this is a bug (searches are bounded, see docs/api.md section 5):
 # the worker is killed and replaced rather than left hanging.
 timeout = env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)

@@ -1,4 +1,4 @@
-"""Who is calling, and may they do this? (CONTRACT section 8)
+"""Who is calling, and may they do this? (docs/api.md section 8)
 
 ``authenticate`` turns a bearer token into a :class:`Principal`; ``check_access`` decides
 whether that principal may perform one interaction on one organisation (and patient).

@@ -250,7 +250,7 @@ def schedule_to_fhir(s: Schedule) -> FHIRDict:
 def schedule_occurrence_to_fhir(
     s: Schedule, period: recurrence.Period, *, memo: ScheduleParts | None = None
 ) -> FHIRDict:
-    """A generated occurrence of a recurring Schedule (search-only, CONTRACT section 4).
+    """A generated occurrence of a recurring Schedule (search-only, docs/api.md section 4).
 
     ``memo``: one dict per response lets the occurrences of a schedule share its parts.
     """

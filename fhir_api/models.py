@@ -1,4 +1,4 @@
-"""API clients and their OAuth 2.0 credentials (CONTRACT section 8).
+"""API clients and their OAuth 2.0 credentials (docs/api.md section 8).
 
 Secrets and tokens are stored hashed; the plain values are shown once, when issued.
 Everything lives in the database so any number of server processes agree.

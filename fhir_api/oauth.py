@@ -1,4 +1,4 @@
-"""OAuth 2.0 token endpoint (client credentials) and SMART configuration (CONTRACT section 8).
+"""OAuth 2.0 token endpoint (client credentials) and SMART configuration (docs/api.md section 8).
 
 A small endpoint of our own rather than django-oauth-toolkit: DOT has no private_key_jwt
 client authentication and no notion of binding a client to organisations or a patient.

@@ -1,4 +1,4 @@
-"""FHIR JSON out: orjson rendering and content negotiation (CONTRACT section 3)."""
+"""FHIR JSON out: orjson rendering and content negotiation (docs/api.md section 3)."""
 
 from __future__ import annotations
 

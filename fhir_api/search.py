@@ -3,7 +3,7 @@
 No Django and no DRF here: the view layer passes raw query strings in and maps the domain
 errors raised here to OperationOutcome (``fhir_api.errors``).
 
-Date windows (CONTRACT section 5)::
+Date windows (docs/api.md section 5)::
 
     date=2026-06-01 / eq2026-06-01          -> that day, in the organisation's zone
     date=ge2026-06-01 (or gt)               -> [2026-06-01, 2026-06-08)
@@ -205,7 +205,7 @@ def derive_window(
 ) -> Window | None:
     """The expansion window ``[start, end)`` for the repeated values of one date parameter.
 
-    Rules (CONTRACT section 5): no values -> None; ``X``/``eqX`` -> X's own range;
+    Rules (docs/api.md section 5): no values -> None; ``X``/``eqX`` -> X's own range;
     ``geX``/``gtX`` alone -> from the start of X for ``default_days`` days; ``leX`` alone ->
     ``default_days`` days before the start of X up to the END of X (le includes its whole day,
     month or year); ``ltX`` alone -> the same but up to the start of X; one lower plus one upper

@@ -1,4 +1,4 @@
-"""Routes below /v2/{organizationId}/fhir/R4/ (CONTRACT section 2)."""
+"""Routes below /v2/{organizationId}/fhir/R4/ (docs/api.md section 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FHIR read and search endpoints (CONTRACT sections 2-6).
+"""FHIR read and search endpoints (docs/api.md sections 2-6).
 
 Views only parse parameters, call a selector and map the result; tenancy and access
 checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
@@ -29,7 +29,7 @@ from scheduling.models import FHIR_ID_RE, AppointmentStatus, SlotStatus
 from scheduling.recurrence import Period
 
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format"})
-#: Slot searches without ``start`` generate from now for this long (CONTRACT section 5).
+#: Slot searches without ``start`` generate from now for this long (docs/api.md section 5).
 DEFAULT_SPAN = timedelta(days=7)
 
 
@@ -183,7 +183,7 @@ class SearchParams:
         return value
 
     def window(self, name: str, zone: ZoneInfo) -> Period | None:
-        """The expansion window of CONTRACT section 5 (the engine's rules), or None."""
+        """The expansion window of docs/api.md section 5 (the engine's rules), or None."""
         window = search.derive_window(self.values(name), tz=zone, param=name)
         return None if window is None else Period(window.start, window.end)
 
@@ -294,13 +294,13 @@ class SlotSearchView(FHIRSearchView):
         p = self.search_params(request)
         offset, count = self.paging(p)
         wanted = p.includes(includes.SLOT)
-        if "Slot:schedule" in wanted and self.principal is not None:
-            # An include must not show what the token may not read on its own.
-            if not self.principal.has_scope("Schedule", "read"):
-                raise auth.ScopeMissing(
-                    "_include=Slot:schedule returns Schedules: the access token needs "
-                    "a Schedule read scope as well, e.g. system/Schedule.rs."
-                )
+        principal = self.principal
+        # An include must not show what the token may not read on its own.
+        if "Slot:schedule" in wanted and principal and not principal.has_scope("Schedule", "read"):
+            raise auth.ScopeMissing(
+                "_include=Slot:schedule returns Schedules: the access token needs "
+                "a Schedule read scope as well, e.g. system/Schedule.rs."
+            )
         summary_count = p.summary_count()
         now = selectors.utc_now()
         window = p.window("start", self.organization.zone) or Period(now, now + DEFAULT_SPAN)

@@ -1,4 +1,4 @@
-"""One settings module, driven by the environment (CONTRACT section 11)."""
+"""One settings module, driven by the environment (docs/api.md section 11)."""
 
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ REST_FRAMEWORK = {
     "URL_FORMAT_OVERRIDE": None,
 }
 
-# OAuth 2.0 access-token lifetime in seconds (CONTRACT section 8).
+# OAuth 2.0 access-token lifetime in seconds (docs/api.md section 8).
 ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 3600)
 # The 'aud' client assertions must carry; empty means the URL the request arrived at
 # (set it when a proxy rewrites the host or path).

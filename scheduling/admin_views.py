@@ -204,7 +204,7 @@ def week_blocks(
             if not schedule.slot_minutes:
                 continue
             for piece in cut_slots([available], timedelta(minutes=schedule.slot_minutes)):
-                # A slot in the past is never free (CONTRACT section 6).
+                # A slot in the past is never free (docs/api.md section 6).
                 is_busy = piece.start < now or _overlaps(piece, busy)
                 blocks.append(
                     Block(

@@ -99,7 +99,7 @@ class AppointmentStatus(models.TextChoices):
     WAITLIST = "waitlist", _("Waitlist")
 
 
-#: Statuses that no longer hold a slot (CONTRACT section 6).
+#: Statuses that no longer hold a slot (docs/api.md section 6).
 INACTIVE_APPOINTMENT_STATUSES = (
     AppointmentStatus.CANCELLED,
     AppointmentStatus.NOSHOW,

@@ -1,6 +1,6 @@
 """Recurrence rules (RFC 5545 RRULE) -> occurrences in a window. PURE: stdlib + dateutil.
 
-How a rule is read (CONTRACT section 4; RFC 5545 wins where python-dateutil departs from it):
+How a rule is read (docs/api.md section 4; RFC 5545 wins where python-dateutil departs from it):
 
 - ``first_start``/``first_end`` are DTSTART/DTEND: the first occurrence. DTSTART is always the
   first instance of the set (RFC 5545 3.8.5.3) and counts towards COUNT, even where it does not

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Production serving: migrate, collect static files, then hand the process to gunicorn
 # (exec, so signals from systemd/docker reach gunicorn's master directly).
-# Configuration comes from the environment (CONTRACT section 11, docs/deployment.md).
+# Configuration comes from the environment (docs/api.md section 11, docs/deployment.md).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""Schedule, Slot and Appointment searches and reads through the API (CONTRACT 2-6)."""
+"""Schedule, Slot and Appointment searches and reads through the API (docs/api.md sections 2-6)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def occurrence_days(bundle: dict[str, Any]) -> list[str]:
     ]
 
 
-# CONTRACT section 5, row by row: the days whose 09:00 occurrence falls in the window.
+# docs/api.md section 5, row by row: the days whose 09:00 occurrence falls in the window.
 WINDOW_TABLE = [
     (["2026-06-01"], ["2026-06-01"]),
     (["eq2026-06-01"], ["2026-06-01"]),

@@ -1,4 +1,4 @@
-"""AppointmentResponse (CONTRACT section 7): attendance, decline frees the slot, errors."""
+"""AppointmentResponse (docs/api.md section 7): attendance, decline frees the slot, errors."""
 
 from __future__ import annotations
 

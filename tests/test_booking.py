@@ -1,4 +1,4 @@
-"""$book-slot (CONTRACT section 6): success, every error path, idempotency, tenancy, audit."""
+"""$book-slot (docs/api.md section 6): success, every error path, idempotency, tenancy, audit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operator commands: create_organization and seed_demo (CONTRACT section 9)."""
+"""Operator commands: create_organization and seed_demo (docs/api.md section 9)."""
 
 from __future__ import annotations
 

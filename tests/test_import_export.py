@@ -1,4 +1,4 @@
-"""import_fhir / export_fhir and fhir_api.ingest (CONTRACT section 9)."""
+"""import_fhir / export_fhir and fhir_api.ingest (docs/api.md section 9)."""
 
 from __future__ import annotations
 

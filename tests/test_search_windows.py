@@ -36,7 +36,7 @@ def utc(text: str) -> datetime:
 # --------------------------------------------------------------------------- window table
 # (values, zone, expected start, expected end); local expectations are wall clock in the zone.
 WINDOW_TABLE = [
-    # CONTRACT section 5, row by row
+    # docs/api.md section 5, row by row
     (["2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-02")),
     (["eq2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-02")),
     (["ge2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-08")),

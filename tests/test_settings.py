@@ -1,4 +1,4 @@
-"""Settings come from the environment (CONTRACT section 11).
+"""Settings come from the environment (docs/api.md section 11).
 
 Each case imports the settings in a fresh ``python -c`` process with a controlled
 environment, because settings are read once, when Django starts.

@@ -1,4 +1,4 @@
-"""manage.py create_api_client: register a partner system or patient app (CONTRACT 9)."""
+"""manage.py create_api_client: register a partner system or patient app (docs/api.md section 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py export_fhir --organization ID [--output FILE]`` (CONTRACT section 9)."""
+"""``manage.py export_fhir --organization ID [--output FILE]`` (docs/api.md section 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py import_fhir FILE --organization ID`` (CONTRACT section 9): all or nothing."""
+"""``manage.py import_fhir FILE --organization ID`` (docs/api.md section 9): all or nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py create_organization ID --name NAME [--timezone ZONE]`` (CONTRACT section 9)."""
+"""``manage.py create_organization ID --name NAME [--timezone ZONE]`` (docs/api.md section 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py seed_demo``: a demo clinic to click through (CONTRACT section 9).
+"""``manage.py seed_demo``: a demo clinic to click through (docs/api.md section 9).
 
 Idempotent: rows are looked up by their fixed ids and only created when missing, so a
 second run changes nothing. The admin and security work rely on the exact names below
