@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from fhir_api import oauth
+from fhir_api.openapi import openapi_json
 from medikit.health import healthz
 
 urlpatterns = [
@@ -9,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("oauth/token", oauth.token, name="oauth-token"),
+    path("openapi.json", openapi_json, name="openapi"),
     path(".well-known/smart-configuration", oauth.smart_configuration, name="smart-configuration"),
     path(
         "v2/<str:organization_id>/fhir/R4/.well-known/smart-configuration",
