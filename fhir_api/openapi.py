@@ -1,7 +1,8 @@
 """An OpenAPI 3.1 description of the FHIR routes, for tools that do not speak FHIR.
 
-Built from the routes themselves (``fhir_api.urls``) and the search parameters the views
-enforce, so it cannot drift from what is served; ``ROUTES`` adds what a route cannot say
+Built from the routes themselves (``fhir_api.urls``), the search parameters the views
+enforce and the FilterSets that parse them (``fhir_api.filters``), so it cannot drift from
+what is served; ``ROUTES`` adds what a route cannot say
 about itself (method, summary, body). The FHIR description proper is the
 CapabilityStatement (``metadata``); docs/api.md is the prose.
 """
@@ -17,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern
 from django.views.decorators.http import require_safe
 
-from fhir_api import views
+from fhir_api import filters, views
 
 FHIR_SPEC = "https://hl7.org/fhir/R4"
 #: The catch-all routes that answer 404 for anything not served: not part of the API.
@@ -78,15 +79,8 @@ ROUTES: dict[str, Route] = {
 }
 
 _PARAM_DOCS = {
-    "_id": "Logical id(s), comma = OR.",
-    "id": "Alias of _id.",
-    "service-category": "Token: code, system|code or |code; comma = OR.",
     "date": "FHIR date with eq/ge/gt/le/lt; repeat for a range (docs/api.md section 5).",
     "start": "FHIR date with eq/ge/gt/le/lt; the slot window (default now to now + 7 days).",
-    "actor": "PractitionerRole/{id}, Practitioner/{id} or a bare id.",
-    "active": "true or false.",
-    "schedule": "Schedule/{id} or a bare id.",
-    "status": "Status code(s), comma = OR.",
     "_include": "Include referenced resources (docs/api.md section 15).",
     "_include:iterate": "Schedule:actor, together with _include=Slot:schedule.",
     "_summary": "count: the total alone, without entries.",
@@ -128,18 +122,27 @@ def _parameters(path: str, route: Route) -> list[dict[str, Any]]:
         for name in re.findall(r"\{(\w+)\}", path)
     ]
     if route.search is not None:
-        names = sorted(route.search.params | views.COMMON_PARAMS)
-        for name in names:
+        declared = filters.filters_of(route.search.filterset)
+        for name in sorted(route.search.params | views.COMMON_PARAMS):
+            declared_filter = declared.get(name)
+            # Stored-resource filters describe themselves (help text, value schema); the
+            # date windows, includes and paging are documented here.
+            schema: dict[str, Any] = (
+                dict(declared_filter.schema) if declared_filter else {"type": "string"}
+            )
             repeatable = name in route.search.repeatable
-            schema: dict[str, Any] = {"type": "string"}
             if repeatable:
-                schema = {"type": "array", "items": {"type": "string"}}
+                schema = {"type": "array", "items": schema}
             out.append(
                 {
                     "name": name,
                     "in": "query",
                     "required": False,
-                    "description": _PARAM_DOCS.get(name, ""),
+                    "description": (
+                        declared_filter.extra["help_text"]
+                        if declared_filter
+                        else _PARAM_DOCS.get(name, "")
+                    ),
                     "schema": schema,
                     **({"explode": True} if repeatable else {}),
                 }

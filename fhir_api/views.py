@@ -13,11 +13,12 @@ from zoneinfo import ZoneInfo
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
+from django_filters import FilterSet
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from fhir_api import auth, includes, mappers, search
+from fhir_api import auth, filters, includes, mappers, search
 from fhir_api.errors import outcome_response
 from fhir_api.pagination import DEFAULT_COUNT, MAX_COUNT, searchset
 from fhir_api.parsers import FHIRJSONParser
@@ -25,7 +26,6 @@ from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
 from scheduling.errors import InvalidSearchValue
-from scheduling.models import FHIR_ID_RE, AppointmentStatus, SlotStatus
 from scheduling.recurrence import Period
 
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format"})
@@ -93,17 +93,6 @@ class SearchParams:
     def values(self, name: str) -> list[str]:
         return self.query.getlist(name)
 
-    def csv(self, name: str) -> list[str] | None:
-        value = self.one(name)
-        if value is None:
-            return None
-        items = [item.strip() for item in value.split(",")]
-        if any(not item for item in items):
-            raise InvalidSearchValue(
-                f"Search parameter '{name}' has an empty item in '{value}'.", expression=[name]
-            )
-        return items
-
     def paging(self) -> tuple[int, int]:
         """(_offset, _count); a too-large _count is capped (FHIR lets a server return fewer)."""
         offset = self.one("_offset")
@@ -113,74 +102,18 @@ class SearchParams:
             search.parse_count(count, default=DEFAULT_COUNT, maximum=MAX_COUNT),
         )
 
-    def boolean(self, name: str) -> bool | None:
-        value = self.one(name)
-        return None if value is None else search.parse_bool(value, param=name)
+    def filters(self, filterset: type[FilterSet]) -> dict[str, Any]:
+        """The stored-resource filters of this search, parsed by their FilterSet."""
+        return filters.clean(filterset, self.query)
 
-    def ids(self, *names: str) -> list[str] | None:
-        given = [name for name in names if self.has(name)]
-        if len(given) > 1:
+    @staticmethod
+    def either(cleaned: dict[str, Any], first: str, second: str) -> Any:
+        """The value of one of two alias parameters (``_id`` / ``id``), not both."""
+        if first in cleaned and second in cleaned:
             raise InvalidSearchValue(
-                f"Give either '{given[0]}' or '{given[1]}', not both.", expression=given
+                f"Give either '{first}' or '{second}', not both.", expression=[first, second]
             )
-        if not given:
-            return None
-        items = self.csv(given[0]) or []
-        for item in items:
-            if not FHIR_ID_RE.match(item):
-                raise InvalidSearchValue(
-                    f"'{item}' is not a FHIR id (1-64 of A-Z, a-z, 0-9, '-', '.').",
-                    expression=[given[0]],
-                )
-        return items
-
-    def tokens(self, name: str) -> list[selectors.Token] | None:
-        items = self.csv(name)
-        if items is None:
-            return None
-        out: list[selectors.Token] = []
-        for item in items:
-            # A second unescaped bar would be swallowed into the code: refuse it instead.
-            if item.replace("\\|", "").count("|") > 1:
-                raise InvalidSearchValue(
-                    f"Token '{item}' of '{name}' has more than one '|': use code, "
-                    "system|code or |code.",
-                    expression=[name],
-                )
-            system, code = search.parse_token(item)
-            if code is None:
-                raise InvalidSearchValue(
-                    f"Token '{item}' of '{name}' has no code after '|'.", expression=[name]
-                )
-            out.append((system, code))
-        return out
-
-    def codes(self, name: str, allowed: set[str]) -> list[str] | None:
-        items = self.csv(name)
-        if items is None:
-            return None
-        for item in items:
-            if item not in allowed:
-                raise InvalidSearchValue(
-                    f"'{item}' is not a valid {name} here; use one of: "
-                    f"{', '.join(sorted(allowed))}.",
-                    expression=[name],
-                )
-        return items
-
-    def reference(self, name: str, types: tuple[str, ...]) -> str | None:
-        value = self.one(name)
-        if value is None:
-            return None
-        kind, slash, ref_id = value.rpartition("/")
-        if slash and kind not in types:
-            raise InvalidSearchValue(
-                f"'{value}' of '{name}' must reference {' or '.join(types)} (or be a bare id).",
-                expression=[name],
-            )
-        if not FHIR_ID_RE.match(ref_id):
-            raise InvalidSearchValue(f"'{ref_id}' in '{name}' is not a FHIR id.", expression=[name])
-        return value
+        return cleaned.get(first, cleaned.get(second))
 
     def window(self, name: str, zone: ZoneInfo) -> Period | None:
         """The expansion window of docs/api.md section 5 (the engine's rules), or None."""
@@ -205,6 +138,8 @@ def versioned_read(request: Request, resource: dict[str, Any]) -> Response:
 
 class FHIRSearchView(TenantView):
     interaction = "search"
+    #: The stored-resource filters (fhir_api.filters); ``params`` lists them and the rest.
+    filterset: ClassVar[type[FilterSet]]
     params: ClassVar[frozenset[str]] = frozenset()
     repeatable: ClassVar[frozenset[str]] = frozenset()
 
@@ -220,6 +155,7 @@ class FHIRSearchView(TenantView):
 
 class ScheduleSearchView(FHIRSearchView):
     resource_type = "Schedule"
+    filterset = filters.ScheduleFilterSet
     params = frozenset(
         {"_id", "id", "service-category", "date", "actor", "active", "_include", "_summary"}
     )
@@ -230,12 +166,13 @@ class ScheduleSearchView(FHIRSearchView):
         offset, count = self.paging(p)
         wanted = p.includes(includes.SCHEDULE)
         summary_count = p.summary_count()
+        f = p.filters(self.filterset)
         results = selectors.schedule_search(
             organization=self.organization,
-            ids=p.ids("_id", "id"),
-            actor=p.reference("actor", ("PractitionerRole", "Practitioner")),
-            active=p.boolean("active"),
-            service_category=p.tokens("service-category"),
+            ids=p.either(f, "_id", "id"),
+            actor=f.get("actor"),
+            active=f.get("active"),
+            service_category=f.get("service-category"),
             window=p.window("date", self.organization.zone),
         )
         base = self.base_url(request)
@@ -276,14 +213,13 @@ class ScheduleReadView(TenantView):
         return versioned_read(request, mappers.schedule_to_fhir(schedule))
 
 
-_SLOT_STATUSES = {choice.value for choice in SlotStatus}
 #: Mapped Slot resources kept per cached snapshot: the first pages, which most searches ask.
 _SLOT_MEMO_SIZE = 200
-_APPOINTMENT_STATUSES = {choice.value for choice in AppointmentStatus}
 
 
 class SlotSearchView(FHIRSearchView):
     resource_type = "Slot"
+    filterset = filters.SlotFilterSet
     params = frozenset(
         {"start", "schedule", "service-category", "status", "_include", "_include:iterate"}
         | {"_summary"}
@@ -304,13 +240,14 @@ class SlotSearchView(FHIRSearchView):
         summary_count = p.summary_count()
         now = selectors.utc_now()
         window = p.window("start", self.organization.zone) or Period(now, now + DEFAULT_SPAN)
-        schedule_ref = p.reference("schedule", ("Schedule",))
+        f = p.filters(self.filterset)
+        schedule_ref = f.get("schedule")
         results = selectors.slot_search(
             organization=self.organization,
             window=window,
             schedule_ids=[schedule_ref.rpartition("/")[2]] if schedule_ref else None,
-            statuses=p.codes("status", _SLOT_STATUSES),
-            service_category=p.tokens("service-category"),
+            statuses=f.get("status"),
+            service_category=f.get("service-category"),
             now=now,
         )
         base = self.base_url(request)
@@ -358,6 +295,7 @@ class SlotReadView(TenantView):
 class AppointmentSearchView(FHIRSearchView):
     resource_type = "Appointment"
     patient_scoped = True
+    filterset = filters.AppointmentFilterSet
     params = frozenset({"_id", "id", "date", "status", "_include", "_summary"})
     repeatable = frozenset({"date", "_include"})
 
@@ -366,7 +304,8 @@ class AppointmentSearchView(FHIRSearchView):
         offset, count = self.paging(p)
         wanted = p.includes(includes.APPOINTMENT)
         summary_count = p.summary_count()
-        ids = p.ids("_id", "id")
+        f = p.filters(self.filterset)
+        ids = p.either(f, "_id", "id")
         window = p.window("date", self.organization.zone)
         if ids is None and window is None:
             raise InvalidSearchValue(
@@ -380,7 +319,7 @@ class AppointmentSearchView(FHIRSearchView):
             patient=self.patient,
             ids=ids,
             window=window,
-            statuses=p.codes("status", _APPOINTMENT_STATUSES),
+            statuses=f.get("status"),
         )
         base = f"{self.base_url(request)}/Patient/{self.patient.fhir_id}"
 
