@@ -4,8 +4,11 @@ from django.urls import include, path
 from fhir_api import oauth
 from fhir_api.openapi import openapi_json
 from medikit.health import healthz
+from medikit.home import doc, home
 
 urlpatterns = [
+    path("", home, name="home"),
+    path("docs/<slug:name>.md", doc, name="doc"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),

@@ -95,7 +95,8 @@ def organization_bundle(
                     "resource": to_fhir(row),
                 }
             )
-    return {"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries}
+    # No "total": FHIR R4 allows it on searchset and history Bundles only (bdl-1).
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
 class Command(BaseCommand):
