@@ -48,7 +48,11 @@ def run_journey(name: str, base_url: str) -> subprocess.CompletedProcess[str]:
     blocks = journeys()
     script = "\n".join(["set -eo pipefail", *blocks["setup"], *blocks[name]])
     script = script.replace(MAKE_RUN_BASE, base_url)
-    env = {**os.environ, "DATABASE_URL": _database_url()}
+    # A user's shell: none of the test settings (SECRET_KEY, DEBUG=0, ...) leak into it;
+    # only the database is the test's, where make run's would be the default file.
+    test_only = {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "STATIC_MANIFEST"}
+    env = {k: v for k, v in os.environ.items() if k not in test_only and "COOKIE" not in k}
+    env["DATABASE_URL"] = _database_url()
     return subprocess.run(
         ["bash", "-c", script],
         cwd=ROOT,
