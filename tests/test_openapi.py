@@ -115,3 +115,16 @@ def test_capability_search_params_are_accepted_by_the_searches(api: APIClient) -
         # Everything accepted is listed, but the alias and the _include family, which
         # FHIR lists as searchInclude.
         assert accepted - listed <= {"id", "_include", "_include:iterate", "_format"}
+
+
+def test_a_route_without_an_entry_is_still_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir_api import openapi
+
+    routes = {**served_routes(), "fhir-new-op": BASE.rstrip("/") + "/Patient/{pid}/X/$new-op"}
+    monkeypatch.setattr(openapi, "served_routes", lambda: routes)
+    openapi.openapi_document.cache_clear()
+    try:
+        document = openapi.openapi_document()
+    finally:
+        openapi.openapi_document.cache_clear()
+    assert document["paths"][routes["fhir-new-op"]]["post"]["operationId"] == "fhir-new-op"
