@@ -382,6 +382,7 @@ class Schedule(TenantModel, RecurrenceFields):
         return occupant_key(
             practitioner_id=self.practitioner_id or (role.practitioner_id if role else None),
             role_id=self.practitioner_role_id,
+            schedule_id=self.pk,
         )
 
 
@@ -489,6 +490,8 @@ class Appointment(TenantModel, RecurrenceFields):
             # Overlap searches bound ``end`` from below (plain rows) and read the few
             # recurring rows separately: neither grows with the history.
             models.Index(fields=["organization", "end"], name="appt_org_end"),
+            # A booking (and a search of a few schedules) reads one occupant's time.
+            models.Index(fields=["organization", "occupant", "end"], name="appt_org_occupant_end"),
             models.Index(
                 fields=["organization", "start"],
                 condition=~Q(rrule=""),
@@ -517,7 +520,7 @@ class Appointment(TenantModel, RecurrenceFields):
 
     def resolve_occupant(self) -> str:
         """Whose time this appointment takes: its schedule's occupant, else its role's."""
-        if self.schedule_id:
+        if self.schedule is not None:
             return self.schedule.occupant
         role = self.practitioner_role if self.practitioner_role_id else None
         return occupant_key(
@@ -587,10 +590,18 @@ class AuditEvent(models.Model):
 
     class Action(models.TextChoices):
         CREATED = "created", _("Created")
+        HELD = "held", _("Held")
+        CONFIRMED = "confirmed", _("Confirmed")
         CANCELLED = "cancelled", _("Cancelled")
+        HOLD_EXPIRED = "hold-expired", _("Hold expired")
+        RESCHEDULED = "rescheduled", _("Rescheduled")
         STATUS_CHANGED = "status-changed", _("Status changed")
         PARTICIPANT_STATUS = "participant-status", _("Participant status")
         NOSHOW = "noshow", _("No-show")
+        UPDATED = "updated", _("Updated")
+        IMPORTED = "imported", _("Imported")
+        BLOCKED = "blocked", _("Time blocked")
+        UNBLOCKED = "unblocked", _("Time unblocked")
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
     at = models.DateTimeField(auto_now_add=True)
@@ -613,8 +624,11 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.appointment_fhir_id}"
 
 
-def occupant_key(*, practitioner_id: int | None, role_id: int | None) -> str:
-    """Whose time a booking takes: ``practitioner:{pk}``, else ``role:{pk}``, else "".
+def occupant_key(
+    *, practitioner_id: int | None, role_id: int | None, schedule_id: int | None = None
+) -> str:
+    """Whose time a booking takes: ``practitioner:{pk}``, else ``role:{pk}`` (a role with no
+    practitioner), else ``schedule:{pk}`` (a schedule with no actor at all), else "".
 
     Clinics book people, not schedules: every schedule and appointment of one practitioner
     shares this key, whichever role or schedule it goes through.
@@ -623,6 +637,8 @@ def occupant_key(*, practitioner_id: int | None, role_id: int | None) -> str:
         return f"practitioner:{practitioner_id}"
     if role_id:
         return f"role:{role_id}"
+    if schedule_id:
+        return f"schedule:{schedule_id}"
     return ""
 
 

@@ -1,0 +1,205 @@
+"""What occupies an occupant (or a patient) in a window: the rows the engine needs.
+
+One loader for every path: Slot search, the booking services (under the occupant's lock),
+the admin calendar and import read occupancy here and hand it to
+:class:`scheduling.availability.Occupancy`, which alone decides free or busy. Plain rows come
+back as integer timestamps from one indexed query; the few recurring rows are expanded
+through the cached, age-independent expansion.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models.functions import Cast
+
+from scheduling.availability import Occupancy
+from scheduling.db.compiled_query import EpochSeconds
+from scheduling.db.epoch import EpochMicros, plain_rows
+from scheduling.models import (
+    INACTIVE_APPOINTMENT_STATUSES,
+    Appointment,
+    AppointmentStatus,
+    Organization,
+    Slot,
+    SlotStatus,
+    occupant_key,
+)
+from scheduling.recurrence import Period
+from scheduling.selectors.common import occurrence_stamps, ts, window_q
+
+__all__ = ["Occupancies", "active_appointments_q", "occupancies", "patient_occupancy"]
+
+
+def active_appointments_q(now: datetime) -> Q:
+    """Appointments that occupy time at ``now``: any status but cancelled, no-show and
+    entered-in-error, and not a hold whose ``held_until`` has passed (a lapsed hold reads as
+    cancelled from that instant, whether or not anything has tidied it yet)."""
+    return ~Q(status__in=list(INACTIVE_APPOINTMENT_STATUSES)) & ~Q(
+        status=AppointmentStatus.PENDING, held_until__lte=now
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancies:
+    """Occupancy per occupant key, and until when it holds without a new read.
+
+    ``valid_until`` is the earliest ``held_until`` of the live holds read (integer seconds),
+    or None: at that instant a hold lapses and frees its time, so a cached copy must be
+    rebuilt although no row changed.
+    """
+
+    by_occupant: dict[str, Occupancy]
+    valid_until: int | None
+
+    def get(self, key: str) -> Occupancy:
+        return self.by_occupant.get(key) or _EMPTY
+
+
+_EMPTY = Occupancy.of()
+
+
+def _appointment_spans(
+    organization: Organization,
+    where: Q,
+    group: str,
+    window: Period,
+    now: datetime,
+) -> tuple[dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]], int | None]:
+    """(busy, tentative) spans per value of column ``group`` for the active appointments
+    matching ``where`` that overlap ``window`` (recurring ones expanded), and the earliest
+    live hold's expiry."""
+    plain = Q(rrule="")
+    rows = (
+        Appointment.objects.filter(where, organization=organization)
+        .filter(window_q(window, "start", "end"))
+        .filter(active_appointments_q(now))
+        .order_by()
+        .values_list(
+            group,
+            EpochSeconds("start"),
+            EpochSeconds("end"),
+            Case(
+                When(status=AppointmentStatus.PENDING, held_until__isnull=False, then=Value(1)),
+                default=Value(0),
+            ),
+            EpochSeconds("held_until"),
+            "rrule",
+            # The rule's own columns only for the few recurring rows: NULL is free to load.
+            Case(When(plain, then=None), default=EpochMicros("start")),
+            Case(When(plain, then=None), default=EpochMicros("end")),
+            Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
+            Case(When(plain, then=None), default=Cast("exdates", TextField())),
+        )
+    )
+    spans: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = defaultdict(
+        lambda: ([], [])
+    )
+    window_start, window_end = ts(window.start), ts(window.end)
+    valid_until: int | None = None
+    for key, start, end, hold, held_until, rrule, start_us, end_us, tzid, exdates in plain_rows(
+        rows
+    ):
+        busy, tentative = spans[str(key)]
+        target = tentative if hold else busy
+        if hold and held_until is not None:
+            valid_until = held_until if valid_until is None else min(valid_until, held_until)
+        if not rrule:
+            target.append((start, end))
+            continue
+        target.extend(
+            occurrence_stamps(
+                rrule=rrule,
+                first_start=start_us,
+                first_end=end_us,
+                tzid=tzid or organization.timezone,
+                exdates=exdates,
+                window=window,
+                window_start=window_start,
+                window_end=window_end,
+            )
+        )
+    return spans, valid_until
+
+
+def _blocked_spans(
+    organization: Organization, occupants: set[str] | None, window: Period
+) -> dict[str, list[tuple[int, int]]]:
+    """Stored ``busy-unavailable`` slots overlapping ``window``, per occupant of their
+    schedule: blocked time of one schedule blocks the person on every schedule."""
+    rows = (
+        Slot.objects.filter(
+            organization=organization,
+            status=SlotStatus.BUSY_UNAVAILABLE,
+            start__lt=window.end,
+            end__gt=window.start,
+        )
+        .order_by()
+        .values_list(
+            "schedule_id",
+            "schedule__practitioner_id",
+            "schedule__practitioner_role_id",
+            "schedule__practitioner_role__practitioner_id",
+            EpochSeconds("start"),
+            EpochSeconds("end"),
+        )
+    )
+    blocked: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for schedule_pk, practitioner, role, role_practitioner, start, end in plain_rows(rows):
+        key = occupant_key(
+            practitioner_id=practitioner or role_practitioner,
+            role_id=role,
+            schedule_id=schedule_pk,
+        )
+        if occupants is None or key in occupants:
+            blocked[key].append((start, end))
+    return blocked
+
+
+def occupancies(
+    *,
+    organization: Organization,
+    window: Period,
+    now: datetime,
+    occupants: Iterable[str] | None = None,
+    exclude_appointment: int | None = None,
+) -> Occupancies:
+    """What occupies each occupant during ``window`` at ``now`` (all of the organisation's
+    occupants when ``occupants`` is None): its active appointments on any schedule or naming
+    it (recurring ones as their occurrences), the blocked time of any of its schedules, and
+    live holds (tentative). ``exclude_appointment`` (a pk) leaves one appointment out, for
+    moving it within its own time. Two queries.
+    """
+    wanted = None if occupants is None else set(occupants)
+    where = ~Q(occupant="") if wanted is None else Q(occupant__in=sorted(wanted))
+    if exclude_appointment is not None:
+        where &= ~Q(pk=exclude_appointment)
+    spans, valid_until = _appointment_spans(organization, where, "occupant", window, now)
+    for key, blocked in _blocked_spans(organization, wanted, window).items():
+        spans[key][0].extend(blocked)
+    return Occupancies(
+        {key: Occupancy.of(busy, tentative) for key, (busy, tentative) in spans.items()},
+        valid_until,
+    )
+
+
+def patient_occupancy(
+    *,
+    organization: Organization,
+    patient_pk: int,
+    window: Period,
+    now: datetime,
+    exclude_appointment: int | None = None,
+) -> Occupancy:
+    """The patient's own active appointments (and live holds) during ``window``: a patient
+    is never in two places at once either."""
+    where = Q(patient_id=patient_pk)
+    if exclude_appointment is not None:
+        where &= ~Q(pk=exclude_appointment)
+    spans, _ = _appointment_spans(organization, where, "patient_id", window, now)
+    busy, tentative = spans.get(str(patient_pk), ([], []))
+    return Occupancy.of([*busy, *tentative])
