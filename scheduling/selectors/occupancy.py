@@ -17,6 +17,7 @@ from datetime import datetime
 from django.db.models import Case, F, Q, TextField, Value, When
 from django.db.models.functions import Cast
 
+from scheduling import recurrence
 from scheduling.availability import Occupancy
 from scheduling.db.compiled_query import EpochSeconds
 from scheduling.db.epoch import EpochMicros, plain_rows
@@ -32,7 +33,14 @@ from scheduling.models import (
 from scheduling.recurrence import Period
 from scheduling.selectors.common import occurrence_stamps, ts, window_q
 
-__all__ = ["Occupancies", "active_appointments_q", "occupancies", "patient_occupancy"]
+__all__ = [
+    "Occupancies",
+    "Occupant",
+    "active_appointments_q",
+    "occupancies",
+    "occupying_appointments",
+    "patient_occupancy",
+]
 
 
 def active_appointments_q(now: datetime) -> Q:
@@ -167,20 +175,23 @@ def occupancies(
     now: datetime,
     occupants: Iterable[str] | None = None,
     exclude_appointment: int | None = None,
+    blocks: bool = True,
 ) -> Occupancies:
     """What occupies each occupant during ``window`` at ``now`` (all of the organisation's
     occupants when ``occupants`` is None): its active appointments on any schedule or naming
     it (recurring ones as their occurrences), the blocked time of any of its schedules, and
     live holds (tentative). ``exclude_appointment`` (a pk) leaves one appointment out, for
-    moving it within its own time. Two queries.
+    moving it within its own time. ``blocks=False`` leaves blocked time out (import keeps
+    bookings that blocked time covers: a block never hides a booking). Two queries.
     """
     wanted = None if occupants is None else set(occupants)
     where = ~Q(occupant="") if wanted is None else Q(occupant__in=sorted(wanted))
     if exclude_appointment is not None:
         where &= ~Q(pk=exclude_appointment)
     spans, valid_until = _appointment_spans(organization, where, "occupant", window, now)
-    for key, blocked in _blocked_spans(organization, wanted, window).items():
-        spans[key][0].extend(blocked)
+    if blocks:
+        for key, blocked in _blocked_spans(organization, wanted, window).items():
+            spans[key][0].extend(blocked)
     return Occupancies(
         {key: Occupancy.of(busy, tentative) for key, (busy, tentative) in spans.items()},
         valid_until,
@@ -203,3 +214,63 @@ def patient_occupancy(
     spans, _ = _appointment_spans(organization, where, "patient_id", window, now)
     busy, tentative = spans.get(str(patient_pk), ([], []))
     return Occupancy.of([*busy, *tentative])
+
+
+@dataclass(frozen=True, slots=True)
+class Occupant:
+    """One active appointment (or one occurrence of a recurring one) that occupies time,
+    named for a message: ``Appointment/{id}``, or the occurrence id and its parent."""
+
+    label: str
+    start: int
+    end: int
+
+
+def occupying_appointments(
+    *,
+    organization: Organization,
+    window: Period,
+    now: datetime,
+    occupant: str | None = None,
+    patient_pk: int | None = None,
+    exclude_appointment: int | None = None,
+) -> list[Occupant]:
+    """The active appointments of ``occupant`` or of the patient during ``window``, each
+    occurrence on its own, with ids: to name a clash the engine found (a cold path)."""
+    who = Q()
+    if occupant:
+        who |= Q(occupant=occupant)
+    if patient_pk is not None:
+        who |= Q(patient_id=patient_pk)
+    if not who:
+        return []
+    rows = (
+        Appointment.objects.filter(who, organization=organization)
+        .filter(window_q(window, "start", "end"))
+        .filter(active_appointments_q(now))
+        .exclude(pk=exclude_appointment)
+        .order_by("start", "fhir_id")
+    )
+    found: list[Occupant] = []
+    for row in rows:
+        if not row.rrule:
+            found.append(Occupant(f"Appointment/{row.fhir_id}", ts(row.start), ts(row.end)))
+            continue
+        for period in recurrence.expand(
+            rrule=row.rrule,
+            first_start=row.start,
+            first_end=row.end,
+            tzid=row.rule_timezone(organization),
+            exdates=row.exdate_values(),
+            window_start=window.start,
+            window_end=window.end,
+        ):
+            occurrence = recurrence.occurrence_id(row.fhir_id, period.start)
+            found.append(
+                Occupant(
+                    f"Appointment/{occurrence} (an occurrence of Appointment/{row.fhir_id})",
+                    ts(period.start),
+                    ts(period.end),
+                )
+            )
+    return found

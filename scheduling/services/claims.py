@@ -40,12 +40,18 @@ from scheduling.models import (
     SlotStatus,
 )
 from scheduling.recurrence import Period
-from scheduling.selectors.occupancy import occupancies, patient_occupancy
+from scheduling.selectors.occupancy import (
+    occupancies,
+    occupying_appointments,
+    patient_occupancy,
+)
 from scheduling.services.common import audit, iso
 
 __all__ = [
+    "CLASH_HORIZON",
     "HOLD_EXPIRED",
     "FoundSlot",
+    "appointment_clashes",
     "expire_lapsed_holds",
     "integrity_conflict",
     "lock_occupants",
@@ -281,3 +287,86 @@ def integrity_conflict(exc: IntegrityError) -> bool:
     return any(c in text for c in _OVERLAP_CONSTRAINTS) or (
         "UNIQUE constraint failed" in text and "scheduling_appointment.occupant" in text
     )
+
+
+#: How far ahead a recurring appointment's occurrences are checked for clashes when it is
+#: stored as given (import, staff edits): a year, as far as any search window reaches.
+CLASH_HORIZON = timedelta(days=365)
+
+
+def _spans_of(organization: Organization, appointment: Appointment) -> list[tuple[int, int]]:
+    if not appointment.rrule:
+        return [(int(appointment.start.timestamp()), int(appointment.end.timestamp()))]
+    periods = recurrence.expand(
+        rrule=appointment.rrule,
+        first_start=appointment.start,
+        first_end=appointment.end,
+        tzid=appointment.rule_timezone(organization),
+        exdates=appointment.exdate_values(),
+        window_start=appointment.start,
+        window_end=appointment.start + CLASH_HORIZON,
+    )
+    return [(int(p.start.timestamp()), int(p.end.timestamp())) for p in periods]
+
+
+def appointment_clashes(
+    *, organization: Organization, appointment: Appointment, now: datetime
+) -> list[str]:
+    """What ``appointment`` (saved or not, with its occupant and patient set) would overlap:
+    other active appointments of its occupant or of its patient, each named, as the engine
+    sees them (blocked time does not count: a block never hides a booking). Empty if none.
+    """
+    spans = _spans_of(organization, appointment)
+    if not spans or not appointment.is_active or appointment.hold_lapsed(now):
+        return []
+    window = Period(
+        datetime.fromtimestamp(min(s for s, _ in spans), UTC),
+        datetime.fromtimestamp(max(e for _, e in spans), UTC),
+    )
+    exclude = appointment.pk
+    checks: list[tuple[availability.Occupancy, str | None, int | None]] = []
+    if appointment.occupant:
+        occupied = occupancies(
+            organization=organization,
+            window=window,
+            now=now,
+            occupants=[appointment.occupant],
+            exclude_appointment=exclude,
+            blocks=False,
+        ).get(appointment.occupant)
+        checks.append((occupied, appointment.occupant, None))
+    patient_pk = appointment.patient_id
+    if patient_pk is not None:
+        own = patient_occupancy(
+            organization=organization,
+            patient_pk=patient_pk,
+            window=window,
+            now=now,
+            exclude_appointment=exclude,
+        )
+        checks.append((own, None, patient_pk))
+    clashes: list[str] = []
+    for occupancy, occupant, patient in checks:
+        hit = [(s, e) for s, e in spans if occupancy.status(s, e) != availability.FREE]
+        if not hit:
+            continue
+        who = "the practitioner" if occupant else "the patient"
+        for s, e in hit[:3]:
+            span_window = Period(datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC))
+            names = [
+                found.label
+                for found in occupying_appointments(
+                    organization=organization,
+                    window=span_window,
+                    now=now,
+                    occupant=occupant,
+                    patient_pk=patient,
+                    exclude_appointment=exclude,
+                )
+                if found.start < e and s < found.end
+            ]
+            clashes.append(
+                f"{who} already has {', '.join(names) or 'an appointment'} at "
+                f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
+            )
+    return clashes
