@@ -224,6 +224,7 @@ class Occupant:
     label: str
     start: int
     end: int
+    patient: str = ""
 
 
 def occupying_appointments(
@@ -249,12 +250,15 @@ def occupying_appointments(
         .filter(window_q(window, "start", "end"))
         .filter(active_appointments_q(now))
         .exclude(pk=exclude_appointment)
+        .select_related("patient")
         .order_by("start", "fhir_id")
     )
     found: list[Occupant] = []
     for row in rows:
         if not row.rrule:
-            found.append(Occupant(f"Appointment/{row.fhir_id}", ts(row.start), ts(row.end)))
+            found.append(
+                Occupant(f"Appointment/{row.fhir_id}", ts(row.start), ts(row.end), str(row.patient))
+            )
             continue
         for period in recurrence.expand(
             rrule=row.rrule,
@@ -271,6 +275,8 @@ def occupying_appointments(
                     f"Appointment/{occurrence} (an occurrence of Appointment/{row.fhir_id})",
                     ts(period.start),
                     ts(period.end),
+                    str(row.patient),
                 )
             )
+    found.sort(key=lambda o: (o.start, o.label))
     return found
