@@ -52,7 +52,7 @@ class _ServiceForm(_AppointmentModelForm):
         raise NotImplementedError
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
         if self.errors:
             return
         try:
@@ -83,7 +83,7 @@ class AppointmentBookForm(_ServiceForm):
         fields = ("patient", "schedule", "start", "status", "comment")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         schedule = cleaned.get("schedule")
         if schedule is None:
             self.add_error("schedule", _("Choose the schedule to book on."))
@@ -119,7 +119,7 @@ class AppointmentChangeForm(_ServiceForm):
         fields = ("status", "schedule", "start", "comment", "description", "cancelation_reason")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         start = cleaned.get("start")
         if start is not None and self.instance.pk is not None:
             # The end is not typed: it moves with the start until the service finds the slot.

@@ -249,7 +249,7 @@ def occupying_appointments(
         Appointment.objects.filter(who, organization=organization)
         .filter(window_q(window, "start", "end"))
         .filter(active_appointments_q(now))
-        .exclude(pk=exclude_appointment)
+        .exclude(pk=exclude_appointment or 0)
         .select_related("patient")
         .order_by("start", "fhir_id")
     )
