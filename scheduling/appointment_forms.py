@@ -146,6 +146,7 @@ class AppointmentChangeForm(_ServiceForm):
                         schedule.practitioner_role.fhir_id if schedule.practitioner_role else ""
                     ),
                     actor=self.actor,
+                    staff=True,
                 )
             status = data.get("status")
             reason = data.get("cancelation_reason") or ""

@@ -30,14 +30,17 @@ __all__ = [
     "BUSY",
     "BUSY_TENTATIVE",
     "FREE",
+    "NO_RULES",
     "GeneratedSlot",
     "Interval",
     "Occupancy",
+    "Rules",
     "Sweep",
     "cut",
     "cut_slots",
     "generate_slots",
     "merge",
+    "rule_refusal",
     "slot_id",
     "slot_status",
 ]
@@ -107,33 +110,110 @@ def _overlapped(merged: Sequence[Span], starts: Sequence[int], start: int, end: 
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """A schedule's booking rules, in seconds (``urn:extension:booking-rules``).
+
+    ``notice``: a slot starting sooner than now + notice is not free. ``advance``: nor one
+    starting later than now + advance. ``before``/``after``: a booking also occupies its
+    occupant this long before and after, so a slot is free only if it and its buffers
+    overlap nothing (the existing bookings' buffers included). ``capacity``: patients per
+    slot; the slot stays free until that many bookings hold it.
+    """
+
+    notice: int = 0
+    advance: int | None = None
+    before: int = 0
+    after: int = 0
+    capacity: int = 1
+
+    @property
+    def clocked(self) -> bool:
+        """Whether ``now`` decides more than "has it started" (notice or advance)."""
+        return self.notice > 0 or self.advance is not None
+
+
+NO_RULES = Rules()
+
+#: Why a slot is refused by a rule of the clock (None: it is not).
+NOTICE, ADVANCE, STARTED = "minimumNotice", "maximumAdvance", "started"
+
+
+def rule_refusal(start: int, now: int, rules: Rules) -> str | None:
+    """Which clock rule keeps a slot starting at ``start`` from being booked at ``now``:
+    ``started``, ``minimumNotice`` or ``maximumAdvance``; None when none does. Search shows
+    such a slot busy and booking answers 422 naming the rule: one decision for both."""
+    if start < now:
+        return STARTED
+    if start < now + rules.notice:
+        return NOTICE
+    if rules.advance is not None and start > now + rules.advance:
+        return ADVANCE
+    return None
+
+
+#: A seat holder: (start, end, slot key) of a booking in a slot of a schedule with a
+#: capacity above one; the key is (schedule pk, slot start).
+Seat = tuple[int, int, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class Occupancy:
-    """What occupies one occupant: ``busy`` (appointments, occurrences, blocks) and
-    ``tentative`` (live holds), each merged. Build it with :meth:`of`."""
+    """What occupies one occupant: ``busy`` (appointments with their buffers, occurrences,
+    blocks) and ``tentative`` (live holds), each merged, and ``seats`` (bookings of group
+    slots, counted per slot). Build it with :meth:`of`."""
 
     busy: list[Span] = field(default_factory=list)
     tentative: list[Span] = field(default_factory=list)
+    seats: list[Seat] = field(default_factory=list)
     _busy_starts: list[int] = field(default_factory=list, repr=False, compare=False)
     _tentative_starts: list[int] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
-    def of(cls, busy: Iterable[Span] = (), tentative: Iterable[Span] = ()) -> Occupancy:
+    def of(
+        cls,
+        busy: Iterable[Span] = (),
+        tentative: Iterable[Span] = (),
+        seats: Iterable[Seat] = (),
+    ) -> Occupancy:
         merged_busy, merged_tentative = merge(busy), merge(tentative)
         return cls(
             merged_busy,
             merged_tentative,
+            sorted(seats),
             [s for s, _ in merged_busy],
             [s for s, _ in merged_tentative],
         )
 
-    def status(self, start: int, end: int) -> str:
-        """The status of a slot ``[start, end)`` by what occupies the occupant, ignoring the
-        clock: ``busy`` wins over ``busy-tentative``, which wins over ``free``."""
-        if self.busy and _overlapped(self.busy, self._busy_starts, start, end):
+    def status(
+        self,
+        start: int,
+        end: int,
+        rules: Rules = NO_RULES,
+        key: tuple[int, int] | None = None,
+    ) -> str:
+        """The status of a slot ``[start, end)`` (of the slot ``key`` of a schedule with
+        ``rules``) by what occupies the occupant, ignoring the clock: ``busy`` wins over
+        ``busy-tentative``, which wins over ``free``. The slot's own buffers widen it."""
+        lo, hi = start - rules.before, end + rules.after
+        if self.busy and _overlapped(self.busy, self._busy_starts, lo, hi):
             return BUSY
-        if self.tentative and _overlapped(self.tentative, self._tentative_starts, start, end):
+        if self.seats and self._seats_full(lo, hi, rules, key):
+            return BUSY
+        if self.tentative and _overlapped(self.tentative, self._tentative_starts, lo, hi):
             return BUSY_TENTATIVE
         return FREE
+
+    def _seats_full(self, lo: int, hi: int, rules: Rules, key: tuple[int, int] | None) -> bool:
+        taken = 0
+        for seat_start, seat_end, seat_key in self.seats:
+            if seat_start >= hi:
+                break
+            if seat_end <= lo:
+                continue
+            if seat_key != key:
+                return True  # another slot's group booking: the person is busy then
+            taken += 1
+        return taken >= rules.capacity
 
     def sweep(self) -> Sweep:
         """A one-pass :meth:`status` for slots asked in increasing start order."""
@@ -145,38 +225,62 @@ class Sweep:
 
     Slot search asks for thousands of slots of one occupant, from all its schedules, in the
     order of their starts; a cursor per list makes that linear instead of a bisection each.
+    A slot whose buffered start goes back (schedules with different buffers) resets the
+    cursors by bisection, so the answer is always :meth:`Occupancy.status`'s.
     """
 
-    __slots__ = ("_busy", "_i", "_j", "_tentative")
+    __slots__ = ("_busy", "_i", "_j", "_last", "_occupancy", "_tentative")
 
     def __init__(self, occupancy: Occupancy) -> None:
+        self._occupancy = occupancy
         self._busy = occupancy.busy
         self._tentative = occupancy.tentative
         self._i = 0
         self._j = 0
+        self._last = -(2**62)
 
-    def __call__(self, start: int, end: int) -> str:
+    def __call__(
+        self, start: int, end: int, rules: Rules = NO_RULES, key: tuple[int, int] | None = None
+    ) -> str:
+        lo, hi = start - rules.before, end + rules.after
+        if lo < self._last:
+            self._i = bisect.bisect_left(self._occupancy._busy_starts, lo)
+            self._j = bisect.bisect_left(self._occupancy._tentative_starts, lo)
+            # Step back once: the interval before may still reach past ``lo``.
+            self._i = max(0, self._i - 1)
+            self._j = max(0, self._j - 1)
+        self._last = lo
         busy, i = self._busy, self._i
         n = len(busy)
-        while i < n and busy[i][1] <= start:
+        while i < n and busy[i][1] <= lo:
             i += 1
         self._i = i
-        if i < n and busy[i][0] < end:
+        if i < n and busy[i][0] < hi:
+            return BUSY
+        if self._occupancy.seats and self._occupancy._seats_full(lo, hi, rules, key):
             return BUSY
         tentative, j = self._tentative, self._j
         m = len(tentative)
-        while j < m and tentative[j][1] <= start:
+        while j < m and tentative[j][1] <= lo:
             j += 1
         self._j = j
-        if j < m and tentative[j][0] < end:
+        if j < m and tentative[j][0] < hi:
             return BUSY_TENTATIVE
         return FREE
 
 
-def slot_status(start: int, end: int, occupancy: Occupancy, now: int) -> str:
-    """The status of one slot at ``now``: a slot that has started is never free."""
-    status = occupancy.status(start, end)
-    if status == FREE and start < now:
+def slot_status(
+    start: int,
+    end: int,
+    occupancy: Occupancy,
+    now: int,
+    rules: Rules = NO_RULES,
+    key: tuple[int, int] | None = None,
+) -> str:
+    """The status of one slot at ``now``: what occupies its occupant, then the clock (a slot
+    that has started, or that the notice or advance rule keeps out of reach, is busy)."""
+    status = occupancy.status(start, end, rules, key)
+    if status == FREE and rule_refusal(start, now, rules) is not None:
         return BUSY
     return status
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -317,6 +318,18 @@ class RecurrenceFields(models.Model):
         return [datetime.fromisoformat(value) for value in self.exdates or []]
 
 
+ZERO = timedelta(0)
+
+#: Sane maxima of the booking rules: beyond these a value is a typo, not a policy.
+MAX_NOTICE_MINUTES = 60 * 24 * 365
+MAX_ADVANCE_DAYS = 365 * 5
+#: Buffers are cleaning or preparation time; more than four hours is a typo. Reads of an
+#: occupant's time widen their window by this much to see neighbours' buffers.
+MAX_BUFFER_MINUTES = 60 * 4
+MAX_CUTOFF_HOURS = 24 * 365
+MAX_CAPACITY = 1000
+
+
 class Schedule(TenantModel, RecurrenceFields):
     """A practitioner's availability; with a recurrence its period is the first window."""
 
@@ -346,6 +359,52 @@ class Schedule(TenantModel, RecurrenceFields):
     )
     comment = models.TextField(blank=True)
 
+    # Booking rules (urn:extension:booking-rules); empty means "no such rule". The engine
+    # applies them, so search never offers what a booking would refuse.
+    minimum_notice_minutes = models.PositiveIntegerField(
+        _("book at least … minutes ahead"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_NOTICE_MINUTES)],
+    )
+    maximum_advance_days = models.PositiveIntegerField(
+        _("book at most … days ahead"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ADVANCE_DAYS)],
+    )
+    buffer_before_minutes = models.PositiveIntegerField(
+        _("keep … minutes free before each booking"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BUFFER_MINUTES)],
+    )
+    buffer_after_minutes = models.PositiveIntegerField(
+        _("keep … minutes free after each booking"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BUFFER_MINUTES)],
+    )
+    capacity = models.PositiveIntegerField(
+        _("patients per slot"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CAPACITY)],
+        help_text=_("For group sessions; empty means one patient per slot."),
+    )
+    cancellation_cutoff_hours = models.PositiveIntegerField(
+        _("patients may cancel or move up to … hours before"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CUTOFF_HOURS)],
+    )
+    max_active_per_patient = models.PositiveIntegerField(
+        _("at most … upcoming bookings per patient"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CAPACITY)],
+    )
+
     class Meta:
         ordering = ["organization", "planning_start", "fhir_id"]
         constraints = [
@@ -374,6 +433,19 @@ class Schedule(TenantModel, RecurrenceFields):
     @property
     def slot_duration(self) -> timedelta | None:
         return timedelta(minutes=self.slot_minutes) if self.slot_minutes else None
+
+    @property
+    def seats(self) -> int:
+        """How many patients one slot takes (``capacity``, default one)."""
+        return self.capacity or 1
+
+    @property
+    def buffers(self) -> tuple[timedelta, timedelta]:
+        """(before, after): how long each booking also occupies its occupant."""
+        return (
+            timedelta(minutes=self.buffer_before_minutes or 0),
+            timedelta(minutes=self.buffer_after_minutes or 0),
+        )
 
     @property
     def occupant(self) -> str:
@@ -461,6 +533,10 @@ class Appointment(TenantModel, RecurrenceFields):
     #: A hold (status pending) lapses by itself at this instant: from then on it reads as
     #: cancelled ("hold expired") and occupies nothing, with no job needed to make it so.
     held_until = models.DateTimeField(null=True, blank=True)
+    #: What it occupies of its occupant's time: start and end widened by its schedule's
+    #: buffers (equal to start and end without buffers). Derived in ``clean``.
+    occupied_start = models.DateTimeField(null=True, blank=True, editable=False)
+    occupied_end = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["organization", "start", "fhir_id"]
@@ -517,6 +593,9 @@ class Appointment(TenantModel, RecurrenceFields):
             raise ValidationError({"end": _("The end must be after the start.")})
         # Derived, never typed: kept in step here because every save validates.
         self.occupant = self.resolve_occupant()
+        before, after = self.schedule.buffers if self.schedule is not None else (ZERO, ZERO)
+        if self.start and self.end:
+            self.occupied_start, self.occupied_end = self.start - before, self.end + after
 
     def resolve_occupant(self) -> str:
         """Whose time this appointment takes: its schedule's occupant, else its role's."""

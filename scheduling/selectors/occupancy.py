@@ -12,20 +12,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Case, F, Q, TextField, Value, When
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 
 from scheduling import recurrence
-from scheduling.availability import Occupancy
+from scheduling.availability import Occupancy, Rules, Seat
 from scheduling.db.compiled_query import EpochSeconds
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
+    MAX_BUFFER_MINUTES,
     Appointment,
     AppointmentStatus,
     Organization,
+    Schedule,
     Slot,
     SlotStatus,
     occupant_key,
@@ -40,7 +42,37 @@ __all__ = [
     "occupancies",
     "occupying_appointments",
     "patient_occupancy",
+    "rules_of",
+    "schedule_rules",
 ]
+
+
+def rules_of(
+    notice_minutes: int | None,
+    advance_days: int | None,
+    before_minutes: int | None,
+    after_minutes: int | None,
+    capacity: int | None,
+) -> Rules:
+    """The engine's :class:`~scheduling.availability.Rules` from a schedule's rule columns."""
+    return Rules(
+        notice=(notice_minutes or 0) * 60,
+        advance=None if advance_days is None else advance_days * 86_400,
+        before=(before_minutes or 0) * 60,
+        after=(after_minutes or 0) * 60,
+        capacity=capacity or 1,
+    )
+
+
+def schedule_rules(schedule: Schedule) -> Rules:
+    """The engine's rules of one schedule."""
+    return rules_of(
+        schedule.minimum_notice_minutes,
+        schedule.maximum_advance_days,
+        schedule.buffer_before_minutes,
+        schedule.buffer_after_minutes,
+        schedule.capacity,
+    )
 
 
 def active_appointments_q(now: datetime) -> Q:
@@ -71,20 +103,34 @@ class Occupancies:
 _EMPTY = Occupancy.of()
 
 
+#: Spans of one group value: (busy, tentative, seats).
+_Spans = tuple[list[tuple[int, int]], list[tuple[int, int]], list[Seat]]
+
+#: Reads widen their window by the longest buffer a booking may have, so a neighbour's
+#: buffer reaching into the window is seen; the engine then compares exact ranges.
+_REACH = timedelta(minutes=MAX_BUFFER_MINUTES)
+
+
 def _appointment_spans(
     organization: Organization,
     where: Q,
     group: str,
     window: Period,
     now: datetime,
-) -> tuple[dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]], int | None]:
-    """(busy, tentative) spans per value of column ``group`` for the active appointments
+    *,
+    occupied: bool = True,
+) -> tuple[dict[str, _Spans], int | None]:
+    """(busy, tentative, seats) per value of column ``group`` for the active appointments
     matching ``where`` that overlap ``window`` (recurring ones expanded), and the earliest
-    live hold's expiry."""
+    live hold's expiry. With ``occupied`` the spans are the occupied ranges (widened by
+    their schedule's buffers) and bookings of group slots are seats; without (a patient's
+    own time) they are the appointments' own start and end."""
     plain = Q(rrule="")
+    reach = _REACH if occupied else timedelta(0)
+    wide = Period(window.start - reach, window.end + reach)
     rows = (
         Appointment.objects.filter(where, organization=organization)
-        .filter(window_q(window, "start", "end"))
+        .filter(window_q(wide, "start", "end"))
         .filter(active_appointments_q(now))
         .order_by()
         .values_list(
@@ -102,35 +148,61 @@ def _appointment_spans(
             Case(When(plain, then=None), default=EpochMicros("end")),
             Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
             Case(When(plain, then=None), default=Cast("exdates", TextField())),
+            # Buffers (seconds before and after) and, for group slots, the slot's schedule.
+            EpochSeconds("start") - EpochSeconds(Coalesce("occupied_start", "start")),
+            EpochSeconds(Coalesce("occupied_end", "end")) - EpochSeconds("end"),
+            Case(When(schedule__capacity__gt=1, then=F("schedule_id")), default=None),
         )
     )
-    spans: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = defaultdict(
-        lambda: ([], [])
-    )
-    window_start, window_end = ts(window.start), ts(window.end)
+    spans: dict[str, _Spans] = defaultdict(lambda: ([], [], []))
+    lo, hi = ts(window.start), ts(window.end)
+    wide_start, wide_end = ts(wide.start), ts(wide.end)
     valid_until: int | None = None
-    for key, start, end, hold, held_until, rrule, start_us, end_us, tzid, exdates in plain_rows(
-        rows
-    ):
-        busy, tentative = spans[str(key)]
-        target = tentative if hold else busy
+    for (
+        key,
+        start,
+        end,
+        hold,
+        held_until,
+        rrule,
+        start_us,
+        end_us,
+        tzid,
+        exdates,
+        before,
+        after,
+        group_schedule,
+    ) in plain_rows(rows):
+        busy, tentative, seats = spans[str(key)]
         if hold and held_until is not None:
             valid_until = held_until if valid_until is None else min(valid_until, held_until)
-        if not rrule:
-            target.append((start, end))
-            continue
-        target.extend(
-            occurrence_stamps(
+        if rrule:
+            periods = occurrence_stamps(
                 rrule=rrule,
                 first_start=start_us,
                 first_end=end_us,
                 tzid=tzid or organization.timezone,
                 exdates=exdates,
-                window=window,
-                window_start=window_start,
-                window_end=window_end,
+                window=wide,
+                window_start=wide_start,
+                window_end=wide_end,
             )
-        )
+        else:
+            periods = [(start, end)]
+        if not occupied:
+            before = after = 0
+            group_schedule = None
+        for s, e in periods:
+            s, e = s - (before or 0), e + (after or 0)
+            if s >= hi or e <= lo:
+                continue
+            if group_schedule is not None:
+                # A seat of the group slot that starts where the booking does.
+                seats.append((s, e, (group_schedule, s + (before or 0))))
+            elif hold:
+                tentative.append((s, e))
+            else:
+                busy.append((s, e))
     return spans, valid_until
 
 
@@ -193,7 +265,7 @@ def occupancies(
         for key, blocked in _blocked_spans(organization, wanted, window).items():
             spans[key][0].extend(blocked)
     return Occupancies(
-        {key: Occupancy.of(busy, tentative) for key, (busy, tentative) in spans.items()},
+        {key: Occupancy.of(*parts) for key, parts in spans.items()},
         valid_until,
     )
 
@@ -211,8 +283,8 @@ def patient_occupancy(
     where = Q(patient_id=patient_pk)
     if exclude_appointment is not None:
         where &= ~Q(pk=exclude_appointment)
-    spans, _ = _appointment_spans(organization, where, "patient_id", window, now)
-    busy, tentative = spans.get(str(patient_pk), ([], []))
+    spans, _ = _appointment_spans(organization, where, "patient_id", window, now, occupied=False)
+    busy, tentative, _seats = spans.get(str(patient_pk), ([], [], []))
     return Occupancy.of([*busy, *tentative])
 
 

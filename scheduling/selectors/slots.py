@@ -17,6 +17,7 @@ from django.db.models import (
 from django.db.models.functions import Cast
 
 from scheduling import availability, recurrence
+from scheduling.availability import NO_RULES
 from scheduling.db import search_cache
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
@@ -36,7 +37,7 @@ from scheduling.selectors.common import (
     ts,
     window_q,
 )
-from scheduling.selectors.occupancy import Occupancies, occupancies
+from scheduling.selectors.occupancy import Occupancies, occupancies, rules_of
 
 
 @dataclass(slots=True)
@@ -214,6 +215,16 @@ class SlotResults(Sequence[SlotResult]):
         return self._make(self._rows[index])
 
 
+#: The schedule columns of its booking rules, in the order :func:`rules_of` takes them.
+_RULE_COLUMNS = (
+    "minimum_notice_minutes",
+    "maximum_advance_days",
+    "buffer_before_minutes",
+    "buffer_after_minutes",
+    "capacity",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _SlotGrid:
     """The slots a window's schedules generate, before any booking: depends on schedules only.
@@ -225,6 +236,7 @@ class _SlotGrid:
     rows: list[tuple[int, str, int, Any]]
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     occupants: dict[int, str]  # pk -> occupant key (whose time the slot is)
+    rules: dict[int, availability.Rules]  # pk -> booking rules (absent: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +254,12 @@ class _SlotSnapshot:
     stored: list[tuple[int, str, int, Any]]
     open: list[tuple[int, str, int, Any]]
     open_starts: list[int]
+    #: Free by occupancy, but of schedules whose notice or advance rule the clock decides.
+    clocked: list[tuple[int, str, int, Any]]
     tentative: list[tuple[int, str, int, Any]]
     blocked: list[tuple[int, str, int, Any]]
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
+    rules: dict[int, availability.Rules] = field(default_factory=dict)  # by schedule pk
     valid_until: int | None = None
     #: Schedule instances made for pages, shared by every search served from this snapshot.
     instances: dict[int, Schedule] = field(default_factory=dict)
@@ -253,7 +268,13 @@ class _SlotSnapshot:
 
     @property
     def weight(self) -> int:
-        return len(self.stored) + len(self.open) + len(self.tentative) + len(self.blocked)
+        return (
+            len(self.stored)
+            + len(self.open)
+            + len(self.clocked)
+            + len(self.tentative)
+            + len(self.blocked)
+        )
 
 
 def _slot_grid(
@@ -284,12 +305,14 @@ def _slot_grid(
             "practitioner_id",
             "practitioner_role_id",
             "practitioner_role__practitioner_id",
+            *_RULE_COLUMNS,
         )
     )
     window_start, window_end = ts(window.start), ts(window.end)
     rows: list[tuple[int, str, int, Any]] = []
     infos: dict[int, tuple[str, str]] = {}
     occupants: dict[int, str] = {}
+    rules: dict[int, availability.Rules] = {}
     for (
         pk,
         fhir_id,
@@ -303,6 +326,7 @@ def _slot_grid(
         practitioner,
         role,
         role_practitioner,
+        *rule_values,
     ) in schedules:
         if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
@@ -327,10 +351,12 @@ def _slot_grid(
         occupants[pk] = occupant_key(
             practitioner_id=practitioner or role_practitioner, role_id=role, schedule_id=pk
         )
+        if any(value is not None for value in rule_values):
+            rules[pk] = rules_of(*rule_values)
         prefix = f"{fhir_id}-"
         rows.extend((t, prefix + _stamp(t), 1, (pk, t, t + step)) for t in ordered)
     rows.sort(key=_row_key)
-    return _SlotGrid(rows=rows, schedules=infos, occupants=occupants)
+    return _SlotGrid(rows=rows, schedules=infos, occupants=occupants, rules=rules)
 
 
 def _slot_snapshot(
@@ -356,14 +382,22 @@ def _slot_snapshot(
             "schedule__practitioner_id",
             "schedule__practitioner_role_id",
             "schedule__practitioner_role__practitioner_id",
+            *(f"schedule__{name}" for name in _RULE_COLUMNS),
         )
     )
+    width = len(_STORED_SLOT_COLUMNS)
     occupant_of_stored = [
         occupant_key(
-            practitioner_id=values[-3] or values[-1], role_id=values[-2], schedule_id=values[2]
+            practitioner_id=values[width] or values[width + 2],
+            role_id=values[width + 1],
+            schedule_id=values[2],
         )
         for values in stored_values
     ]
+    rules = dict(grid.rules)
+    for values in stored_values:
+        if any(value is not None for value in values[width + 3 :]):
+            rules[values[2]] = rules_of(*values[width + 3 :])
     # A search of a few schedules reads only their occupants' time (all of it: bookings of
     # their other schedules too); a search of the whole clinic reads everyone's in one go.
     wanted = {*grid.occupants.values(), *occupant_of_stored} if parents is not None else None
@@ -388,13 +422,16 @@ def _slot_snapshot(
         if service_category and not token_matches(categories, service_category):
             continue
         if status == SlotStatus.FREE:
-            verdict = occupied.get(key).status(start_ts, ts(end))
+            verdict = occupied.get(key).status(
+                start_ts, ts(end), rules.get(schedule_pk, NO_RULES), (schedule_pk, start_ts)
+            )
             if verdict != status:
                 columns = (*columns[:4], verdict, *columns[5:])
         stored_rows.append((start_ts, fhir_id, 0, columns))
     stored_rows.sort(key=_row_key)
 
     open_rows: list[tuple[int, str, int, Any]] = []
+    clocked_rows: list[tuple[int, str, int, Any]] = []
     tentative_rows: list[tuple[int, str, int, Any]] = []
     blocked_rows: list[tuple[int, str, int, Any]] = []
     # One sweep in the grid's global order: each occupant's slots (from all its schedules)
@@ -415,14 +452,24 @@ def _slot_snapshot(
         sweep = sweeps.get(key)
         if sweep is None:
             sweep = sweeps[key] = occupied.get(key).sweep()
-        sorted_into[sweep(slot_start, slot_end)].append(row)
+        slot_rules = rules.get(pk)
+        if slot_rules is None:
+            sorted_into[sweep(slot_start, slot_end)].append(row)
+            continue
+        status = sweep(slot_start, slot_end, slot_rules, (pk, slot_start))
+        if status == availability.FREE and slot_rules.clocked:
+            clocked_rows.append(row)
+        else:
+            sorted_into[status].append(row)
     return _SlotSnapshot(
         stored=stored_rows,
         open=open_rows,
         open_starts=[row[0] for row in open_rows],
+        clocked=clocked_rows,
         tentative=tentative_rows,
         blocked=blocked_rows,
         schedules=grid.schedules,
+        rules=rules,
         valid_until=occupied.valid_until,
     )
 
@@ -441,16 +488,35 @@ def _with_status(
 
 
 def _stored_at(
-    rows: list[tuple[int, str, int, Any]], now_ts: int
+    rows: list[tuple[int, str, int, Any]], now_ts: int, rules: dict[int, availability.Rules]
 ) -> list[tuple[int, str, int, Any]]:
-    """Stored rows with the clock applied: a free stored slot that has started is busy."""
+    """Stored rows with the clock applied: a free stored slot that has started, or that its
+    schedule's notice or advance rule keeps out of reach, is busy."""
     busy = str(SlotStatus.BUSY)
     return [
         (start, slot_id, kind, (*columns[:4], busy, *columns[5:]))
-        if start < now_ts and columns[4] == SlotStatus.FREE
+        if columns[4] == SlotStatus.FREE
+        and availability.rule_refusal(start, now_ts, rules.get(columns[2], NO_RULES)) is not None
         else (start, slot_id, kind, columns)
         for start, slot_id, kind, columns in rows
     ]
+
+
+def _clocked_at(
+    rows: list[tuple[int, str, int, Any]],
+    now_ts: int,
+    rules: dict[int, availability.Rules],
+    wanted: str,
+) -> list[tuple[int, str, int, Any]]:
+    """The generated slots of schedules with notice or advance rules that have ``wanted``
+    status at ``now`` (free: within reach; busy: not), with that status."""
+    free = str(SlotStatus.FREE)
+    out = []
+    for start, slot_id, kind, (schedule_pk, slot_start, slot_end) in rows:
+        refused = availability.rule_refusal(start, now_ts, rules[schedule_pk]) is not None
+        if (wanted == free) != refused:
+            out.append((start, slot_id, kind, (schedule_pk, slot_start, slot_end, wanted)))
+    return out
 
 
 def slot_search(
@@ -519,7 +585,7 @@ def slot_search(
     tentative_status = str(SlotStatus.BUSY_TENTATIVE)
     stored = [
         row
-        for row in _stored_at(snapshot.stored, now_ts)
+        for row in _stored_at(snapshot.stored, now_ts, snapshot.rules)
         if wanted_status is None or row[3][4] in wanted_status
     ]
     total = len(stored)
@@ -529,6 +595,10 @@ def slot_search(
     if wanted_status is None or free in wanted_status:
         total += len(snapshot.open) - started
         streams.append(_with_status(snapshot.open, started, len(snapshot.open), free))
+        if snapshot.clocked:
+            reachable = _clocked_at(snapshot.clocked, now_ts, snapshot.rules, free)
+            total += len(reachable)
+            streams.append(iter(reachable))
     if wanted_status is None or tentative_status in wanted_status:
         total += len(snapshot.tentative)
         streams.append(
@@ -538,6 +608,10 @@ def slot_search(
         total += len(snapshot.blocked) + started
         streams.append(_with_status(snapshot.blocked, 0, len(snapshot.blocked), busy_status))
         streams.append(_with_status(snapshot.open, 0, started, busy_status))
+        if snapshot.clocked:
+            out_of_reach = _clocked_at(snapshot.clocked, now_ts, snapshot.rules, busy_status)
+            total += len(out_of_reach)
+            streams.append(iter(out_of_reach))
     return SlotResults(
         organization=organization,
         total=total,

@@ -35,12 +35,15 @@ from scheduling.models import (
     Schedule,
 )
 from scheduling.selectors.common import utc_now
-from scheduling.selectors.occupancy import active_appointments_q
+from scheduling.selectors.occupancy import active_appointments_q, schedule_rules
 from scheduling.services.claims import (
+    cancellation_cutoff_check,
     expire_lapsed_holds,
     integrity_conflict,
     lock_occupants,
     patient_lock_key,
+    rules_check,
+    seat_for,
     slot_claim,
     slot_find,
 )
@@ -225,6 +228,8 @@ def _refuse_early(
         return
     schedule, _ = _schedule_named(_schedules(), organization=organization, value=schedule_id)
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
+    if schedule.seats > 1 or schedule_rules(schedule).clocked:
+        return  # a group slot takes several bookings; a clock rule's 422 comes first
     taken = (
         Appointment.objects.filter(
             organization=organization, occupant=schedule.occupant, start=start, rrule=""
@@ -282,11 +287,14 @@ def _book_locked(
         occurrence_start=occurrence_start,
         field=_START,
     )
-    if slot.start < now:
-        raise BusinessRuleViolation(
-            f"The slot at {iso(slot.start)} has already started; book a future slot.",
-            expression=[_START],
-        )
+    rules_check(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        field=_START,
+    )
     slot_claim(
         organization=organization,
         schedule=schedule,
@@ -317,6 +325,7 @@ def _book_locked(
         practitioner_role=role,
         slot=slot.stored,
         occupant=occupant,
+        seat=seat_for(organization=organization, schedule=schedule, slot=slot, now=now),
         held_until=held_until,
         patient_status=ParticipationStatus.ACCEPTED,
         practitioner_status=(
@@ -404,13 +413,15 @@ def appointment_reschedule(
     practitioner_role_id: str | None = None,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    staff: bool = False,
 ) -> Appointment:
     """Move ``appointment`` (same id) to the slot starting at ``start`` of ``schedule_id``
     (default: its current schedule) in one transaction: the new time is taken and the old
     one freed together, so a move that cannot happen changes nothing (SlotTaken when the
     new slot is not free, BusinessRuleViolation when there is no such slot, the role is not
-    its actor, the slot has started, or the appointment is not active). Moving within its
-    own time works: the engine leaves the appointment itself out.
+    its actor, the slot has started, a booking rule refuses it, or the appointment is not
+    active). Moving within its own time works: the engine leaves the appointment itself
+    out. ``staff`` moves are not held to the schedule's cancellation cutoff.
     """
     if start.tzinfo is None or start.utcoffset() is None:
         raise InvalidInput("start needs a timezone offset.", expression=[_START])
@@ -446,6 +457,7 @@ def appointment_reschedule(
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
                 now=now,
+                staff=staff,
             )
     except _Replayed as replayed:
         return replayed.appointment
@@ -469,6 +481,7 @@ def _reschedule_locked(
     idempotency_key: str | None,
     request_hash: str,
     now: datetime,
+    staff: bool,
 ) -> Appointment:
     if schedule_id is not None:
         schedule, occurrence_start = _schedule_named(
@@ -511,6 +524,10 @@ def _reschedule_locked(
             "only an active appointment can be moved.",
             expression=["Appointment.status"],
         )
+    if not staff:
+        cancellation_cutoff_check(
+            appointment=locked, now=now, action="move", field="Appointment.start"
+        )
     if locked.is_recurring:
         raise BusinessRuleViolation(
             f"Appointment '{locked.fhir_id}' is recurring; move its occurrences by changing "
@@ -528,11 +545,15 @@ def _reschedule_locked(
         occurrence_start=occurrence_start,
         field=_START,
     )
-    if slot.start < now:
-        raise BusinessRuleViolation(
-            f"The slot at {iso(slot.start)} has already started; choose a future slot.",
-            expression=[_START],
-        )
+    rules_check(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        exclude_appointment=locked.pk,
+        field=_START,
+    )
     slot_claim(
         organization=organization,
         schedule=schedule,
@@ -559,6 +580,9 @@ def _reschedule_locked(
     locked.start, locked.end = slot.start, slot.end
     locked.schedule, locked.practitioner_role, locked.slot = schedule, role, slot.stored
     locked.occupant = schedule.occupant
+    locked.seat = seat_for(organization=organization, schedule=schedule, slot=slot, now=now)
+    before_buffer, after_buffer = schedule.buffers
+    locked.occupied_start, locked.occupied_end = slot.start - before_buffer, slot.end + after_buffer
     locked.save(
         update_fields=[
             "start",
@@ -567,6 +591,9 @@ def _reschedule_locked(
             "practitioner_role",
             "slot",
             "occupant",
+            "seat",
+            "occupied_start",
+            "occupied_end",
             "updated_at",
         ]
     )

@@ -29,6 +29,7 @@ from django.db.models import Q
 from scheduling import availability, recurrence
 from scheduling.errors import BusinessRuleViolation, SlotTaken
 from scheduling.models import (
+    MAX_BUFFER_MINUTES,
     Appointment,
     AppointmentStatus,
     AuditEvent,
@@ -41,9 +42,11 @@ from scheduling.models import (
 )
 from scheduling.recurrence import Period
 from scheduling.selectors.occupancy import (
+    active_appointments_q,
     occupancies,
     occupying_appointments,
     patient_occupancy,
+    schedule_rules,
 )
 from scheduling.services.common import audit, iso
 
@@ -52,10 +55,13 @@ __all__ = [
     "HOLD_EXPIRED",
     "FoundSlot",
     "appointment_clashes",
+    "cancellation_cutoff_check",
     "expire_lapsed_holds",
     "integrity_conflict",
     "lock_occupants",
     "patient_lock_key",
+    "rules_check",
+    "seat_for",
     "slot_claim",
     "slot_find",
 ]
@@ -192,8 +198,12 @@ def slot_claim(
             f"{slot.stored.status}; choose another slot.",
             expression=[field],
         )
-    window = Period(slot.start, slot.end)
+    rules = schedule_rules(schedule)
     start, end = int(slot.start.timestamp()), int(slot.end.timestamp())
+    # The slot's own buffers are its occupant's time too.
+    window = Period(
+        slot.start - timedelta(seconds=rules.before), slot.end + timedelta(seconds=rules.after)
+    )
     occupant = schedule.occupant
     occupied = occupancies(
         organization=organization,
@@ -202,7 +212,9 @@ def slot_claim(
         occupants=[occupant],
         exclude_appointment=exclude_appointment,
     ).get(occupant)
-    status = availability.slot_status(start, end, occupied, int(now.timestamp()))
+    status = availability.slot_status(
+        start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
+    )
     if status != availability.FREE:
         held = " (held by another patient for now)" if status == availability.BUSY_TENTATIVE else ""
         raise SlotTaken(
@@ -213,7 +225,7 @@ def slot_claim(
     own = patient_occupancy(
         organization=organization,
         patient_pk=patient.pk,
-        window=window,
+        window=Period(slot.start, slot.end),
         now=now,
         exclude_appointment=exclude_appointment,
     )
@@ -319,9 +331,10 @@ def appointment_clashes(
     spans = _spans_of(organization, appointment)
     if not spans or not appointment.is_active or appointment.hold_lapsed(now):
         return []
+    reach = timedelta(minutes=MAX_BUFFER_MINUTES)
     window = Period(
-        datetime.fromtimestamp(min(s for s, _ in spans), UTC),
-        datetime.fromtimestamp(max(e for _, e in spans), UTC),
+        datetime.fromtimestamp(min(s for s, _ in spans), UTC) - reach,
+        datetime.fromtimestamp(max(e for _, e in spans), UTC) + reach,
     )
     exclude = appointment.pk
     checks: list[tuple[availability.Occupancy, str | None, int | None]] = []
@@ -345,9 +358,19 @@ def appointment_clashes(
             exclude_appointment=exclude,
         )
         checks.append((own, None, patient_pk))
+    schedule = appointment.schedule
+    rules = schedule_rules(schedule) if schedule is not None else availability.NO_RULES
     clashes: list[str] = []
     for occupancy, occupant, patient in checks:
-        hit = [(s, e) for s, e in spans if occupancy.status(s, e) != availability.FREE]
+        if occupant:  # its buffers and its group slot count for the practitioner
+            hit = [
+                (s, e)
+                for s, e in spans
+                if occupancy.status(s, e, rules, (schedule.pk if schedule else 0, s))
+                != availability.FREE
+            ]
+        else:
+            hit = [(s, e) for s, e in spans if occupancy.status(s, e) != availability.FREE]
         if not hit:
             continue
         who = "the practitioner" if occupant else "the patient"
@@ -370,3 +393,91 @@ def appointment_clashes(
                 f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
             )
     return clashes
+
+
+def rules_check(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    slot: FoundSlot,
+    patient: Patient,
+    now: datetime,
+    exclude_appointment: int | None = None,
+    field: str = "start",
+) -> None:
+    """The schedule's booking rules for a patient taking ``slot`` at ``now``: the clock rules
+    (the same decision Slot search makes, ``availability.rule_refusal``) and the cap on a
+    patient's upcoming bookings. BusinessRuleViolation naming the rule."""
+    rules = schedule_rules(schedule)
+    refusal = availability.rule_refusal(int(slot.start.timestamp()), int(now.timestamp()), rules)
+    if refusal == availability.STARTED:
+        raise BusinessRuleViolation(
+            f"The slot at {iso(slot.start)} has already started; choose a future slot.",
+            expression=[field],
+        )
+    if refusal == availability.NOTICE:
+        raise BusinessRuleViolation(
+            f"Schedule '{schedule.fhir_id}' takes bookings at least "
+            f"{schedule.minimum_notice_minutes} minutes ahead (minimumNotice); the slot at "
+            f"{iso(slot.start)} starts too soon.",
+            expression=[field],
+        )
+    if refusal == availability.ADVANCE:
+        raise BusinessRuleViolation(
+            f"Schedule '{schedule.fhir_id}' takes bookings at most "
+            f"{schedule.maximum_advance_days} days ahead (maximumAdvance); the slot at "
+            f"{iso(slot.start)} is further out.",
+            expression=[field],
+        )
+    cap = schedule.max_active_per_patient
+    if cap is not None:
+        upcoming = (
+            Appointment.objects.filter(
+                organization=organization, schedule=schedule, patient=patient, end__gt=now
+            )
+            .filter(active_appointments_q(now))
+            .exclude(pk=exclude_appointment or 0)
+            .count()
+        )
+        if upcoming >= cap:
+            raise BusinessRuleViolation(
+                f"Schedule '{schedule.fhir_id}' allows at most {cap} upcoming booking(s) per "
+                f"patient (maxActivePerPatient), and this patient has {upcoming}.",
+                expression=[field],
+            )
+
+
+def seat_for(
+    *, organization: Organization, schedule: Schedule, slot: FoundSlot, now: datetime
+) -> int:
+    """The seat a new booking of a group slot takes: the lowest one free. With the occupant
+    exclusion constraint (no two overlapping bookings of one occupant in one seat) this is
+    what keeps a slot from ever holding more than ``capacity`` bookings, however many
+    writers race: seats run from 0 to capacity - 1. Call under the occupant's lock."""
+    if schedule.seats <= 1:
+        return 0
+    taken = set(
+        Appointment.objects.filter(
+            organization=organization, schedule=schedule, start=slot.start, rrule=""
+        )
+        .filter(active_appointments_q(now))
+        .values_list("seat", flat=True)
+    )
+    return min(set(range(schedule.seats)) - taken)
+
+
+def cancellation_cutoff_check(
+    *, appointment: Appointment, now: datetime, action: str, field: str
+) -> None:
+    """``$cancel``, ``$reschedule`` and a declining AppointmentResponse of an appointment
+    starting sooner than its schedule's cancellation cutoff are refused (staff in the admin
+    are not held to it). BusinessRuleViolation naming the rule."""
+    schedule = appointment.schedule
+    hours = schedule.cancellation_cutoff_hours if schedule is not None else None
+    if hours is not None and appointment.start < now + timedelta(hours=hours):
+        raise BusinessRuleViolation(
+            f"Appointment '{appointment.fhir_id}' starts within {hours} hours; schedule "
+            f"'{schedule.fhir_id if schedule else ''}' does not let patients {action} it this "
+            "late (cancellationCutoff). Call the clinic.",
+            expression=[field],
+        )
