@@ -314,6 +314,12 @@ def clinics(draw: st.DrawFn) -> dict[str, Any]:
                 "hours": draw(st.integers(1, 3)),
                 "minutes": draw(st.sampled_from([10, 15, 20, 30])),
                 "daily": draw(st.booleans()),
+                # Booking rules: buffers, group slots, and an advance window that ends
+                # somewhere among the slots (they lie 14 to 17 days ahead).
+                "before": draw(st.sampled_from([None, None, 5, 10])),
+                "after": draw(st.sampled_from([None, None, 5, 15])),
+                "capacity": draw(st.sampled_from([None, None, None, 2, 3])),
+                "advance": draw(st.sampled_from([None, None, None, 15, 16])),
             }
         )
     span = st.tuples(st.integers(0, 4 * 60 // 5), st.sampled_from([10, 15, 20, 30, 45]))
@@ -348,6 +354,10 @@ def _build(spec: dict[str, Any], make_api_client: Callable[..., Any]) -> Any:
             slot_minutes=s["minutes"],
             rrule="FREQ=DAILY;COUNT=2" if s["daily"] else "",
             recurrence_timezone="UTC" if s["daily"] else "",
+            buffer_before_minutes=s["before"],
+            buffer_after_minutes=s["after"],
+            capacity=s["capacity"],
+            maximum_advance_days=s["advance"],
         )
         for s in spec["schedules"]
     ]
@@ -433,20 +443,24 @@ def test_what_search_shows_free_books_and_what_it_shows_busy_is_refused(
     spec["order"].shuffle(candidates)
     booked = 0
     for key in candidates:
-        now_status = _statuses(_slots(api, org, [*schedules, *schedules], day)).get(key)
-        if now_status is None:
-            continue  # a stored slot that was there is always there; nothing else vanishes
         schedule_id, start = key
-        response = _book(
-            api, org, PatientFactory(organization=org).fhir_id, by_id[schedule_id], _at(start)
-        )
-        if now_status == "free":
-            assert response.status_code == 201, (key, body(response))
-            booked += 1
-            after = _statuses(_slots(api, org, [*schedules, *schedules], day))
-            assert after[key] == "busy", key
-        else:
-            assert response.status_code == 409, (key, now_status, body(response))
+        # A group slot stays free until full: book it while search says free (bounded).
+        for _ in range(by_id[schedule_id].seats + 1):
+            now_status = _statuses(_slots(api, org, [*schedules, *schedules], day)).get(key)
+            if now_status is None:
+                break  # only a stored slot could vanish, and stored slots do not
+            response = _book(
+                api, org, PatientFactory(organization=org).fhir_id, by_id[schedule_id], _at(start)
+            )
+            if now_status == "free":
+                assert response.status_code == 201, (key, body(response))
+                booked += 1
+                continue
+            # Busy: taken (409), or out of reach of a clock rule (422 naming it).
+            assert response.status_code in (409, 422), (key, now_status, body(response))
+            if response.status_code == 422:
+                assert "maximumAdvance" in body(response)["issue"][0]["diagnostics"]
+            break
     assert not overlapping_active_pairs()
     # Nothing free is left: every free slot was either booked or became busy.
     assert "free" not in _statuses(_slots(api, org, [*schedules, *schedules], day)).values()
