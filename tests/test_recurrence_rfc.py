@@ -600,3 +600,92 @@ def test_upcoming_equals_the_start_of_the_rfc_reference(data: st.DataObject) -> 
     assert got[: len(expected)] == expected
     # Whatever upcoming() found beyond the reference's horizon lies beyond it.
     assert all(p.start >= horizon for p in got[len(expected) :])
+
+
+# --------------------------------------------------------------------------- the admin's views
+
+
+ADMIN_RULES = [
+    "FREQ=MONTHLY;BYDAY=MO,3TU",
+    "FREQ=MONTHLY;BYDAY=SA,-3TH;UNTIL=20300219T174500Z",
+    "FREQ=MONTHLY;COUNT=12;INTERVAL=3;BYDAY=FR,1WE,-3FR",
+    "FREQ=WEEKLY;BYDAY=MO,WE,FR;BYSETPOS=1",
+    "FREQ=YEARLY;BYMONTH=3,10;BYDAY=-1SU,1SA",
+    "FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,TH;COUNT=7",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("tzid", ["Pacific/Chatham", "Europe/Amsterdam"])
+@pytest.mark.parametrize("rule", ADMIN_RULES)
+def test_admin_preview_is_the_reference(org: object, rule: str, tzid: str) -> None:
+    from scheduling.forms import PREVIEW_COUNT, upcoming_occurrences
+    from tests.factories import ScheduleFactory
+
+    tz = ZoneInfo(tzid)
+    first = datetime(2026, 3, 4, 2, 45, tzinfo=tz)
+    exdate = datetime(2026, 4, 6, 2, 45, tzinfo=tz)
+    schedule = ScheduleFactory(
+        organization=org,
+        planning_start=first,
+        planning_end=first + timedelta(hours=2),
+        rrule=rule,
+        recurrence_timezone=tzid,
+        exdates=[exdate.isoformat()],
+    )
+    after = datetime(2026, 3, 20, tzinfo=tz)
+    ref = reference_expand(
+        rrule=rule,
+        first_start=first,
+        first_end=first + timedelta(hours=2),
+        tzid=tzid,
+        exdates=[exdate],
+        window_start=after,
+        window_end=after + timedelta(days=10 * 366),  # ten previews' worth of every rule here
+    )
+    expected = [p for p in ref if p.start >= after][:PREVIEW_COUNT]
+    assert expected  # every rule here has occurrences after `after`
+    assert upcoming_occurrences(schedule, after=after) == expected
+
+
+@pytest.mark.parametrize(
+    ("rrule", "until", "count", "weekdays"),
+    [
+        ("FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20271231T225959Z", date(2027, 12, 31), None, {0, 2}),
+        ("FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,SA;COUNT=9", None, 9, {1, 5}),
+        ("FREQ=DAILY;INTERVAL=3;COUNT=5", None, 5, set(range(7))),
+        # DTSTART's day of the month, whatever the weekday
+        ("FREQ=MONTHLY;UNTIL=20270630T215959Z", date(2027, 6, 30), None, set(range(7))),
+    ],
+)
+def test_admin_summary_says_what_the_reference_expands(
+    rrule: str, until: date | None, count: int | None, weekdays: set[int]
+) -> None:
+    from django.utils import translation
+
+    from scheduling.forms import describe_recurrence
+
+    tzid = "Europe/Amsterdam"
+    first = datetime(2026, 12, 7, 9, 0, tzinfo=ZoneInfo(tzid))  # a Monday
+    kwargs = {"rrule": rrule, "first_start": first, "first_end": first + timedelta(hours=3)}
+    with translation.override("en"):
+        text = describe_recurrence(tzid=tzid, **kwargs)  # type: ignore[arg-type]
+    ref = reference_expand(
+        tzid=tzid,
+        window_start=first,
+        window_end=first + timedelta(days=3 * 366),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    local = [p.start.astimezone(ZoneInfo(tzid)) for p in ref]
+    # The summary's times, weekdays, end date and count are those of the expanded occurrences.
+    assert "09:00\u201312:00 Europe/Amsterdam" in text
+    assert all(d.time() == time(9, 0) for d in local)
+    assert {d.weekday() for d in local[1:]} <= weekdays  # DTSTART is the first, on any day
+    if "MONTHLY" in rrule:
+        assert {d.day for d in local} == {first.day}
+    if until is not None:
+        assert f"until {until.day} {until:%b %Y}" in text
+        assert local[-1].date() <= until < local[-1].date() + timedelta(days=31)
+    if count is not None:
+        assert f"{count} times" in text
+        assert len(local) == count
