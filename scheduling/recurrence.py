@@ -425,6 +425,8 @@ def _period_start(rule: _Rule, index: int) -> datetime:
         return datetime.fromordinal(index)
     if rule.freq == _MONTHLY:
         return datetime(index // 12, index % 12 + 1, 1)
+    if rule.byweekno is not None:
+        return datetime.fromordinal(_week_year(index, rule.wkst)[0])
     return datetime(index, 1, 1)
 
 
@@ -505,12 +507,25 @@ def _week1_start(year: int, wkst: int) -> int:
     return jan1 - back if back <= 3 else jan1 + 7 - back
 
 
+def _week_year(year: int, wkst: int) -> tuple[int, int]:
+    """Ordinals ``[first, end)`` of the days in the weeks numbered for ``year`` (BYWEEKNO).
+
+    Week 1 may begin in late December of the year before, and the last days of December may
+    belong to week 1 of the next year (clipped to the calendar's range).
+    """
+    first = max(_week1_start(year, wkst), 1)
+    end = _week1_start(year + 1, wkst) if year < 9999 else date.max.toordinal() + 1
+    return first, end
+
+
 def _weekno_matches(plan: _Plan, ordinal: int, year: int) -> bool:
     """Whether the day is in a BYWEEKNO week (of the week-numbering year its week belongs to)."""
     assert plan.byweekno is not None
     wy = year
     start = _week1_start(year, plan.wkst)
     if ordinal < start:
+        if year == 1:  # the weeks of year 0 are outside the calendar
+            return False
         wy = year - 1
         start = _week1_start(wy, plan.wkst)
     elif year < 9999 and ordinal >= (nxt := _week1_start(year + 1, plan.wkst)):
@@ -567,7 +582,9 @@ def _period_walls(plan: _Plan, index: int) -> tuple[datetime, ...]:
     """Naive wall-clock instances of one whole period, sorted, before BYSETPOS.
 
     Ordinal BYDAY items count in the month for MONTHLY, and for YEARLY in the month when BYMONTH
-    is given, else in the year (RFC 5545 3.3.10, BYDAY).
+    is given, else in the year (RFC 5545 3.3.10, BYDAY). A YEARLY period with BYWEEKNO is the
+    year's numbered weeks (Monday 30 December 2024 is in week 1 of 2025); INTERVAL still counts
+    calendar years from DTSTART's.
     """
     if plan.freq == _DAILY:
         days = _scope_days(plan, date.fromordinal(index), 1)
@@ -578,6 +595,11 @@ def _period_walls(plan: _Plan, index: int) -> tuple[datetime, ...]:
         if plan.bymonth is not None and month not in plan.bymonth:
             return ()
         days = _scope_days(plan, date(year, month, 1), _month_len(year, month))
+    elif plan.byweekno is not None:
+        # BYWEEKNO expands the year into its numbered weeks, whole, even where a week begins
+        # in December of the year before; days of week 1 of the next year are not this year's.
+        first, end = _week_year(index, plan.wkst)
+        days = _scope_days(plan, date.fromordinal(first), end - first)
     elif plan.bymonth is not None:
         days = []
         for month in sorted(plan.bymonth):
@@ -668,7 +690,11 @@ def _stream(
     tz = ctx.tz
     dtstart = ctx.dtstart
     step = _period_step(rule)
-    last = _period_index(rule, min(stop, _STOP_NAIVE))
+    # A BYWEEKNO year may begin in the December before: its period can hold days up to `stop`.
+    last = min(
+        _period_index(rule, min(stop, _STOP_NAIVE)) + (rule.byweekno is not None),
+        _period_index(rule, _STOP_NAIVE),
+    )
     index = period_index
     while index <= last:
         if _period_start(rule, index) > stop:
@@ -890,7 +916,9 @@ def _fast_stream(
     index = p0
     if lo > ctx.dtstart:
         step = _period_step(rule)
-        index = p0 + ((_period_index(rule, lo) - p0) // step) * step
+        # A BYWEEKNO year may end in early January of the next: start a year sooner.
+        at = _period_index(rule, lo) - (rule.byweekno is not None)
+        index = max(p0, p0 + ((at - p0) // step) * step)
     return _stream(ctx, index, hi), last_wall
 
 

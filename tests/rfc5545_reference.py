@@ -18,8 +18,8 @@ applies the BYxxx parts literally as RFC 5545 3.3.10 describes them:
 
 Week numbers (BYWEEKNO, RFC 5545: "week number one of the calendar year is the first week that
 contains at least four days in that calendar year", weeks starting on WKST) are found by walking
-the year's weeks. A YEARLY period is the calendar year; its days match BYWEEKNO by the number of
-the week they fall in, in the week-numbering year that week belongs to.
+the year's weeks. With BYWEEKNO a YEARLY period is expanded into the year's numbered weeks,
+whole (week 1 may begin in the December before); INTERVAL counts calendar years from DTSTART's.
 """
 
 from __future__ import annotations
@@ -113,14 +113,17 @@ def _week_table(wyear: int, wkst: int) -> tuple[dict[date, int], int]:
     return numbers, len(numbers)
 
 
-def _week_of(day: date, wkst: int) -> tuple[int, int]:
-    """(week number, weeks in its week-numbering year) of the week holding ``day``."""
+def _week_of(day: date, wkst: int) -> tuple[int, int, int]:
+    """(week number, weeks in its week-numbering year, that year) of the week holding ``day``."""
     start = day - timedelta(days=(day.weekday() - wkst) % 7)
-    numbers, total = _week_table(_owner_year(start), wkst)
-    return numbers[start], total
+    owner = _owner_year(start)
+    numbers, total = _week_table(owner, wkst)
+    return numbers[start], total, owner
 
 
-def _period_days(freq: str, index: int, start_day: date, interval: int, wkst: int) -> list[date]:
+def _period_days(
+    freq: str, index: int, start_day: date, interval: int, wkst: int, byweekno: bool
+) -> tuple[date, ...]:
     """The days of the index-th period (0 = the period holding DTSTART)."""
     if freq == "DAILY":
         return [start_day + timedelta(days=index * interval)]
@@ -130,7 +133,13 @@ def _period_days(freq: str, index: int, start_day: date, interval: int, wkst: in
         return _days_between(first, first + timedelta(days=6))
     if freq == "MONTHLY":
         return _month_days(*_add_months(start_day.year, start_day.month, index * interval))
-    return _year_days(start_day.year + index * interval)
+    year = start_day.year + index * interval
+    if byweekno:
+        # BYWEEKNO expands the year into its numbered weeks: the days of the weeks that
+        # belong to this year, some perhaps in the December before or the January after.
+        around = _days_between(date(year - 1, 12, 20), date(year + 1, 1, 10))
+        return tuple(d for d in around if _week_of(d, wkst)[2] == year)
+    return _year_days(year)
 
 
 def _day_ok(day: date, freq: str, parts: dict[str, object], wkst: int) -> bool:
@@ -139,7 +148,7 @@ def _day_ok(day: date, freq: str, parts: dict[str, object], wkst: int) -> bool:
         return False
     byweekno = parts["BYWEEKNO"]
     if byweekno is not None:
-        number, total = _week_of(day, wkst)
+        number, total, _year = _week_of(day, wkst)
         if number not in byweekno and number - total - 1 not in byweekno:  # type: ignore[operator]
             return False
     byyearday = parts["BYYEARDAY"]
@@ -223,7 +232,9 @@ def reference_expand(
     index = 0
     done = False
     while not done:
-        days = _period_days(freq, index, dtstart.date(), interval, wkst)
+        days = _period_days(
+            freq, index, dtstart.date(), interval, wkst, parts["BYWEEKNO"] is not None
+        )
         index += 1
         if datetime.combine(days[0], time()) > stop_wall:
             break

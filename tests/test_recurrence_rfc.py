@@ -689,3 +689,19 @@ def test_admin_summary_says_what_the_reference_expands(
     if count is not None:
         assert f"{count} times" in text
         assert len(local) == count
+
+
+def test_byweekno_expands_into_whole_weeks_of_the_year() -> None:
+    # Week 1 of 2030 begins on Monday 31 December 2029 (1 January 2030 is a Tuesday), and
+    # Monday 30 December 2030 begins week 1 of 2031: every other year from 2026 takes the
+    # first week, not the second. (dateutil cuts each year's weeks at 1 January and
+    # 31 December, which gives 1 January 2030, 30 and 31 December 2030.)
+    first = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # Monday of week 2 of 2026
+    got = _starts(
+        "FREQ=YEARLY;INTERVAL=2;BYWEEKNO=1;BYDAY=MO,TU",
+        "UTC",
+        first,
+        datetime(2029, 6, 1, tzinfo=UTC),
+        datetime(2031, 6, 1, tzinfo=UTC),
+    )
+    assert got == [datetime(2029, 12, 31, 9), datetime(2030, 1, 1, 9)]
