@@ -577,9 +577,11 @@ def _scope_days(plan: _Plan, first: date, length: int) -> list[date]:
     return out
 
 
-@lru_cache(maxsize=8192)
-def _period_walls(plan: _Plan, index: int) -> tuple[datetime, ...]:
-    """Naive wall-clock instances of one whole period, sorted, before BYSETPOS.
+# Days only (not their times): a period's days are at most 366 dates, while its instances can
+# be thousands (BYHOUR x BYMINUTE), too many to keep for thousands of periods.
+@lru_cache(maxsize=4096)
+def _period_days(plan: _Plan, index: int) -> tuple[date, ...]:
+    """The days of one whole period that the rule's BYxxx parts allow, in order.
 
     Ordinal BYDAY items count in the month for MONTHLY, and for YEARLY in the month when BYMONTH
     is given, else in the year (RFC 5545 3.3.10, BYDAY). A YEARLY period with BYWEEKNO is the
@@ -606,7 +608,7 @@ def _period_walls(plan: _Plan, index: int) -> tuple[datetime, ...]:
             days += _scope_days(plan, date(index, month, 1), _month_len(index, month))
     else:
         days = _scope_days(plan, date(index, 1, 1), 366 if _month_len(index, 2) == 29 else 365)
-    return tuple(datetime.combine(d, t) for d in days for t in plan.times)
+    return tuple(days)
 
 
 def _select(
@@ -699,8 +701,9 @@ def _stream(
     while index <= last:
         if _period_start(rule, index) > stop:
             return
-        walls = _period_walls(plan, index)
+        days = _period_days(plan, index)
         if plan.bysetpos is not None:
+            walls = [datetime.combine(d, t) for d in days for t in plan.times]
             pairs = [(w, u) for w in walls if (u := _to_utc(w, tz)) is not None]
             for wall, utc in _select(pairs, plan.bysetpos):
                 if wall > stop:
@@ -708,14 +711,16 @@ def _stream(
                 if wall > dtstart:
                     yield wall, utc
         else:
-            for wall in walls:
-                if wall > stop:
-                    return
-                if wall <= dtstart:
-                    continue
-                utc_or_none = _to_utc(wall, tz)
-                if utc_or_none is not None:
-                    yield wall, utc_or_none
+            for day in days:
+                for t in plan.times:
+                    wall = datetime.combine(day, t)
+                    if wall > stop:
+                        return
+                    if wall <= dtstart:
+                        continue
+                    utc_or_none = _to_utc(wall, tz)
+                    if utc_or_none is not None:
+                        yield wall, utc_or_none
         index += step
 
 
