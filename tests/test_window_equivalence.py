@@ -12,13 +12,16 @@ day (or the last minute of a date-time bound) would return a different set.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_api.search import derive_window
+from scheduling.errors import InvalidSearchValue, WindowTooLarge
 from tests.api_helpers import assert_bundle, ids, url
 from tests.factories import AppointmentFactory, PatientFactory, ScheduleFactory
 
@@ -60,6 +63,49 @@ def test_derive_window_reads_a_lone_bound_as_the_written_pair(
     alone: list[str], pair: list[str]
 ) -> None:
     assert derive_window(alone, tz=AMS) == derive_window(pair, tz=AMS)
+
+
+def _written_pair(value: str) -> list[str]:
+    """``value`` (a lone bound) with its missing bound written out as a client would."""
+    prefix, rest = value[:2], value[2:]
+    days = 7 if prefix in ("ge", "gt") else -7
+    other = "le" if prefix in ("ge", "gt") else "ge"
+    if len(rest) <= 7:  # a year or a month: 7 days do not make a year or a month
+        derived = rest
+    else:
+        moved = date.fromisoformat(rest[:10]) + timedelta(days=days)
+        derived = moved.isoformat() + rest[10:]
+    return [value, other + derived]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.sampled_from(["ge", "gt", "le", "lt"]),
+    day=st.dates(min_value=date(1900, 1, 1), max_value=date(2100, 12, 31)),
+    precision=st.sampled_from(["year", "month", "day", "minute", "second", "fraction"]),
+    clock=st.times(),
+    offset=st.sampled_from(["", "Z", "+02:00", "-05:30", "+13:45"]),
+    tzid=st.sampled_from(["Europe/Amsterdam", "Pacific/Chatham", "America/New_York", "UTC"]),
+)
+def test_any_lone_bound_is_its_written_pair(
+    prefix: str, day: date, precision: str, clock: time, offset: str, tzid: str
+) -> None:
+    text = {
+        "year": f"{day:%Y}",
+        "month": f"{day:%Y-%m}",
+        "day": day.isoformat(),
+        "minute": f"{day}T{clock:%H:%M}{offset}",
+        "second": f"{day}T{clock:%H:%M:%S}{offset}",
+        "fraction": f"{day}T{clock:%H:%M:%S}.{clock.microsecond // 1000:03d}{offset}",
+    }[precision]
+    tz = ZoneInfo(tzid)
+    outcomes = []
+    for values in ([prefix + text], _written_pair(prefix + text)):
+        try:
+            outcomes.append(derive_window(values, tz=tz))
+        except (InvalidSearchValue, WindowTooLarge) as exc:
+            outcomes.append(type(exc))  # type: ignore[arg-type]
+    assert outcomes[0] == outcomes[1]
 
 
 @pytest.fixture
