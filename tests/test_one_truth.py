@@ -366,8 +366,10 @@ def _build(spec: dict[str, Any], make_api_client: Callable[..., Any]) -> Any:
     def free_span(span: tuple[int, int]) -> tuple[datetime, datetime] | None:
         start = day + timedelta(minutes=5 * span[0])
         end = start + timedelta(minutes=span[1])
-        # What exists already never overlaps itself: the database would refuse it.
-        if any(start < e and s < end for s, e in taken):
+        # What exists already never overlaps itself (buffers included, up to 25 minutes):
+        # the database would refuse it.
+        pad = timedelta(minutes=25)
+        if any(start - pad < e and s < end + pad for s, e in taken):
             return None
         taken.append((start, end))
         return start, end
