@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError as PydanticValidationError
 
+from fhir_api.booking_rules import EXT_BOOKING_RULES, RuleError, parse_booking_rules
 from scheduling import models as m
 from scheduling import recurrence
 from scheduling.errors import InvalidInput, SlotTaken
@@ -368,6 +369,7 @@ class _Importer:
         row.planning_end = _instant(horizon.end, "planningHorizon.end")
         row.slot_minutes = _slot_minutes(res.extension)
         _set_recurrence(row, res.extension)
+        _set_booking_rules(row, res.extension)
         row.active = res.active if res.active is not None else True
         row.service_category = _codings(res.serviceCategory)
         row.service_type = _codings(res.serviceType)
@@ -608,6 +610,19 @@ def _slot_minutes(extensions: Any) -> int | None:
             expression=element,
         )
     return int(minutes)
+
+
+def _set_booking_rules(row: m.Schedule, extensions: Any) -> None:
+    found = _extensions(extensions, EXT_BOOKING_RULES)
+    if len(found) > 1:
+        element = f"extension('{EXT_BOOKING_RULES}')"
+        raise _EntryError(f"{element}: at most one.", expression=element)
+    try:
+        values = parse_booking_rules(found[0] if found else None)
+    except RuleError as exc:
+        raise _EntryError(str(exc), expression=exc.element) from None
+    for name, value in values.items():
+        setattr(row, name, value)
 
 
 def _set_recurrence(row: m.Schedule | m.Appointment, extensions: Any) -> None:

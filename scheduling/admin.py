@@ -223,6 +223,25 @@ class ScheduleAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
             },
         ),
         (
+            gettext_lazy("Booking rules"),
+            {
+                "fields": (
+                    "minimum_notice_minutes",
+                    "maximum_advance_days",
+                    "buffer_before_minutes",
+                    "buffer_after_minutes",
+                    "capacity",
+                    "cancellation_cutoff_hours",
+                    "max_active_per_patient",
+                ),
+                "description": gettext_lazy(
+                    "Leave a rule empty for none. Patients booking online are held to all "
+                    "of them; staff booking here are held to the same slots, but may cancel "
+                    "and move at any time."
+                ),
+            },
+        ),
+        (
             gettext_lazy("Expert"),
             {
                 "fields": ("rrule", "service_category", "service_type", "specialty"),

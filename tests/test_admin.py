@@ -761,3 +761,35 @@ def test_saving_a_schedule_that_overlaps_another_of_the_practitioner_warns(
     assert response.status_code == 200
     warnings = [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
     assert any("overlaps" in w and "mine-sched" in w for w in warnings), warnings
+
+
+@pytest.mark.django_db
+def test_schedule_form_edits_booking_rules_and_refuses_nonsense(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    role = two_tenants["schedule"].practitioner_role
+    url = reverse("admin:scheduling_schedule_add")
+    bad = staff_client.post(
+        url, schedule_post(org, role.pk, capacity="0", buffer_after_minutes="900")
+    )
+    assert bad.status_code == 200
+    errors = bad.context["adminform"].form.errors
+    assert "capacity" in errors and "buffer_after_minutes" in errors
+    good = staff_client.post(
+        url,
+        schedule_post(
+            org, role.pk, capacity="3", minimum_notice_minutes="120", cancellation_cutoff_hours="24"
+        ),
+    )
+    assert good.status_code == 302, good.context["adminform"].form.errors
+    saved = Schedule.objects.get(fhir_id="new-sched")
+    assert (saved.capacity, saved.minimum_notice_minutes, saved.cancellation_cutoff_hours) == (
+        3,
+        120,
+        24,
+    )
+    page = staff_client.get(
+        reverse("admin:scheduling_schedule_change", args=[saved.pk]), HTTP_ACCEPT_LANGUAGE="nl"
+    )
+    assert "Boekingsregels" in page.content.decode()
+    assert "Boek minstens" in page.content.decode()

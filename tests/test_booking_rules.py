@@ -260,3 +260,137 @@ def test_capacity_under_concurrency(
     live_server: Any, make_api_client: Callable[..., tuple[ApiClient, str]]
 ) -> None:
     _capacity_rounds(live_server, make_api_client, rounds=5, size=6)
+
+
+# --------------------------------------------------------------------------- wire form
+
+RULES_EXTENSION = {
+    "url": "urn:extension:booking-rules",
+    "extension": [
+        {
+            "url": "minimumNotice",
+            "valueDuration": {
+                "value": 120,
+                "unit": "min",
+                "system": "http://unitsofmeasure.org",
+                "code": "min",
+            },
+        },
+        {
+            "url": "maximumAdvance",
+            "valueDuration": {
+                "value": 60,
+                "unit": "d",
+                "system": "http://unitsofmeasure.org",
+                "code": "d",
+            },
+        },
+        {
+            "url": "bufferAfter",
+            "valueDuration": {
+                "value": 10,
+                "unit": "min",
+                "system": "http://unitsofmeasure.org",
+                "code": "min",
+            },
+        },
+        {"url": "capacity", "valuePositiveInt": 3},
+        {
+            "url": "cancellationCutoff",
+            "valueDuration": {
+                "value": 24,
+                "unit": "h",
+                "system": "http://unitsofmeasure.org",
+                "code": "h",
+            },
+        },
+        {"url": "maxActivePerPatient", "valuePositiveInt": 2},
+    ],
+}
+
+
+def _bundle(extension: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "PractitionerRole", "id": "role-1"}},
+            {
+                "resource": {
+                    "resourceType": "Schedule",
+                    "id": "group",
+                    "actor": [{"reference": "PractitionerRole/role-1"}],
+                    "planningHorizon": {
+                        "start": "2027-03-01T09:00:00+01:00",
+                        "end": "2027-03-01T12:00:00+01:00",
+                    },
+                    "extension": [extension],
+                }
+            },
+        ],
+    }
+
+
+@pytest.mark.django_db
+def test_rules_round_trip_through_import_export_and_reads(org: Organization, api: Any) -> None:
+    from fhir.resources.R4B.schedule import Schedule as FhirSchedule
+
+    from fhir_api.ingest import bundle_import
+    from tests.test_import_export import export
+
+    bundle_import(organization=org, data=_bundle(RULES_EXTENSION))
+    schedule = Schedule.objects.get(organization=org, fhir_id="group")
+    assert (schedule.minimum_notice_minutes, schedule.maximum_advance_days) == (120, 60)
+    assert (schedule.buffer_before_minutes, schedule.buffer_after_minutes) == (None, 10)
+    assert (schedule.capacity, schedule.cancellation_cutoff_hours) == (3, 24)
+    assert schedule.max_active_per_patient == 2
+    exported = next(
+        e["resource"] for e in export(org)["entry"] if e["resource"]["resourceType"] == "Schedule"
+    )
+    assert RULES_EXTENSION in exported["extension"]
+    read = api.get(f"/v2/{org.id}/fhir/R4/Schedule/group").json()
+    FhirSchedule.model_validate(read)
+    assert RULES_EXTENSION in read["extension"]
+    found = api.get(f"/v2/{org.id}/fhir/R4/Schedule?date=2027-03-01").json()
+    assert RULES_EXTENSION in found["entry"][0]["resource"]["extension"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("part", "expected"),
+    [
+        ({"url": "capacity", "valuePositiveInt": 0}, "greater than or equal to 1"),
+        ({"url": "seatsPerRow", "valuePositiveInt": 3}, "unknown booking rule"),
+        (
+            {
+                "url": "bufferBefore",
+                "valueDuration": {"value": -5, "unit": "min", "code": "min"},
+            },
+            "must be positive",
+        ),
+        (
+            {"url": "bufferAfter", "valueDuration": {"value": 9, "unit": "h", "code": "h"}},
+            "more than the 240 allowed",
+        ),
+        (
+            {"url": "maximumAdvance", "valueDuration": {"value": 36, "unit": "h", "code": "h"}},
+            "whole number of d",
+        ),
+        ({"url": "capacity"}, "needs a valuePositiveInt"),
+    ],
+)
+def test_nonsense_rules_are_refused_on_import_naming_the_entry(
+    org: Organization, part: dict[str, Any], expected: str
+) -> None:
+    from fhir_api.ingest import bundle_import
+    from scheduling.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        bundle_import(
+            organization=org,
+            data=_bundle({"url": "urn:extension:booking-rules", "extension": [part]}),
+        )
+    message = refused.value.message
+    assert message.startswith("entry 2 (Schedule/group):"), message
+    assert expected in message, message
+    assert not Schedule.objects.filter(organization=org).exists()
