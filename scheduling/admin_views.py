@@ -70,18 +70,20 @@ def parse_week(params: Any, *, today: date) -> date:
     return today - timedelta(days=today.weekday())
 
 
-_DRAW_ORDER = ["window", "free", "busy", "held", "blocked", "booking"]
+_DRAW_ORDER = ["window", "free", "busy", "held", "blocked", "buffer", "booking"]
 
 
 @dataclass
 class Block:
     """One coloured box in a day column."""
 
-    kind: str  # window | free | busy | held | blocked | booking
+    kind: str  # window | free | busy | held | blocked | buffer | booking
     start: datetime
     end: datetime
     label: str
     url: str = ""
+    #: Shown in the box of a slot beside its time (a group slot's "2 of 3 booked").
+    detail: str = ""
     top: float = 0.0
     height: float = 0.0
 
@@ -100,7 +102,14 @@ def _clip_to_days(block: Block, days: list[Day], tz: zoneinfo.ZoneInfo) -> None:
         start, end = max(block.start, day_start), min(block.end, day_end)
         if start < end:
             column.blocks.append(
-                Block(block.kind, start.astimezone(tz), end.astimezone(tz), block.label, block.url)
+                Block(
+                    block.kind,
+                    start.astimezone(tz),
+                    end.astimezone(tz),
+                    block.label,
+                    block.url,
+                    block.detail,
+                )
             )
 
 
@@ -177,6 +186,20 @@ def week_blocks(
             window_end=window.end,
         ):
             blocks.append(Block("window", available.start, available.end, str(schedule), url))
+    rows = list(
+        appointments.filter(
+            Q(start__lt=window.end, end__gt=window.start) | (~Q(rrule="") & Q(start__lt=window.end))
+        )
+        .filter(active_appointments_q(now))
+        .select_related("patient")
+    )
+    # Group slots say how full they are ("2 of 3 booked").
+    seats_taken: dict[tuple[int | None, datetime], int] = {}
+    for appt in rows:
+        if not appt.rrule:
+            key = (appt.schedule_id, appt.start)
+            seats_taken[key] = seats_taken.get(key, 0) + 1
+    capacity = {s.pk: s.seats for s in schedules}
     if schedules:
         results = slot_search(
             organization=organization,
@@ -198,14 +221,18 @@ def week_blocks(
                 generated = result.generated
                 assert generated is not None
                 label = {"free": _("free"), "held": _("held")}.get(kind, _("busy"))
-                blocks.append(Block(kind, generated.start, generated.end, label))
-    rows = (
-        appointments.filter(
-            Q(start__lt=window.end, end__gt=window.start) | (~Q(rrule="") & Q(start__lt=window.end))
-        )
-        .filter(active_appointments_q(now))
-        .select_related("patient")
-    )
+                seats = capacity.get(result.schedule.pk, 1)
+                detail = ""
+                if seats > 1:
+                    taken = seats_taken.get((result.schedule.pk, generated.start), 0)
+                    detail = _("%(taken)d of %(seats)d booked") % {"taken": taken, "seats": seats}
+                    label = f"{label}, {detail}"
+                blocks.append(Block(kind, generated.start, generated.end, label, detail=detail))
+    for appt in rows:
+        # A booking's buffers are its practitioner's time too: shown beside it.
+        for lo, hi in ((appt.occupied_start, appt.start), (appt.end, appt.occupied_end)):
+            if not appt.rrule and lo is not None and hi is not None and lo < hi:
+                blocks.append(Block("buffer", lo, hi, _("buffer")))
     for appt in rows:
         url = reverse("admin:scheduling_appointment_change", args=[appt.pk])
         status = _("held") if appt.is_held else appt.get_status_display()
@@ -283,6 +310,7 @@ def _render_week(
                 ("busy", _("Busy slot")),
                 ("held", _("Held (pending confirmation)")),
                 ("booking", _("Booking")),
+                ("buffer", _("Buffer (before or after a booking)")),
                 ("blocked", _("Blocked")),
             ],
         }

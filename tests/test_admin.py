@@ -793,3 +793,37 @@ def test_schedule_form_edits_booking_rules_and_refuses_nonsense(
     )
     assert "Boekingsregels" in page.content.decode()
     assert "Boek minstens" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_calendar_shows_group_slots_filling_and_buffers(
+    staff_client: Client, org: Organization
+) -> None:
+    from scheduling import services
+
+    make_staff_org = org
+    group = ScheduleFactory(
+        organization=make_staff_org, fhir_id="group", capacity=3, buffer_after_minutes=10
+    )
+    for _ in range(2):
+        services.appointment_book(
+            organization=org,
+            patient=PatientFactory(organization=org),
+            schedule_id=group.fhir_id,
+            start=group.planning_start,
+            practitioner_role_id=group.practitioner_role.fhir_id,
+            status="booked",
+            comment="",
+            actor="test",
+        )
+    local = group.planning_start.astimezone(AMS)
+    week = f"{local.isocalendar()[0]}-W{local.isocalendar()[1]:02d}"
+    url = reverse("admin:scheduling_schedule_calendar", args=[group.pk])
+    response = staff_client.get(url, {"week": week})
+    blocks = [b for day in response.context["days"] for b in day.blocks]
+    first = next(b for b in blocks if b.kind == "free" and b.start == group.planning_start)
+    assert first.detail == "2 of 3 booked"
+    assert "2 of 3 booked" in response.content.decode()
+    buffers = [b for b in blocks if b.kind == "buffer"]
+    assert len(buffers) == 2  # one after each booking
+    assert all(b.end - b.start == timedelta(minutes=10) for b in buffers)
