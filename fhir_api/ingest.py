@@ -24,9 +24,12 @@ from django.db import IntegrityError, transaction
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError as PydanticValidationError
 
+from fhir_api.booking_rules import EXT_BOOKING_RULES, RuleError, parse_booking_rules
 from scheduling import models as m
 from scheduling import recurrence
-from scheduling.errors import InvalidInput
+from scheduling.errors import InvalidInput, SlotTaken
+from scheduling.services.claims import integrity_conflict
+from scheduling.services.records import appointment_store
 
 EXT_RECURRENCE = "urn:extension:recurrence"
 EXT_SLOT_DURATION = "urn:extension:slot-duration"
@@ -118,7 +121,7 @@ def bundle_import(
                 raise _invalid(entry, _validation_message(exc), "") from None
             except IntegrityError as exc:
                 raise _invalid(entry, _integrity_message(exc), "") from None
-            except InvalidInput as exc:
+            except (InvalidInput, SlotTaken) as exc:
                 raise _invalid(entry, exc.message, ".".join(exc.expression)) from None
             if on_entry is not None:
                 on_entry()
@@ -145,12 +148,8 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _integrity_message(exc: IntegrityError) -> str:
-    text = str(exc)
-    if (
-        "uniq_active_appointment_per_slot" in text
-        or "schedule_id, scheduling_appointment.start" in text
-    ):
-        return "another active appointment already holds this schedule at this start."
+    if integrity_conflict(exc):
+        return "it would double-book its practitioner or patient (the database refused it)."
     return "conflicts with data already stored (a database constraint refused it)."
 
 
@@ -370,6 +369,7 @@ class _Importer:
         row.planning_end = _instant(horizon.end, "planningHorizon.end")
         row.slot_minutes = _slot_minutes(res.extension)
         _set_recurrence(row, res.extension)
+        _set_booking_rules(row, res.extension)
         row.active = res.active if res.active is not None else True
         row.service_category = _codings(res.serviceCategory)
         row.service_type = _codings(res.serviceType)
@@ -451,25 +451,21 @@ class _Importer:
             (reason.text or _first_display(reason) or "") if reason is not None else ""
         )
         _set_recurrence(row, res.extension)
-        if row.schedule is not None and row.is_active:
-            # Checked here for a message naming the clash; the database constraint
-            # (uniq_active_appointment_per_slot) still guards concurrent writers.
-            clash = (
-                m.Appointment.objects.filter(
-                    organization=self.organization, schedule=row.schedule, start=row.start
-                )
-                .exclude(status__in=m.INACTIVE_APPOINTMENT_STATUSES)
-                .exclude(pk=row.pk)
-                .values_list("fhir_id", flat=True)
-                .first()
-            )
-            if clash is not None:
-                raise _EntryError(
-                    f"start: another active appointment already holds this slot of "
-                    f"Schedule/{row.schedule.fhir_id} (Appointment/{clash}).",
-                    expression="start",
-                )
-        row.save()
+        # Through the one engine: refused (naming both appointments) if it would
+        # double-book its practitioner or patient; audited in the same transaction.
+        appointment_store(
+            organization=self.organization,
+            appointment=row,
+            actor="import_fhir",
+            action=m.AuditEvent.Action.IMPORTED,
+            detail={
+                "status": row.status,
+                "start": row.start.isoformat(),
+                "end": row.end.isoformat(),
+                "patient": row.patient.fhir_id,
+                "entry": entry.index,
+            },
+        )
 
     def _schedule_covering(
         self, role: m.PractitionerRole, start: datetime, end: datetime
@@ -614,6 +610,19 @@ def _slot_minutes(extensions: Any) -> int | None:
             expression=element,
         )
     return int(minutes)
+
+
+def _set_booking_rules(row: m.Schedule, extensions: Any) -> None:
+    found = _extensions(extensions, EXT_BOOKING_RULES)
+    if len(found) > 1:
+        element = f"extension('{EXT_BOOKING_RULES}')"
+        raise _EntryError(f"{element}: at most one.", expression=element)
+    try:
+        values = parse_booking_rules(found[0] if found else None)
+    except RuleError as exc:
+        raise _EntryError(str(exc), expression=exc.element) from None
+    for name, value in values.items():
+        setattr(row, name, value)
 
 
 def _set_recurrence(row: m.Schedule | m.Appointment, extensions: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
+from fhir_api.booking_rules import booking_rules_extension
 from scheduling import recurrence
 from scheduling.models import (
     Appointment,
@@ -242,6 +243,8 @@ def schedule_to_fhir(s: Schedule) -> FHIRDict:
         extensions.append(_recurrence_extension(s, _org_timezone(s)))
     if s.slot_minutes:
         extensions.append(slot_duration_extension(s.slot_minutes))
+    if (rules := booking_rules_extension(s)) is not None:
+        extensions.append(rules)
     if extensions:
         resource["extension"] = extensions
     return resource
@@ -262,6 +265,8 @@ def schedule_occurrence_to_fhir(
     ]
     if s.slot_minutes:
         extensions.append(slot_duration_extension(s.slot_minutes))
+    if (rules := booking_rules_extension(s)) is not None:
+        extensions.append(rules)
     resource["extension"] = extensions
     return resource
 

@@ -6,10 +6,13 @@ errors raised here to OperationOutcome (``fhir_api.errors``).
 Date windows (docs/api.md section 5)::
 
     date=2026-06-01 / eq2026-06-01          -> that day, in the organisation's zone
-    date=ge2026-06-01 (or gt)               -> [2026-06-01, 2026-06-08)
-    date=le2026-06-01                       -> [2026-05-25, 2026-06-02)   (le includes its day)
-    date=lt2026-06-01                       -> [2026-05-25, 2026-06-01)
-    date=ge2026-06-01&date=le2026-06-30     -> [2026-06-01, 2026-07-01)   (all of June)
+    date=ge2026-06-01&date=le2026-06-30     -> [2026-06-01, 2026-07-01)   (le includes its day)
+    date=ge2026-06-01 (or gt)               -> as ge2026-06-01&le2026-06-08: [06-01, 06-09)
+    date=le2026-06-01                       -> as ge2026-05-25&le2026-06-01: [05-25, 06-02)
+    date=lt2026-06-01                       -> as ge2026-05-25&lt2026-06-01: [05-25, 06-01)
+
+A lone bound is an equivalence, not a rule of its own: the missing bound is derived as a value
+of the same precision 7 days away and then read exactly like a written one.
 """
 
 from __future__ import annotations
@@ -99,19 +102,63 @@ def _split_prefix(value: str, param: str) -> tuple[str, str]:
     return "eq", value
 
 
+@dataclass(frozen=True, slots=True)
+class _DateValue:
+    """One FHIR date search value as written: its prefix, precision, wall clock and offset."""
+
+    prefix: str
+    precision: str  # "year" | "month" | "day" | "time"
+    wall: datetime  # naive: the written date (and time)
+    offset: timedelta | None  # the written UTC offset; None: read in the organisation's zone
+    step: timedelta  # for "time": how long the written time lasts (a minute, a second, ...)
+
+    def range(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
+        """The value's implicit range by precision, as aware UTC datetimes."""
+        if self.precision == "time":
+            if self.offset is None:
+                start = _localize(self.wall, tz)
+            else:
+                start = (self.wall - self.offset).replace(tzinfo=UTC)
+            return start, start + self.step
+        if self.precision == "day":
+            end_wall = self.wall + timedelta(days=1)
+        elif self.precision == "month":
+            end_wall = datetime(self.wall.year + self.wall.month // 12, self.wall.month % 12 + 1, 1)
+        else:
+            end_wall = datetime(self.wall.year + 1, 1, 1)
+        return _localize(self.wall, tz), _localize(end_wall, tz)
+
+    def shifted(self, prefix: str, days: int) -> _DateValue:
+        """The value ``days`` calendar days away, at the same precision, with ``prefix``.
+
+        FHIRPath date arithmetic: a quantity finer than the value's precision is converted to
+        that precision and truncated, so a year or a month plus or minus 7 days is that same
+        year or month. A day moves 7 days; a date-time moves 7 days on its own wall clock
+        (keeping its written offset, or 00:00 staying 00:00 in the zone across DST).
+        """
+        if self.precision in ("year", "month"):
+            return _DateValue(prefix, self.precision, self.wall, self.offset, self.step)
+        return _DateValue(
+            prefix, self.precision, self.wall + timedelta(days=days), self.offset, self.step
+        )
+
+
 def _parse_date_value(value: str, tz: ZoneInfo, param: str) -> tuple[str, datetime, datetime]:
+    parsed = _parse_value(value, param)
+    return parsed.prefix, *_range(parsed, tz, param)
+
+
+def _range(value: _DateValue, tz: ZoneInfo, param: str) -> tuple[datetime, datetime]:
     try:
-        return _parse_date_value_unguarded(value, tz, param)
-    except OverflowError:
+        return value.range(tz)
+    except (OverflowError, ValueError):
         raise InvalidSearchValue(
-            f"Search value {value!r} for {param!r} is outside the supported calendar range.",
+            f"{param!r}: the date window would fall outside the supported calendar range.",
             expression=[param],
         ) from None
 
 
-def _parse_date_value_unguarded(
-    value: str, tz: ZoneInfo, param: str
-) -> tuple[str, datetime, datetime]:
+def _parse_value(value: str, param: str) -> _DateValue:
     if "," in value:
         raise InvalidSearchValue(
             f"Search value {value!r} for {param!r}: comma-separated (OR) dates are not supported; "
@@ -136,14 +183,8 @@ def _parse_date_value_unguarded(
         month = int(g["mo"] or 1)
         day = int(g["d"] or 1)
         if g["h"] is None:
-            start_wall = datetime(year, month, day)
-            if g["d"] is not None:
-                end_wall = start_wall + timedelta(days=1)
-            elif g["mo"] is not None:
-                end_wall = datetime(year + month // 12, month % 12 + 1, 1)
-            else:
-                end_wall = datetime(year + 1, 1, 1)
-            return prefix, _localize(start_wall, tz), _localize(end_wall, tz)
+            precision = "day" if g["d"] is not None else "month" if g["mo"] is not None else "year"
+            return _DateValue(prefix, precision, datetime(year, month, day), None, timedelta(0))
         fraction = g["f"] or ""
         micro = int((fraction + "000000")[:6])
         wall = datetime(year, month, day, int(g["h"]), int(g["mi"]), int(g["s"] or 0), micro)
@@ -158,17 +199,15 @@ def _parse_date_value_unguarded(
         step = timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
     else:
         step = timedelta(seconds=1)
-    if g["tz"] is None:
-        start = _localize(wall, tz)
-    else:
+    offset = None
+    if g["tz"] is not None:
         offset = _offset(g["tz"])
         if offset is None:
             raise InvalidSearchValue(
                 f"Search value {value!r} for {param!r} has an invalid UTC offset {g['tz']!r}.",
                 expression=[param],
             )
-        start = (wall - offset).replace(tzinfo=UTC)
-    return prefix, start, start + step
+    return _DateValue(prefix, "time", wall, offset, step)
 
 
 def parse_date_value(value: str, tz: ZoneInfo) -> tuple[str, datetime, datetime]:
@@ -183,14 +222,12 @@ def parse_date_value(value: str, tz: ZoneInfo) -> tuple[str, datetime, datetime]
     return _parse_date_value(value, tz, "date")
 
 
-def _wall_shift(instant: datetime, tz: ZoneInfo, days: int, param: str) -> datetime:
-    """Move ``days`` days on the wall clock of tz (00:00 stays 00:00 across DST)."""
-    wall = instant.astimezone(tz).replace(tzinfo=None)
+def _shift(value: _DateValue, prefix: str, days: int, param: str) -> _DateValue:
     try:
-        return _localize(wall + timedelta(days=days), tz)
+        return value.shifted(prefix, days)
     except OverflowError:
         raise InvalidSearchValue(
-            "The date window would fall outside the supported calendar range.",
+            f"{param!r}: the date window would fall outside the supported calendar range.",
             expression=[param],
         ) from None
 
@@ -205,15 +242,26 @@ def derive_window(
 ) -> Window | None:
     """The expansion window ``[start, end)`` for the repeated values of one date parameter.
 
-    Rules (docs/api.md section 5): no values -> None; ``X``/``eqX`` -> X's own range;
-    ``geX``/``gtX`` alone -> from the start of X for ``default_days`` days; ``leX`` alone ->
-    ``default_days`` days before the start of X up to the END of X (le includes its whole day,
-    month or year); ``ltX`` alone -> the same but up to the start of X; one lower plus one upper
-    bound -> the explicit range, with the upper bound read as above.
+    Rules (docs/api.md section 5): no values -> None; ``X``/``eqX`` -> X's own range; one lower
+    (``ge``/``gt``: from the start of its range) plus one upper bound (``le``: to the END of its
+    range, the whole day, month or year; ``lt``: to its start) -> that range.
 
-    The default span is ``default_days`` calendar days on the wall clock of ``tz`` (so 00:00
-    stays 00:00 across a DST change), and the window length is also measured on that wall clock,
-    so a span of exactly ``max_days`` local days is allowed whatever DST does in between.
+    A lone bound is the same search with the missing bound derived, then read exactly like a
+    written one: ``geX`` alone is ``geX&le(X+N)`` and ``leX`` alone is ``ge(X-N)&leX``, with N =
+    ``default_days`` days at X's own precision (see ``_DateValue.shifted``):
+
+    ======================  ==========================================  =====================
+    value alone             same as                                     window
+    ======================  ==========================================  =====================
+    ge2026-06-01            ge2026-06-01&le2026-06-08                   [06-01, 06-09)
+    le2026-06-01            ge2026-05-25&le2026-06-01                   [05-25, 06-02)
+    ge2026-06-01T10:00      ge2026-06-01T10:00&le2026-06-08T10:00       [.. 10:00, .. 10:01)
+    ge2026-06 / le2026-06   ge2026-06&le2026-06                         all of June
+    ge2026 / le2026         ge2026&le2026                               all of 2026
+    ======================  ==========================================  =====================
+
+    The window length is measured on the wall clock of ``tz``, so a span of exactly
+    ``max_days`` local days is allowed whatever DST does in between.
 
     Raises InvalidSearchValue for malformed values, more than one lower or upper bound, ``eq``
     combined with anything, or an empty or inverted window; WindowTooLarge (too-costly) when the
@@ -221,19 +269,17 @@ def derive_window(
     """
     if not values:
         return None
-    eqs: list[tuple[datetime, datetime]] = []
-    lowers: list[datetime] = []
-    uppers: list[tuple[datetime, datetime]] = []  # (bound, start of the value's range)
+    eqs: list[_DateValue] = []
+    lowers: list[_DateValue] = []
+    uppers: list[_DateValue] = []
     for raw in values:
-        prefix, start, end = _parse_date_value(raw, tz, param)
-        if prefix == "eq":
-            eqs.append((start, end))
-        elif prefix in ("ge", "gt"):
-            lowers.append(start)
-        elif prefix == "le":
-            uppers.append((end, start))
-        else:  # lt
-            uppers.append((start, start))
+        parsed = _parse_value(raw, param)
+        if parsed.prefix == "eq":
+            eqs.append(parsed)
+        elif parsed.prefix in ("ge", "gt"):
+            lowers.append(parsed)
+        else:  # le, lt
+            uppers.append(parsed)
     if eqs and (len(eqs) > 1 or lowers or uppers):
         raise InvalidSearchValue(
             f"{param!r}: an exact date (no prefix or eq) cannot be combined with other {param!r} "
@@ -246,15 +292,13 @@ def derive_window(
             expression=[param],
         )
     if eqs:
-        start, end = eqs[0]
-    elif lowers and uppers:
-        start, end = lowers[0], uppers[0][0]
-    elif lowers:
-        start = lowers[0]
-        end = _wall_shift(start, tz, default_days, param)
+        start, end = _range(eqs[0], tz, param)
     else:
-        end, upper_start = uppers[0]
-        start = _wall_shift(upper_start, tz, -default_days, param)
+        lower = lowers[0] if lowers else _shift(uppers[0], "ge", -default_days, param)
+        upper = uppers[0] if uppers else _shift(lowers[0], "le", default_days, param)
+        start = _range(lower, tz, param)[0]
+        upper_start, upper_end = _range(upper, tz, param)
+        end = upper_end if upper.prefix == "le" else upper_start
     if start >= end:
         raise InvalidSearchValue(
             f"{param!r}: the date window is empty or inverted (from {start.isoformat()} to "

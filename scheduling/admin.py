@@ -13,12 +13,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from scheduling import admin_views
+from scheduling.appointment_forms import AppointmentBookForm, AppointmentChangeForm
 from scheduling.errors import DomainError
 from scheduling.forms import ScheduleAdminForm, describe_recurrence, upcoming_occurrences
 from scheduling.models import (
@@ -33,6 +34,7 @@ from scheduling.models import (
     Slot,
     StaffMembership,
 )
+from scheduling.selectors.schedules import schedules_overlapping
 from scheduling.services import appointment_cancel, appointment_mark_noshow
 from scheduling.tenancy_admin import OrganizationScopedAdmin, user_single_organization
 
@@ -221,6 +223,25 @@ class ScheduleAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
             },
         ),
         (
+            gettext_lazy("Booking rules"),
+            {
+                "fields": (
+                    "minimum_notice_minutes",
+                    "maximum_advance_days",
+                    "buffer_before_minutes",
+                    "buffer_after_minutes",
+                    "capacity",
+                    "cancellation_cutoff_hours",
+                    "max_active_per_patient",
+                ),
+                "description": gettext_lazy(
+                    "Leave a rule empty for none. Patients booking online are held to all "
+                    "of them; staff booking here are held to the same slots, but may cancel "
+                    "and move at any time."
+                ),
+            },
+        ),
+        (
             gettext_lazy("Expert"),
             {
                 "fields": ("rrule", "service_category", "service_type", "specialty"),
@@ -239,6 +260,29 @@ class ScheduleAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
             (form_class,),
             {"default_organization": user_single_organization(request.user)},
         )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Overlapping schedules of one person are allowed (a GP hour and a vaccination
+        # hour), but they share that person's time: say so, naming them.
+        for other, first in schedules_overlapping(
+            organization=obj.organization, schedule=obj, now=timezone.now()
+        ):
+            self.message_user(
+                request,
+                _(
+                    "This schedule overlaps %(other)s of the same practitioner (first on "
+                    "%(when)s). Both offer the same person's time: a booking on one makes "
+                    "the overlapping slots of the other busy."
+                )
+                % {
+                    "other": other,
+                    "when": formats.date_format(
+                        first.astimezone(obj.organization.zone), "j M Y H:i"
+                    ),
+                },
+                messages.WARNING,
+            )
 
     @admin.display(description=gettext_lazy("Availability"))
     def summary(self, obj: Schedule) -> str:
@@ -315,6 +359,30 @@ class AppointmentAdmin(OrganizationScopedAdmin):
     list_select_related = ("patient", "practitioner_role__practitioner", "schedule", "organization")
     date_hierarchy = "start"
     actions = ("cancel_appointments", "mark_noshow")
+
+    # Every write goes through the booking services (scheduling/appointment_forms.py): the
+    # same engine as the API decides, and each change writes its AuditEvent.
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        kwargs["form"] = AppointmentChangeForm if obj is not None else AppointmentBookForm
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        return type(form_class.__name__, (form_class,), {"actor": _staff_actor(request)})
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        return ("fhir_id", "patient", "end", "practitioner_role", "slot", "held_until", "rrule")
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if getattr(form, "written", False):
+            return  # the service wrote it, with its AuditEvent
+        super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A booking is cancelled, never deleted: the audit trail and the patient's history
+        # keep it.
+        return False
 
     def _run_service(
         self, request: HttpRequest, queryset: QuerySet[Appointment], service: Any, done: str

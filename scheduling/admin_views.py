@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
@@ -23,20 +24,19 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 
-from scheduling.availability import cut_slots
+from scheduling.errors import BlockHitsBookings, DomainError
 from scheduling.forms import BlockTimeForm
 from scheduling.models import (
-    INACTIVE_APPOINTMENT_STATUSES,
     Appointment,
     Organization,
     Practitioner,
     Schedule,
-    Slot,
     SlotStatus,
 )
 from scheduling.recurrence import Period, expand
-from scheduling.selectors import schedule_availability
-from scheduling.services import new_fhir_id
+from scheduling.selectors import schedule_availability, slot_search
+from scheduling.selectors.occupancy import active_appointments_q
+from scheduling.services.blocks import time_block
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 _DEFAULT_HOURS = (8, 18)
@@ -70,15 +70,20 @@ def parse_week(params: Any, *, today: date) -> date:
     return today - timedelta(days=today.weekday())
 
 
+_DRAW_ORDER = ["window", "free", "busy", "held", "blocked", "buffer", "booking"]
+
+
 @dataclass
 class Block:
     """One coloured box in a day column."""
 
-    kind: str  # window | free | busy | booking | blocked
+    kind: str  # window | free | busy | held | blocked | buffer | booking
     start: datetime
     end: datetime
     label: str
     url: str = ""
+    #: Shown in the box of a slot beside its time (a group slot's "2 of 3 booked").
+    detail: str = ""
     top: float = 0.0
     height: float = 0.0
 
@@ -97,7 +102,14 @@ def _clip_to_days(block: Block, days: list[Day], tz: zoneinfo.ZoneInfo) -> None:
         start, end = max(block.start, day_start), min(block.end, day_end)
         if start < end:
             column.blocks.append(
-                Block(block.kind, start.astimezone(tz), end.astimezone(tz), block.label, block.url)
+                Block(
+                    block.kind,
+                    start.astimezone(tz),
+                    end.astimezone(tz),
+                    block.label,
+                    block.url,
+                    block.detail,
+                )
             )
 
 
@@ -124,13 +136,8 @@ def _layout(days: list[Day], lo: int, hi: int, tz: zoneinfo.ZoneInfo) -> None:
             length = (block.end - block.start).total_seconds() / 60
             block.top = round(100 * top / span, 3)
             block.height = round(100 * length / span, 3)
-        column.blocks.sort(
-            key=lambda b: (["window", "free", "busy", "booking", "blocked"].index(b.kind), b.start)
-        )
-
-
-def _overlaps(period: Period, others: list[Period]) -> bool:
-    return any(p.start < period.end and p.end > period.start for p in others)
+        # Later boxes are drawn on top: bookings last, so a block never hides a booking.
+        column.blocks.sort(key=lambda b: (_DRAW_ORDER.index(b.kind), b.start))
 
 
 def _appointment_periods(
@@ -149,6 +156,13 @@ def _appointment_periods(
     )
 
 
+_SLOT_KINDS = {
+    SlotStatus.FREE: "free",
+    SlotStatus.BUSY_TENTATIVE: "held",
+    SlotStatus.BUSY_UNAVAILABLE: "blocked",
+}
+
+
 def week_blocks(
     *,
     organization: Organization,
@@ -157,63 +171,74 @@ def week_blocks(
     window: Period,
     now: datetime,
 ) -> list[Block]:
-    """Availability windows, their slots (free/busy), bookings and blocked time in ``window``."""
+    """Availability windows, their slots, blocked time and bookings in ``window``.
+
+    Which slot is free is the engine's answer, exactly as Slot search gives it (the same
+    selector): the calendar never shows free what a booking would refuse.
+    """
     blocks: list[Block] = []
-    appt_rows = list(
-        appointments.filter(
-            Q(start__lt=window.end, end__gt=window.start) | (~Q(rrule="") & Q(start__lt=window.end))
-        )
-        .exclude(status__in=list(INACTIVE_APPOINTMENT_STATUSES))
-        .select_related("patient")
-    )
-    booked: dict[int | None, list[Period]] = {}
-    for appt in appt_rows:
-        url = reverse("admin:scheduling_appointment_change", args=[appt.pk])
-        for period in _appointment_periods(appt, organization, window):
-            booked.setdefault(appt.schedule_id, []).append(period)
-            label = f"{appt.patient} ({appt.get_status_display()})"
-            blocks.append(Block("booking", period.start, period.end, label, url))
-    stored = list(
-        Slot.objects.filter(
-            organization=organization,
-            schedule__in=schedules,
-            start__lt=window.end,
-            end__gt=window.start,
-        ).exclude(status=SlotStatus.ENTERED_IN_ERROR)
-    )
-    blocked: dict[int, list[Period]] = {}
-    for slot in stored:
-        url = reverse("admin:scheduling_slot_change", args=[slot.pk])
-        if slot.status == SlotStatus.BUSY_UNAVAILABLE:
-            blocked.setdefault(slot.schedule_id, []).append(Period(slot.start, slot.end))
-            blocks.append(Block("blocked", slot.start, slot.end, slot.comment or _("Blocked"), url))
-        else:
-            kind = "free" if slot.status == SlotStatus.FREE else "busy"
-            blocks.append(Block(kind, slot.start, slot.end, slot.get_status_display(), url))
     for schedule in schedules:
         url = reverse("admin:scheduling_schedule_change", args=[schedule.pk])
-        windows = schedule_availability(
+        for available in schedule_availability(
             schedule=schedule,
             organization=organization,
             window_start=window.start,
             window_end=window.end,
-        )
-        busy = booked.get(schedule.pk, []) + blocked.get(schedule.pk, [])
-        for available in windows:
+        ):
             blocks.append(Block("window", available.start, available.end, str(schedule), url))
-            if not schedule.slot_minutes:
+    rows = list(
+        appointments.filter(
+            Q(start__lt=window.end, end__gt=window.start) | (~Q(rrule="") & Q(start__lt=window.end))
+        )
+        .filter(active_appointments_q(now))
+        .select_related("patient")
+    )
+    # Group slots say how full they are ("2 of 3 booked").
+    seats_taken: dict[tuple[int | None, datetime], int] = {}
+    for appt in rows:
+        if not appt.rrule:
+            key = (appt.schedule_id, appt.start)
+            seats_taken[key] = seats_taken.get(key, 0) + 1
+    capacity = {s.pk: s.seats for s in schedules}
+    if schedules:
+        results = slot_search(
+            organization=organization,
+            window=window,
+            schedule_ids=[s.fhir_id for s in schedules],
+            now=now,
+        )
+        for result in results[: len(results)]:
+            status = result.status
+            if status == SlotStatus.ENTERED_IN_ERROR:
                 continue
-            for piece in cut_slots([available], timedelta(minutes=schedule.slot_minutes)):
-                # A slot in the past is never free (docs/api.md section 6).
-                is_busy = piece.start < now or _overlaps(piece, busy)
-                blocks.append(
-                    Block(
-                        "busy" if is_busy else "free",
-                        piece.start,
-                        piece.end,
-                        _("busy") if is_busy else _("free"),
-                    )
-                )
+            kind = _SLOT_KINDS.get(SlotStatus(status), "busy")
+            if result.slot is not None:
+                slot = result.slot
+                url = reverse("admin:scheduling_slot_change", args=[slot.pk])
+                label = slot.comment or _("Blocked") if kind == "blocked" else _(status)
+                blocks.append(Block(kind, slot.start, slot.end, label, url))
+            else:
+                generated = result.generated
+                assert generated is not None
+                label = {"free": _("free"), "held": _("held")}.get(kind, _("busy"))
+                seats = capacity.get(result.schedule.pk, 1)
+                detail = ""
+                if seats > 1:
+                    taken = seats_taken.get((result.schedule.pk, generated.start), 0)
+                    detail = _("%(taken)d of %(seats)d booked") % {"taken": taken, "seats": seats}
+                    label = f"{label}, {detail}"
+                blocks.append(Block(kind, generated.start, generated.end, label, detail=detail))
+    for appt in rows:
+        # A booking's buffers are its practitioner's time too: shown beside it.
+        for lo, hi in ((appt.occupied_start, appt.start), (appt.end, appt.occupied_end)):
+            if not appt.rrule and lo is not None and hi is not None and lo < hi:
+                blocks.append(Block("buffer", lo, hi, _("buffer")))
+    for appt in rows:
+        url = reverse("admin:scheduling_appointment_change", args=[appt.pk])
+        status = _("held") if appt.is_held else appt.get_status_display()
+        for period in _appointment_periods(appt, organization, window):
+            label = f"{appt.patient} ({status})"
+            blocks.append(Block("booking", period.start, period.end, label, url))
     return blocks
 
 
@@ -283,7 +308,9 @@ def _render_week(
                 ("window", _("Availability")),
                 ("free", _("Free slot")),
                 ("busy", _("Busy slot")),
+                ("held", _("Held (pending confirmation)")),
                 ("booking", _("Booking")),
+                ("buffer", _("Buffer (before or after a booking)")),
                 ("blocked", _("Blocked")),
             ],
         }
@@ -367,10 +394,36 @@ def _block_view(
         for name in ("start", "end"):
             if request.GET.get(name):
                 initial[name] = request.GET[name]
+        hits: list[str] = []
         if request.method == "POST":
             form = BlockTimeForm(request.POST, schedules=schedules)
+            slot = None
             if form.is_valid():
-                slot = form.save(fhir_id=new_fhir_id())
+                data = form.cleaned_data
+                try:
+                    slot = time_block(
+                        organization=organization,
+                        schedule=data["schedule"],
+                        start=data["start"],
+                        end=data["end"],
+                        comment=data.get("comment", ""),
+                        actor=f"staff:{request.user.get_username()}",
+                        confirm=data.get("confirm", False),
+                    )
+                except BlockHitsBookings as exc:
+                    hits = exc.bookings
+                    # Ask again, now with the box to tick.
+                    form.fields["confirm"].widget = forms.CheckboxInput()
+                    form.add_error(
+                        "confirm",
+                        _(
+                            "This time covers bookings. Tick the box to block it anyway; "
+                            "the bookings stay and still show in the calendar."
+                        ),
+                    )
+                except DomainError as exc:
+                    form.add_error(None, exc.message)
+            if slot is not None:
                 messages.success(
                     request,
                     _("Blocked %(start)s to %(end)s.")
@@ -396,6 +449,7 @@ def _block_view(
             "form": form,
             "zone": organization.zone.key,
             "calendar_url": calendar_url,
+            "hits": hits,
         }
         return render(request, "scheduling/block_time.html", context, status=status)
 

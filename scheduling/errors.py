@@ -68,3 +68,15 @@ class SlotTaken(Conflict):
 class BusinessRuleViolation(DomainError):
     category = Category.BUSINESS_RULE
     issue_code = "business-rule"
+
+
+class BlockHitsBookings(Conflict):
+    """Blocking time over active bookings needs an explicit confirmation.
+
+    ``bookings`` lists them (patient, time, appointment id) so the caller can show whom the
+    block would affect; the bookings stay when the block is confirmed.
+    """
+
+    def __init__(self, message: str, *, bookings: list[str]) -> None:
+        super().__init__(message, expression=["start"])
+        self.bookings = bookings

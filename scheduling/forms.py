@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy, ngettext, pgettext
 
 from scheduling import recurrence
 from scheduling.errors import InvalidRecurrence
-from scheduling.models import Organization, Schedule, Slot
+from scheduling.models import Organization, Schedule
 
 WEEKDAY_CODES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
@@ -431,6 +431,12 @@ class BlockTimeForm(forms.Form):
         max_length=500,
         widget=forms.TextInput(attrs={"size": 40}),
     )
+    #: Shown once the block is known to cover bookings: blocking then needs this ticked.
+    confirm = forms.BooleanField(
+        label=gettext_lazy("Block anyway (the bookings stay)"),
+        required=False,
+        widget=forms.HiddenInput,
+    )
 
     def __init__(self, *args: Any, schedules: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -448,16 +454,3 @@ class BlockTimeForm(forms.Form):
             elif end - start > timedelta(days=31):
                 self.add_error("end", _("Block at most 31 days at a time."))
         return cleaned
-
-    def save(self, *, fhir_id: str) -> Slot:
-        schedule: Schedule = self.cleaned_data["schedule"]
-        return Slot.objects.create(
-            organization=schedule.organization,
-            fhir_id=fhir_id,
-            schedule=schedule,
-            status="busy-unavailable",
-            start=self.cleaned_data["start"],
-            end=self.cleaned_data["end"],
-            service_category=schedule.service_category,
-            comment=self.cleaned_data.get("comment", ""),
-        )

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -327,6 +328,18 @@ class RecurrenceFields(models.Model):
         return [datetime.fromisoformat(value) for value in self.exdates or []]
 
 
+ZERO = timedelta(0)
+
+#: Sane maxima of the booking rules: beyond these a value is a typo, not a policy.
+MAX_NOTICE_MINUTES = 60 * 24 * 365
+MAX_ADVANCE_DAYS = 365 * 5
+#: Buffers are cleaning or preparation time; more than four hours is a typo. Reads of an
+#: occupant's time widen their window by this much to see neighbours' buffers.
+MAX_BUFFER_MINUTES = 60 * 4
+MAX_CUTOFF_HOURS = 24 * 365
+MAX_CAPACITY = 1000
+
+
 class Schedule(TenantModel, RecurrenceFields):
     """A practitioner's availability; with a recurrence its period is the first window."""
 
@@ -355,6 +368,52 @@ class Schedule(TenantModel, RecurrenceFields):
         help_text=_("Cut each availability window into slots of this many minutes."),
     )
     comment = models.TextField(blank=True)
+
+    # Booking rules (urn:extension:booking-rules); empty means "no such rule". The engine
+    # applies them, so search never offers what a booking would refuse.
+    minimum_notice_minutes = models.PositiveIntegerField(
+        _("book at least … minutes ahead"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_NOTICE_MINUTES)],
+    )
+    maximum_advance_days = models.PositiveIntegerField(
+        _("book at most … days ahead"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ADVANCE_DAYS)],
+    )
+    buffer_before_minutes = models.PositiveIntegerField(
+        _("keep … minutes free before each booking"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BUFFER_MINUTES)],
+    )
+    buffer_after_minutes = models.PositiveIntegerField(
+        _("keep … minutes free after each booking"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_BUFFER_MINUTES)],
+    )
+    capacity = models.PositiveIntegerField(
+        _("patients per slot"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CAPACITY)],
+        help_text=_("For group sessions; empty means one patient per slot."),
+    )
+    cancellation_cutoff_hours = models.PositiveIntegerField(
+        _("patients may cancel or move up to … hours before"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CUTOFF_HOURS)],
+    )
+    max_active_per_patient = models.PositiveIntegerField(
+        _("at most … upcoming bookings per patient"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CAPACITY)],
+    )
 
     class Meta:
         ordering = ["organization", "planning_start", "fhir_id"]
@@ -386,12 +445,26 @@ class Schedule(TenantModel, RecurrenceFields):
         return timedelta(minutes=self.slot_minutes) if self.slot_minutes else None
 
     @property
+    def seats(self) -> int:
+        """How many patients one slot takes (``capacity``, default one)."""
+        return self.capacity or 1
+
+    @property
+    def buffers(self) -> tuple[timedelta, timedelta]:
+        """(before, after): how long each booking also occupies its occupant."""
+        return (
+            timedelta(minutes=self.buffer_before_minutes or 0),
+            timedelta(minutes=self.buffer_after_minutes or 0),
+        )
+
+    @property
     def occupant(self) -> str:
         """Whose time this schedule's bookings take (:func:`occupant_key`)."""
         role = self.practitioner_role if self.practitioner_role_id else None
         return occupant_key(
             practitioner_id=self.practitioner_id or (role.practitioner_id if role else None),
             role_id=self.practitioner_role_id,
+            schedule_id=self.pk,
         )
 
 
@@ -470,6 +543,10 @@ class Appointment(TenantModel, RecurrenceFields):
     #: A hold (status pending) lapses by itself at this instant: from then on it reads as
     #: cancelled ("hold expired") and occupies nothing, with no job needed to make it so.
     held_until = models.DateTimeField(null=True, blank=True)
+    #: What it occupies of its occupant's time: start and end widened by its schedule's
+    #: buffers (equal to start and end without buffers). Derived in ``clean``.
+    occupied_start = models.DateTimeField(null=True, blank=True, editable=False)
+    occupied_end = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["organization", "start", "fhir_id"]
@@ -499,6 +576,8 @@ class Appointment(TenantModel, RecurrenceFields):
             # Overlap searches bound ``end`` from below (plain rows) and read the few
             # recurring rows separately: neither grows with the history.
             models.Index(fields=["organization", "end"], name="appt_org_end"),
+            # A booking (and a search of a few schedules) reads one occupant's time.
+            models.Index(fields=["organization", "occupant", "end"], name="appt_org_occupant_end"),
             models.Index(
                 fields=["organization", "start"],
                 condition=~Q(rrule=""),
@@ -524,10 +603,13 @@ class Appointment(TenantModel, RecurrenceFields):
             raise ValidationError({"end": _("The end must be after the start.")})
         # Derived, never typed: kept in step here because every save validates.
         self.occupant = self.resolve_occupant()
+        before, after = self.schedule.buffers if self.schedule is not None else (ZERO, ZERO)
+        if self.start and self.end:
+            self.occupied_start, self.occupied_end = self.start - before, self.end + after
 
     def resolve_occupant(self) -> str:
         """Whose time this appointment takes: its schedule's occupant, else its role's."""
-        if self.schedule_id and self.schedule is not None:
+        if self.schedule is not None:
             return self.schedule.occupant
         role = self.practitioner_role if self.practitioner_role_id else None
         return occupant_key(
@@ -597,10 +679,18 @@ class AuditEvent(models.Model):
 
     class Action(models.TextChoices):
         CREATED = "created", _("Created")
+        HELD = "held", _("Held")
+        CONFIRMED = "confirmed", _("Confirmed")
         CANCELLED = "cancelled", _("Cancelled")
+        HOLD_EXPIRED = "hold-expired", _("Hold expired")
+        RESCHEDULED = "rescheduled", _("Rescheduled")
         STATUS_CHANGED = "status-changed", _("Status changed")
         PARTICIPANT_STATUS = "participant-status", _("Participant status")
         NOSHOW = "noshow", _("No-show")
+        UPDATED = "updated", _("Updated")
+        IMPORTED = "imported", _("Imported")
+        BLOCKED = "blocked", _("Time blocked")
+        UNBLOCKED = "unblocked", _("Time unblocked")
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
     at = models.DateTimeField(auto_now_add=True)
@@ -623,8 +713,11 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.appointment_fhir_id}"
 
 
-def occupant_key(*, practitioner_id: int | None, role_id: int | None) -> str:
-    """Whose time a booking takes: ``practitioner:{pk}``, else ``role:{pk}``, else "".
+def occupant_key(
+    *, practitioner_id: int | None, role_id: int | None, schedule_id: int | None = None
+) -> str:
+    """Whose time a booking takes: ``practitioner:{pk}``, else ``role:{pk}`` (a role with no
+    practitioner), else ``schedule:{pk}`` (a schedule with no actor at all), else "".
 
     Clinics book people, not schedules: every schedule and appointment of one practitioner
     shares this key, whichever role or schedule it goes through.
@@ -633,6 +726,8 @@ def occupant_key(*, practitioner_id: int | None, role_id: int | None) -> str:
         return f"practitioner:{practitioner_id}"
     if role_id:
         return f"role:{role_id}"
+    if schedule_id:
+        return f"schedule:{schedule_id}"
     return ""
 
 

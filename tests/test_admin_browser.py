@@ -269,3 +269,42 @@ def test_calendar_in_dutch(live_server: Any, browser_page: Any, clinic: dict[str
     page.goto(f"{base}/admin/scheduling/schedule/{existing.pk}/change/")
     assert page.inner_text("#schedule-summary .summary").startswith("Eenmalig")
     assert Organization.objects.count() == 2
+
+
+def test_blocking_over_a_booking_lists_the_patient_and_needs_confirmation(
+    live_server: Any, browser_page: Any, clinic: dict[str, Any]
+) -> None:
+    page, base = browser_page, live_server.url
+    ARTIFACTS.mkdir(exist_ok=True)
+    login(page, base)
+    existing: Schedule = clinic["existing"]
+    tuesday = clinic["monday"] + timedelta(days=1)
+    page.goto(f"{base}/admin/scheduling/schedule/{existing.pk}/block/")
+    page.wait_for_selector("#block-form")
+    page.fill("#id_start", f"{tuesday.isoformat()}T09:00")
+    page.fill("#id_end", f"{tuesday.isoformat()}T10:00")
+    page.fill("#id_comment", "Fire drill")
+    with page.expect_navigation():
+        page.click("input[name=_block]")
+    # Not blocked yet: the booking it would cover is listed, with a box to tick.
+    hits = page.locator("#block-hits")
+    assert "Visser" in hits.inner_text()
+    assert "appt-visser" in hits.inner_text()
+    assert not Slot.objects.filter(comment="Fire drill").exists()
+    page.screenshot(path=str(ARTIFACTS / "block-over-booking-confirm.png"), full_page=True)
+    page.check("#id_confirm")
+    with page.expect_navigation():
+        page.click("input[name=_block]")
+    page.wait_for_selector("#week-calendar")
+    assert Slot.objects.filter(comment="Fire drill", status="busy-unavailable").exists()
+    column = page.locator(f".wk-day[data-day='{tuesday.isoformat()}']")
+    # The block does not hide the booking: it is drawn above the blocked time.
+    booking = column.locator(".blk-booking")
+    assert booking.count() == 1 and "Visser" in booking.inner_text()
+    assert booking.is_visible()
+    assert column.locator(".blk-blocked").count() == 1
+    appointment: Appointment = clinic["appointment"]
+    appointment.refresh_from_db()
+    assert appointment.status == "booked"
+    assert AuditEvent.objects.filter(action="blocked").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "block-over-booking-done.png"), full_page=True)

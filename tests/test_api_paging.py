@@ -46,7 +46,8 @@ def test_fhirpy_walks_slot_pages_to_the_end(
         timeout=10,
     ).json()
     total = first_page["total"]
-    assert total == 2 * 6 * 7
+    # ge2026-06-01 alone is ge2026-06-01&le2026-06-08: eight days, six slots a day, two schedules
+    assert total == 2 * 6 * 8
     resources = search.fetch_all()
     got = [r["id"] for r in resources]
     assert len(got) == total == len(set(got))
@@ -79,8 +80,9 @@ def test_links_are_absolute_and_followable(live: tuple[str, str], org: Any) -> N
         seen.extend(e["resource"]["id"] for e in bundle.get("entry", []))
         url = links.get("next")
         pages += 1
-    assert len(seen) == len(set(seen)) == 35
-    assert pages == 9
+    # five schedules over the eight days of ge2026-06-01 (alone: up to and including 8 June)
+    assert len(seen) == len(set(seen)) == 40
+    assert pages == 10
 
 
 @pytest.mark.django_db(transaction=True)
@@ -96,4 +98,5 @@ def test_fhirpy_patient_appointments(live: tuple[str, str], org: Any) -> None:
     )
     client = SyncFHIRClient(f"{base}/Patient/pat-live", authorization=f"Bearer {token}")
     got = client.resources("Appointment").search(date="ge2026-06-01").limit(3).fetch_all()
-    assert [r["start"][:10] for r in got] == [f"2026-06-0{d}" for d in range(1, 8)]
+    # ge2026-06-01 alone is ge2026-06-01&le2026-06-08: the first eight of the twelve
+    assert [r["start"][:10] for r in got] == [f"2026-06-0{d}" for d in range(1, 9)]

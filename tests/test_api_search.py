@@ -61,8 +61,9 @@ def occurrence_days(bundle: dict[str, Any]) -> list[str]:
 WINDOW_TABLE = [
     (["2026-06-01"], ["2026-06-01"]),
     (["eq2026-06-01"], ["2026-06-01"]),
-    (["ge2026-06-01"], [f"2026-06-0{d}" for d in range(1, 8)]),
-    (["gt2026-06-01"], [f"2026-06-0{d}" for d in range(1, 8)]),
+    # ge alone is ge2026-06-01&le2026-06-08, and le includes its whole day: eight days.
+    (["ge2026-06-01"], [f"2026-06-0{d}" for d in range(1, 9)]),
+    (["gt2026-06-01"], [f"2026-06-0{d}" for d in range(1, 9)]),
     # le includes the named day; 7 days back from its start.
     (["le2026-06-01"], [f"2026-05-{d}" for d in range(25, 32)] + ["2026-06-01"]),
     (["lt2026-06-01"], [f"2026-05-{d}" for d in range(25, 32)]),
@@ -375,7 +376,8 @@ def test_slot_search_query_count_is_fixed(
         )
     with CaptureQueriesContext(connection) as ctx:
         bundle = assert_bundle(api.get(url("Slot?start=ge2026-06-01&_count=500")))
-    assert bundle["total"] == n_schedules * (7 * 4 + 1)
+    # ge2026-06-01 alone is ge2026-06-01&le2026-06-08: eight days of four slots, plus the stored one
+    assert bundle["total"] == n_schedules * (8 * 4 + 1)
     # auth (token, organisations), organisation, schedules, appointments, stored slots
     assert len(ctx.captured_queries) <= 6
 

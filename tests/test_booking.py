@@ -287,7 +287,8 @@ def test_database_constraint_catches_what_the_check_misses(
 ) -> None:
     """Even with the availability check switched off, the unique constraint refuses a
     second active appointment for the slot, and the service reports SlotTaken."""
-    monkeypatch.setattr(booking_service, "_require_free", lambda **_: None)
+    monkeypatch.setattr(booking_service, "_refuse_early", lambda **_: None)
+    monkeypatch.setattr(booking_service, "slot_claim", lambda **_: None)
     kwargs: dict[str, Any] = {
         "organization": org,
         "patient": patient,

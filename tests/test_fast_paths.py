@@ -270,7 +270,7 @@ def test_the_constraint_still_decides_past_both_checks(
     """With the early and the locked availability checks both switched off, the unique
     constraint refuses the second active appointment and the service reports SlotTaken."""
     monkeypatch.setattr(booking_service, "_refuse_early", lambda **_: None)
-    monkeypatch.setattr(booking_service, "_require_free", lambda **_: None)
+    monkeypatch.setattr(booking_service, "slot_claim", lambda **_: None)
     schedule = ScheduleFactory(organization=org)
     _book(org, schedule)
     with pytest.raises(SlotTaken):

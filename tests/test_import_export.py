@@ -621,7 +621,10 @@ def test_double_booking_in_a_bundle_is_refused_by_the_database(org: m.Organizati
         bundle_import(organization=org, data=bundle)
 
     assert excinfo.value.message.startswith("entry 7 (Appointment/appt-anna-2):")
-    assert "another active appointment already holds" in excinfo.value.message
+    # The clash is named: both appointments, for the practitioner and for the patient.
+    assert "would double-book" in excinfo.value.message
+    assert "the practitioner already has Appointment/appt-anna-1" in excinfo.value.message
+    assert "the patient already has Appointment/appt-anna-1" in excinfo.value.message
     assert row_counts(org) == dict.fromkeys(row_counts(org), 0)
 
 
@@ -632,3 +635,122 @@ def test_export_order_is_the_same_on_every_database(org: m.Organization) -> None
     exported = [e["resource"]["id"] for e in export(org)["entry"]]
     # Code-point order, not the database collation's.
     assert exported == ["A", "B", "a-1", "a.1", "a1", "b"]
+
+
+def _appointment(aid: str, pid: str, role: str, start: str, end: str, **extra: Any) -> Any:
+    resource = {
+        "resourceType": "Appointment",
+        "id": aid,
+        "status": "booked",
+        "start": start,
+        "end": end,
+        "participant": [
+            {"actor": {"reference": f"Patient/{pid}"}, "status": "accepted"},
+            {"actor": {"reference": f"PractitionerRole/{role}"}, "status": "accepted"},
+        ],
+    }
+    resource.update(extra)
+    return resource
+
+
+def _two_roles_of_one_doctor() -> list[dict[str, Any]]:
+    return [
+        entry(patient("p1")),
+        entry(patient("p2")),
+        entry({"resourceType": "Practitioner", "id": "doc"}),
+        entry(
+            {
+                "resourceType": "PractitionerRole",
+                "id": "gp",
+                "practitioner": {"reference": "Practitioner/doc"},
+            }
+        ),
+        entry(
+            {
+                "resourceType": "PractitionerRole",
+                "id": "travel",
+                "practitioner": {"reference": "Practitioner/doc"},
+            }
+        ),
+    ]
+
+
+@pytest.mark.django_db
+def test_import_refuses_overlap_of_one_practitioner_across_roles(org: m.Organization) -> None:
+    bundle = collection(
+        *_two_roles_of_one_doctor(),
+        entry(_appointment("a1", "p1", "gp", "2027-03-01T09:00:00Z", "2027-03-01T09:30:00Z")),
+        # Another role of the same practitioner, starting inside the first: same person.
+        entry(_appointment("a2", "p2", "travel", "2027-03-01T09:15:00Z", "2027-03-01T09:45:00Z")),
+    )
+    with pytest.raises(InvalidInput) as excinfo:
+        bundle_import(organization=org, data=bundle)
+    message = excinfo.value.message
+    assert message.startswith("entry 7 (Appointment/a2):"), message
+    assert "the practitioner already has Appointment/a1" in message
+    assert row_counts(org) == dict.fromkeys(row_counts(org), 0)
+    assert not m.AuditEvent.objects.filter(organization=org).exists()
+
+
+@pytest.mark.django_db
+def test_import_refuses_an_occurrence_clash_naming_the_parent(org: m.Organization) -> None:
+    weekly = _appointment(
+        "weekly",
+        "p1",
+        "gp",
+        "2027-03-01T09:00:00Z",
+        "2027-03-01T09:30:00Z",
+        extension=[recurrence_ext("FREQ=WEEKLY;COUNT=10", timezone="UTC")],
+    )
+    clash = _appointment("later", "p2", "travel", "2027-03-15T09:20:00Z", "2027-03-15T09:40:00Z")
+    with pytest.raises(InvalidInput) as excinfo:
+        bundle_import(
+            organization=org,
+            data=collection(*_two_roles_of_one_doctor(), entry(weekly), entry(clash)),
+        )
+    assert (
+        "Appointment/weekly-20270315T090000Z (an occurrence of Appointment/weekly)"
+        in excinfo.value.message
+    )
+    assert row_counts(org) == dict.fromkeys(row_counts(org), 0)
+
+
+@pytest.mark.django_db
+def test_import_refuses_a_patient_in_two_places(org: m.Organization) -> None:
+    bundle = collection(
+        *_two_roles_of_one_doctor(),
+        entry({"resourceType": "PractitionerRole", "id": "nurse"}),
+        entry(_appointment("a1", "p1", "gp", "2027-03-01T09:00:00Z", "2027-03-01T09:30:00Z")),
+        entry(_appointment("a2", "p1", "nurse", "2027-03-01T09:10:00Z", "2027-03-01T09:20:00Z")),
+    )
+    with pytest.raises(InvalidInput) as excinfo:
+        bundle_import(organization=org, data=bundle)
+    assert "the patient already has Appointment/a1" in excinfo.value.message
+    assert "the practitioner" not in excinfo.value.message
+
+
+@pytest.mark.django_db
+def test_import_audits_every_appointment_and_keeps_touching_ones(org: m.Organization) -> None:
+    bundle = collection(
+        *_two_roles_of_one_doctor(),
+        entry(_appointment("a1", "p1", "gp", "2027-03-01T09:00:00Z", "2027-03-01T09:30:00Z")),
+        entry(_appointment("a2", "p2", "travel", "2027-03-01T09:30:00Z", "2027-03-01T10:00:00Z")),
+        # A cancelled one may overlap anything: it occupies nobody.
+        entry(
+            _appointment(
+                "a3", "p2", "gp", "2027-03-01T09:00:00Z", "2027-03-01T09:30:00Z", status="cancelled"
+            )
+        ),
+    )
+    bundle_import(organization=org, data=bundle)
+    audited = set(
+        m.AuditEvent.objects.filter(organization=org, action="imported").values_list(
+            "appointment_fhir_id", flat=True
+        )
+    )
+    assert audited == {"a1", "a2", "a3"}
+    occupants = set(
+        m.Appointment.objects.filter(organization=org).values_list("occupant", flat=True)
+    )
+    doctor = m.Practitioner.objects.get(organization=org, fhir_id="doc")
+    assert occupants == {f"practitioner:{doctor.pk}"}

@@ -39,8 +39,10 @@ WINDOW_TABLE = [
     # docs/api.md section 5, row by row
     (["2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-02")),
     (["eq2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-02")),
-    (["ge2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-08")),
-    (["gt2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-08")),
+    # a lone bound is the same search with the other bound derived 7 days away and read as
+    # written: ge2026-06-01 alone is ge2026-06-01&le2026-06-08, and le includes its whole day
+    (["ge2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-09")),
+    (["gt2026-06-01"], AMS, loc("2026-06-01"), loc("2026-06-09")),
     (["le2026-06-01"], AMS, loc("2026-05-25"), loc("2026-06-02")),
     (["lt2026-06-01"], AMS, loc("2026-05-25"), loc("2026-06-01")),
     (["ge2026-06-01", "le2026-06-30"], AMS, loc("2026-06-01"), loc("2026-07-01")),
@@ -57,11 +59,14 @@ WINDOW_TABLE = [
     (["2026-06-01T10:00:00+02:00"], NY, utc("2026-06-01T08:00:00"), utc("2026-06-01T08:00:01")),
     (["2026-06-01T10:00-04:00"], AMS, utc("2026-06-01T14:00"), utc("2026-06-01T14:01")),
     # le/lt/ge per precision
-    (["le2026-06"], AMS, loc("2026-05-25"), loc("2026-07-01")),
-    (["lt2026-06"], AMS, loc("2026-05-25"), loc("2026-06-01")),
-    (["ge2026"], AMS, loc("2026-01-01"), loc("2026-01-08")),
+    # a month or a year plus or minus 7 days is that month or year (FHIRPath date arithmetic)
+    (["le2026-06"], AMS, loc("2026-06-01"), loc("2026-07-01")),
+    (["ge2026-06"], AMS, loc("2026-06-01"), loc("2026-07-01")),
+    (["ge2026"], AMS, loc("2026-01-01"), loc("2027-01-01")),
+    (["le2026"], AMS, loc("2026-01-01"), loc("2027-01-01")),
     (["ge2026-01", "le2026-12"], AMS, loc("2026-01-01"), loc("2027-01-01")),
-    (["ge2026-06-01T09:00:00Z"], AMS, utc("2026-06-01T09:00:00"), utc("2026-06-08T09:00:00")),
+    # a date-time bound includes its whole second (or minute), derived or written
+    (["ge2026-06-01T09:00:00Z"], AMS, utc("2026-06-01T09:00:00"), utc("2026-06-08T09:00:01")),
     (["le2026-06-01T12:00:00Z"], AMS, utc("2026-05-25T12:00:00"), utc("2026-06-01T12:00:01")),
     (
         ["ge2026-06-01T09:00:00+02:00", "lt2026-06-01T17:00:00+02:00"],
@@ -71,9 +76,12 @@ WINDOW_TABLE = [
     ),
     # the organisation's zone is applied to values without an offset
     (["2026-06-01"], NY, loc("2026-06-01", NY), loc("2026-06-02", NY)),
-    (["ge2026-06-01T09:00"], NY, loc("2026-06-01T09:00", NY), loc("2026-06-08T09:00", NY)),
+    (["ge2026-06-01T09:00"], NY, loc("2026-06-01T09:00", NY), loc("2026-06-08T09:01", NY)),
     # default span keeps 00:00 local across DST (Amsterdam 2026-03-29, New York 2026-11-01)
-    (["ge2026-03-25"], AMS, loc("2026-03-25"), loc("2026-04-01")),
+    (["ge2026-03-25"], AMS, loc("2026-03-25"), loc("2026-04-02")),
+    (["ge2026-03-25T10:00"], AMS, loc("2026-03-25T10:00"), loc("2026-04-01T10:01")),
+    # ... while a written offset is kept: 7 x 24 hours later
+    (["ge2026-03-25T10:00+01:00"], AMS, utc("2026-03-25T09:00"), utc("2026-04-01T09:01")),
     (["le2026-11-03"], NY, loc("2026-10-27", NY), loc("2026-11-04", NY)),
     # exactly 366 local days is allowed (2028 is a leap year: 366 days in the year)
     (["2028"], AMS, loc("2028-01-01"), loc("2029-01-01")),
@@ -96,7 +104,7 @@ def test_no_values_no_window() -> None:
 
 def test_default_days_is_configurable() -> None:
     assert derive_window(["ge2026-06-01"], tz=AMS, default_days=1) == Window(
-        loc("2026-06-01"), loc("2026-06-02")
+        loc("2026-06-01"), loc("2026-06-03")
     )
 
 
@@ -126,6 +134,8 @@ def test_window_longer_than_366_days_is_too_costly(values: list[str]) -> None:
         (["2026-06-01", "le2026-07-01"], "cannot be combined"),
         (["ge2026-06-30", "le2026-06-01"], "empty or inverted"),
         (["ge2026-06-01", "lt2026-06-01"], "empty or inverted"),
+        # lt2026-06 alone is ge2026-06&lt2026-06: a month minus 7 days is that same month
+        (["lt2026-06"], "empty or inverted"),
     ],
 )
 def test_bad_combinations(values: list[str], fragment: str) -> None:

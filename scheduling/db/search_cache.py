@@ -80,12 +80,14 @@ class StampedCache:
         build: Callable[[], tuple[T, int]],
         *,
         bookings: bool = True,
+        valid: Callable[[T], bool] | None = None,
     ) -> T:
         """The cached value for ``key`` under the organisation's stamps, or ``build()``'s.
 
         ``build`` returns (value, weight). With ``bookings=False`` the value depends only on
-        practitioners, roles and schedules, and survives bookings. The value is shared
-        between requests and threads: callers must not change it.
+        practitioners, roles and schedules, and survives bookings. ``valid`` may refuse a
+        cached value that time alone has outdated (a hold that lapsed); it is then rebuilt.
+        The value is shared between requests and threads: callers must not change it.
         """
         stamps = current_stamps(organization) if self.max_weight > 0 else None
         if stamps is None:
@@ -94,7 +96,7 @@ class StampedCache:
         full_key = (organization.pk, organization.timezone, key)
         with self._lock:
             found = self._entries.get(full_key)
-            if found is not None and found[0] == stamp:
+            if found is not None and found[0] == stamp and (valid is None or valid(found[1])):
                 self._entries.move_to_end(full_key)
                 self.hits += 1
                 return found[1]  # type: ignore[no-any-return]
@@ -114,7 +116,7 @@ class StampedCache:
                 pass
             with self._lock:
                 found = self._entries.get(full_key)
-            if found is not None and found[0] == stamp:
+            if found is not None and found[0] == stamp and (valid is None or valid(found[1])):
                 return found[1]  # type: ignore[no-any-return]
             return build()[0]
         try:

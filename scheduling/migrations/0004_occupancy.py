@@ -8,7 +8,6 @@ cannot see (occurrences of recurring appointments, blocked time, capacity) is ch
 services under the per-occupant row lock of ``OccupantLock``.
 """
 
-
 import django.db.models.deletion
 from django.db import migrations, models
 
@@ -42,6 +41,8 @@ def backfill_occupants(apps, schema_editor):
             key = f"practitioner:{practitioner_id}"
         elif role is not None:
             key = f"role:{role.pk}"
+        elif schedule is not None:
+            key = f"schedule:{schedule.pk}"
         else:
             key = ""
         if key != appointment.occupant:
@@ -64,55 +65,100 @@ def drop_exclusion_constraints(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scheduling', '0003_data_stamp'),
+        ("scheduling", "0003_data_stamp"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OccupantLock',
+            name="OccupantLock",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=40)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=40)),
             ],
             options={
-                'verbose_name': 'occupant lock',
+                "verbose_name": "occupant lock",
             },
         ),
         migrations.RemoveConstraint(
-            model_name='appointment',
-            name='uniq_active_appointment_per_slot',
+            model_name="appointment",
+            name="uniq_active_appointment_per_slot",
         ),
         migrations.AddField(
-            model_name='appointment',
-            name='held_until',
+            model_name="appointment",
+            name="held_until",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='appointment',
-            name='occupant',
+            model_name="appointment",
+            name="occupant",
             field=models.CharField(blank=True, editable=False, max_length=40),
         ),
         migrations.AddField(
-            model_name='appointment',
-            name='seat',
+            model_name="appointment",
+            name="seat",
             field=models.PositiveSmallIntegerField(default=0, editable=False),
         ),
         migrations.AddField(
-            model_name='occupantlock',
-            name='organization',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='scheduling.organization'),
+            model_name="occupantlock",
+            name="organization",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, to="scheduling.organization"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='occupantlock',
-            constraint=models.UniqueConstraint(fields=('organization', 'key'), name='uniq_occupant_lock'),
+            model_name="occupantlock",
+            constraint=models.UniqueConstraint(
+                fields=("organization", "key"), name="uniq_occupant_lock"
+            ),
         ),
-
+        migrations.AlterField(
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("created", "Created"),
+                    ("held", "Held"),
+                    ("confirmed", "Confirmed"),
+                    ("cancelled", "Cancelled"),
+                    ("hold-expired", "Hold expired"),
+                    ("rescheduled", "Rescheduled"),
+                    ("status-changed", "Status changed"),
+                    ("participant-status", "Participant status"),
+                    ("noshow", "No-show"),
+                    ("updated", "Updated"),
+                    ("imported", "Imported"),
+                    ("blocked", "Time blocked"),
+                    ("unblocked", "Time unblocked"),
+                ],
+                max_length=32,
+            ),
+        ),
         migrations.RunPython(backfill_occupants, migrations.RunPython.noop),
         migrations.AddConstraint(
-            model_name='appointment',
-            constraint=models.UniqueConstraint(condition=models.Q(models.Q(('occupant', ''), _negated=True), ('rrule', ''), models.Q(('status__in', ['cancelled', 'noshow', 'entered-in-error']), _negated=True)), fields=('organization', 'occupant', 'start', 'seat'), name='uniq_active_appointment_per_occupant_start'),
+            model_name="appointment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(
+                    models.Q(("occupant", ""), _negated=True),
+                    ("rrule", ""),
+                    models.Q(
+                        ("status__in", ["cancelled", "noshow", "entered-in-error"]), _negated=True
+                    ),
+                ),
+                fields=("organization", "occupant", "start", "seat"),
+                name="uniq_active_appointment_per_occupant_start",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="appointment",
+            index=models.Index(
+                fields=["organization", "occupant", "end"], name="appt_org_occupant_end"
+            ),
         ),
         migrations.RunPython(add_exclusion_constraints, drop_exclusion_constraints),
     ]

@@ -6,23 +6,15 @@ SQL. Only the database sees all of those, so a trigger adds one to ``version`` o
 UPDATE of a row (and renews ``updated_at`` when the statement left it unchanged, so
 ``meta.lastUpdated`` moves too). Inserts start at 1 (the column default).
 
-PostgreSQL: a BEFORE UPDATE row trigger sets ``NEW.version = OLD.version + 1`` (whatever
-the statement wrote). SQLite cannot change NEW in a trigger: an AFTER UPDATE row trigger
-writes the row again; with ``recursive_triggers`` off (SQLite's default, and Django does not
-change it) that write does not fire the trigger again.
+The trigger SQL, per vendor, is in ``scheduling.db.version_triggers``, which also puts
+SQLite's back after a later migration rebuilds a table.
 """
 
 from django.db import migrations, models
 
-TABLES = (
-    "scheduling_patient",
-    "scheduling_practitioner",
-    "scheduling_practitionerrole",
-    "scheduling_schedule",
-    "scheduling_slot",
-    "scheduling_appointment",
-    "scheduling_appointmentresponse",
-)
+from scheduling.db import version_triggers
+
+TABLES = version_triggers.TABLES
 MODELS = (
     "patient",
     "practitioner",
@@ -33,41 +25,16 @@ MODELS = (
     "appointmentresponse",
 )
 
-PG_FUNCTION = """
-CREATE OR REPLACE FUNCTION scheduling_bump_version() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.version := OLD.version + 1;
-    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
-        NEW.updated_at := clock_timestamp();
-    END IF;
-    RETURN NEW;
-END
-$$;
-"""
-
-# Django stores SQLite datetimes as naive UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]".
-SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-
 
 def _install(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(PG_FUNCTION)
+        schema_editor.execute(version_triggers.PG_FUNCTION)
         for table in TABLES:
-            schema_editor.execute(
-                f"CREATE TRIGGER {table}_version BEFORE UPDATE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION scheduling_bump_version()"
-            )
+            schema_editor.execute(version_triggers.pg_trigger(table))
     elif vendor == "sqlite":
         for table in TABLES:
-            schema_editor.execute(
-                f"CREATE TRIGGER {table}_version AFTER UPDATE ON {table} FOR EACH ROW "
-                f"BEGIN UPDATE {table} SET version = OLD.version + 1, "
-                f"updated_at = CASE WHEN NEW.updated_at IS OLD.updated_at "
-                f"THEN {SQLITE_NOW} ELSE NEW.updated_at END "
-                "WHERE id = NEW.id; END"
-            )
+            schema_editor.execute(version_triggers.sqlite_trigger(table))
     else:
         raise NotImplementedError(f"Version triggers are not written for {vendor}.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import (
     Q,
@@ -176,3 +176,41 @@ def schedule_get(*, organization: Organization, fhir_id: str) -> Schedule:
         .exists()
     )
     raise generated_not_found("Schedule", fhir_id, parent_exists, split[0] if split else "")
+
+
+def schedules_overlapping(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    now: datetime,
+    horizon: timedelta = timedelta(weeks=8),
+) -> list[tuple[Schedule, datetime]]:
+    """Other active schedules of the same occupant whose availability overlaps this one's
+    within ``horizon`` from now (or from its start), with the first overlap: allowed (one
+    person, several services), but worth a warning, since they share the person's time."""
+    start = max(now, schedule.planning_start)
+    end = start + horizon
+    mine = schedule_availability(
+        schedule=schedule, organization=organization, window_start=start, window_end=end
+    )
+    if not mine:
+        return []
+    found = []
+    for other in _schedules(organization).filter(active=True).exclude(pk=schedule.pk):
+        if other.occupant != schedule.occupant:
+            continue
+        theirs = schedule_availability(
+            schedule=other, organization=organization, window_start=start, window_end=end
+        )
+        first = min(
+            (
+                max(a.start, b.start)
+                for a in mine
+                for b in theirs
+                if a.start < b.end and b.start < a.end
+            ),
+            default=None,
+        )
+        if first is not None:
+            found.append((other, first))
+    return found

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,26 +12,20 @@ from functools import lru_cache
 from typing import Any, overload
 
 from django.db.models import (
-    Case,
-    F,
-    Q,
     TextField,
-    Value,
-    When,
 )
 from django.db.models.functions import Cast
 
-from scheduling import recurrence
+from scheduling import availability, recurrence
+from scheduling.availability import NO_RULES
 from scheduling.db import search_cache
-from scheduling.db.compiled_query import EpochSeconds
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
-    INACTIVE_APPOINTMENT_STATUSES,
-    Appointment,
     Organization,
     Schedule,
     Slot,
     SlotStatus,
+    occupant_key,
 )
 from scheduling.recurrence import Period
 from scheduling.selectors.common import (
@@ -44,6 +37,7 @@ from scheduling.selectors.common import (
     ts,
     window_q,
 )
+from scheduling.selectors.occupancy import Occupancies, occupancies, rules_of
 
 
 @dataclass(slots=True)
@@ -96,77 +90,6 @@ def slot_get(*, organization: Organization, fhir_id: str) -> Slot:
         and Schedule.objects.filter(organization=organization, fhir_id=split[0]).exists()
     )
     raise generated_not_found("Slot", fhir_id, parent_exists, split[0] if split else "")
-
-
-def _busy_intervals(
-    organization: Organization, schedule_pks: list[int], window: Period, *, narrow: bool
-) -> dict[int, list[tuple[int, int]]]:
-    """Active appointments per schedule in the window, as integer timestamps (one query).
-
-    Plain rows come as integer pairs, not model instances: a busy week is a thousand rows,
-    and building models for them used to be the largest cost of a slot search. Plain rows
-    are bounded on both sides (``end`` from below, through ``appt_org_end``) and
-    the few recurring rows through ``appt_org_recurring_start`` (a BitmapOr on
-    PostgreSQL), so the query does not grow with the history. Unless ``narrow``, the
-    schedules are not listed in the SQL (a list of hundreds of ids costs the database more
-    than the rows of other schedules it would keep out); those rows are skipped here.
-    """
-    busy: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    if not schedule_pks:
-        return busy
-    plain = Q(rrule="")
-    appointments = Appointment.objects.filter(organization=organization)
-    if narrow:
-        appointments = appointments.filter(schedule_id__in=schedule_pks)
-    rows = (
-        appointments.filter(window_q(window, "start", "end"))
-        .exclude(status__in=list(INACTIVE_APPOINTMENT_STATUSES))
-        .order_by()
-        .values_list(
-            "schedule_id",
-            EpochSeconds("start"),
-            EpochSeconds("end"),
-            "rrule",
-            # The rule's own columns only for the few recurring rows: NULL is free to load.
-            Case(When(plain, then=None), default=EpochMicros("start")),
-            Case(When(plain, then=None), default=EpochMicros("end")),
-            Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
-            Case(When(plain, then=None), default=Cast("exdates", TextField())),
-        )
-    )
-    window_start, window_end = ts(window.start), ts(window.end)
-    wanted = set(schedule_pks)
-    for schedule_pk, start_ts, end_ts, rrule, start_us, end_us, tzid, exdates in plain_rows(rows):
-        if schedule_pk not in wanted:
-            continue
-        if not rrule:
-            busy[schedule_pk].append((start_ts, end_ts))
-            continue
-        busy[schedule_pk].extend(
-            occurrence_stamps(
-                rrule=rrule,
-                first_start=start_us,
-                first_end=end_us,
-                tzid=tzid or organization.timezone,
-                exdates=exdates,
-                window=window,
-                window_start=window_start,
-                window_end=window_end,
-            )
-        )
-    return busy
-
-
-def _merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, overlapping intervals merged: ends become non-decreasing, so one sweep works."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(intervals):
-        if out and start < out[-1][1]:
-            if end > out[-1][1]:
-                out[-1] = (out[-1][0], end)
-        else:
-            out.append((start, end))
-    return out
 
 
 @lru_cache(maxsize=8192)
@@ -292,6 +215,16 @@ class SlotResults(Sequence[SlotResult]):
         return self._make(self._rows[index])
 
 
+#: The schedule columns of its booking rules, in the order :func:`rules_of` takes them.
+_RULE_COLUMNS = (
+    "minimum_notice_minutes",
+    "maximum_advance_days",
+    "buffer_before_minutes",
+    "buffer_after_minutes",
+    "capacity",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _SlotGrid:
     """The slots a window's schedules generate, before any booking: depends on schedules only.
@@ -302,22 +235,32 @@ class _SlotGrid:
 
     rows: list[tuple[int, str, int, Any]]
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
+    occupants: dict[int, str]  # pk -> occupant key (whose time the slot is)
+    rules: dict[int, availability.Rules]  # pk -> booking rules (absent: none)
 
 
 @dataclass(frozen=True, slots=True)
 class _SlotSnapshot:
-    """Everything a slot search needs except ``now`` and the statuses: what is cached.
+    """Everything a slot search needs except ``now``: what is cached.
 
-    Rows are ``(start_ts, id, kind, payload)`` sorted by start then id. ``open`` holds the
-    generated slots no appointment or busy-unavailable slot blocks: free unless they have
-    started, which only the request's ``now`` decides. ``blocked`` holds the others.
+    Rows are ``(start_ts, id, kind, payload)`` sorted by start then id. The engine sorted the
+    generated slots into ``open`` (nothing occupies their occupant: free unless they have
+    started, which only the request's ``now`` decides), ``tentative`` (a live hold) and
+    ``blocked``. Stored rows carry their status by the same engine (a stored free slot is
+    busy when its occupant is occupied). ``valid_until``: the first live hold's expiry, when
+    the snapshot must be rebuilt although no row changed.
     """
 
     stored: list[tuple[int, str, int, Any]]
     open: list[tuple[int, str, int, Any]]
     open_starts: list[int]
+    #: Free by occupancy, but of schedules whose notice or advance rule the clock decides.
+    clocked: list[tuple[int, str, int, Any]]
+    tentative: list[tuple[int, str, int, Any]]
     blocked: list[tuple[int, str, int, Any]]
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
+    rules: dict[int, availability.Rules] = field(default_factory=dict)  # by schedule pk
+    valid_until: int | None = None
     #: Schedule instances made for pages, shared by every search served from this snapshot.
     instances: dict[int, Schedule] = field(default_factory=dict)
     #: Resources the API layer mapped for pages of this snapshot (``SlotResults.memo``).
@@ -325,7 +268,13 @@ class _SlotSnapshot:
 
     @property
     def weight(self) -> int:
-        return len(self.stored) + len(self.open) + len(self.blocked)
+        return (
+            len(self.stored)
+            + len(self.open)
+            + len(self.clocked)
+            + len(self.tentative)
+            + len(self.blocked)
+        )
 
 
 def _slot_grid(
@@ -353,12 +302,32 @@ def _slot_grid(
             "rrule",
             "recurrence_timezone",
             Cast("exdates", TextField()),
+            "practitioner_id",
+            "practitioner_role_id",
+            "practitioner_role__practitioner_id",
+            *_RULE_COLUMNS,
         )
     )
     window_start, window_end = ts(window.start), ts(window.end)
     rows: list[tuple[int, str, int, Any]] = []
     infos: dict[int, tuple[str, str]] = {}
-    for pk, fhir_id, categories, minutes, first_start, first_end, rrule, tzid, exdates in schedules:
+    occupants: dict[int, str] = {}
+    rules: dict[int, availability.Rules] = {}
+    for (
+        pk,
+        fhir_id,
+        categories,
+        minutes,
+        first_start,
+        first_end,
+        rrule,
+        tzid,
+        exdates,
+        practitioner,
+        role,
+        role_practitioner,
+        *rule_values,
+    ) in schedules:
         if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if rrule:
@@ -375,18 +344,19 @@ def _slot_grid(
         else:
             windows = [(first_start // 1_000_000, first_end // 1_000_000)]
         step = minutes * 60
-        starts: set[int] = set()  # overlapping windows must not yield a slot twice
-        for available_start, available_end in windows:
-            starts.update(range(available_start, available_end - step + 1, step))
-        # Slots overlapping the window: start < window end and start + step > window start.
-        ordered = [t for t in sorted(starts) if window_start - step < t < window_end]
+        ordered = availability.cut(windows, step, window_start, window_end)
         if not ordered:
             continue
         infos[pk] = (fhir_id, categories)
+        occupants[pk] = occupant_key(
+            practitioner_id=practitioner or role_practitioner, role_id=role, schedule_id=pk
+        )
+        if any(value is not None for value in rule_values):
+            rules[pk] = rules_of(*rule_values)
         prefix = f"{fhir_id}-"
         rows.extend((t, prefix + _stamp(t), 1, (pk, t, t + step)) for t in ordered)
     rows.sort(key=_row_key)
-    return _SlotGrid(rows=rows, schedules=infos)
+    return _SlotGrid(rows=rows, schedules=infos, occupants=occupants, rules=rules)
 
 
 def _slot_snapshot(
@@ -396,10 +366,9 @@ def _slot_snapshot(
     parents: set[str] | None,
     grid: _SlotGrid,
     service_category: Sequence[Token] | None,
+    now: datetime,
 ) -> _SlotSnapshot:
-    """Which of the grid's slots bookings and stored slots block or replace."""
-    busy = _busy_intervals(organization, list(grid.schedules), window, narrow=parents is not None)
-
+    """The engine's verdict on the grid's slots and the stored slots of the window."""
     # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
     # reading the whole history.
     stored_qs = Slot.objects.filter(
@@ -407,55 +376,101 @@ def _slot_snapshot(
     ).order_by()
     if parents is not None:
         stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
+    stored_values = list(
+        stored_qs.values_list(
+            *_STORED_SLOT_COLUMNS,
+            "schedule__practitioner_id",
+            "schedule__practitioner_role_id",
+            "schedule__practitioner_role__practitioner_id",
+            *(f"schedule__{name}" for name in _RULE_COLUMNS),
+        )
+    )
+    width = len(_STORED_SLOT_COLUMNS)
+    occupant_of_stored = [
+        occupant_key(
+            practitioner_id=values[width] or values[width + 2],
+            role_id=values[width + 1],
+            schedule_id=values[2],
+        )
+        for values in stored_values
+    ]
+    rules = dict(grid.rules)
+    for values in stored_values:
+        if any(value is not None for value in values[width + 3 :]):
+            rules[values[2]] = rules_of(*values[width + 3 :])
+    # A search of a few schedules reads only their occupants' time (all of it: bookings of
+    # their other schedules too); a search of the whole clinic reads everyone's in one go.
+    wanted = {*grid.occupants.values(), *occupant_of_stored} if parents is not None else None
+    occupied = (
+        occupancies(organization=organization, window=window, now=now, occupants=wanted)
+        if grid.rows or stored_values
+        else Occupancies({}, None)
+    )
+
     stored_rows: list[tuple[int, str, int, Any]] = []
     # Generated slots a stored one replaces: same schedule and start, or the same id.
     replaced: set[tuple[int, int]] = set()
     twins: set[tuple[str, int]] = set()  # (schedule fhir id, start) of generated-like ids
-    for values in stored_qs.values_list(*_STORED_SLOT_COLUMNS):
-        _pk, fhir_id, schedule_pk, _, status, start, end, categories = values[:8]
+    for values, key in zip(stored_values, occupant_of_stored, strict=True):
+        columns = values[: len(_STORED_SLOT_COLUMNS)]
+        _pk, fhir_id, schedule_pk, _, status, start, end, categories = columns[:8]
         start_ts = ts(start)
         replaced.add((schedule_pk, start_ts))
         twin = recurrence.split_occurrence_id(fhir_id)
         if twin is not None:
             twins.add((twin[0], ts(twin[1])))
-        if status == SlotStatus.BUSY_UNAVAILABLE:
-            busy[schedule_pk].append((start_ts, ts(end)))
         if service_category and not token_matches(categories, service_category):
             continue
-        stored_rows.append((start_ts, fhir_id, 0, values))
+        if status == SlotStatus.FREE:
+            verdict = occupied.get(key).status(
+                start_ts, ts(end), rules.get(schedule_pk, NO_RULES), (schedule_pk, start_ts)
+            )
+            if verdict != status:
+                columns = (*columns[:4], verdict, *columns[5:])
+        stored_rows.append((start_ts, fhir_id, 0, columns))
     stored_rows.sort(key=_row_key)
 
     open_rows: list[tuple[int, str, int, Any]] = []
+    clocked_rows: list[tuple[int, str, int, Any]] = []
+    tentative_rows: list[tuple[int, str, int, Any]] = []
     blocked_rows: list[tuple[int, str, int, Any]] = []
-    # One sweep in the grid's global order, with a cursor per schedule into its merged
-    # busy intervals (merged intervals have non-decreasing ends; a schedule's slots come
-    # in increasing starts).
-    cursors: dict[int, list[Any]] = {pk: [_merged(found), 0] for pk, found in busy.items() if found}
+    # One sweep in the grid's global order: each occupant's slots (from all its schedules)
+    # come in increasing starts, so one cursor per occupant suffices.
+    sweeps: dict[str, availability.Sweep] = {}
+    sorted_into = {
+        availability.FREE: open_rows,
+        availability.BUSY_TENTATIVE: tentative_rows,
+        availability.BUSY: blocked_rows,
+    }
     for row in grid.rows:
         slot_start, _, _, (pk, _, slot_end) = row
         if replaced and (
             (pk, slot_start) in replaced or (grid.schedules[pk][0], slot_start) in twins
         ):
             continue
-        cursor = cursors.get(pk)
-        if cursor is None:
-            open_rows.append(row)
+        key = grid.occupants[pk]
+        sweep = sweeps.get(key)
+        if sweep is None:
+            sweep = sweeps[key] = occupied.get(key).sweep()
+        slot_rules = rules.get(pk)
+        if slot_rules is None:
+            sorted_into[sweep(slot_start, slot_end)].append(row)
             continue
-        intervals, i = cursor
-        n = len(intervals)
-        while i < n and intervals[i][1] <= slot_start:
-            i += 1
-        cursor[1] = i
-        if i < n and intervals[i][0] < slot_end:
-            blocked_rows.append(row)
+        status = sweep(slot_start, slot_end, slot_rules, (pk, slot_start))
+        if status == availability.FREE and slot_rules.clocked:
+            clocked_rows.append(row)
         else:
-            open_rows.append(row)
+            sorted_into[status].append(row)
     return _SlotSnapshot(
         stored=stored_rows,
         open=open_rows,
         open_starts=[row[0] for row in open_rows],
+        clocked=clocked_rows,
+        tentative=tentative_rows,
         blocked=blocked_rows,
         schedules=grid.schedules,
+        rules=rules,
+        valid_until=occupied.valid_until,
     )
 
 
@@ -472,6 +487,38 @@ def _with_status(
         yield start, slot_id, kind, (schedule_pk, slot_start, slot_end, status)
 
 
+def _stored_at(
+    rows: list[tuple[int, str, int, Any]], now_ts: int, rules: dict[int, availability.Rules]
+) -> list[tuple[int, str, int, Any]]:
+    """Stored rows with the clock applied: a free stored slot that has started, or that its
+    schedule's notice or advance rule keeps out of reach, is busy."""
+    busy = str(SlotStatus.BUSY)
+    return [
+        (start, slot_id, kind, (*columns[:4], busy, *columns[5:]))
+        if columns[4] == SlotStatus.FREE
+        and availability.rule_refusal(start, now_ts, rules.get(columns[2], NO_RULES)) is not None
+        else (start, slot_id, kind, columns)
+        for start, slot_id, kind, columns in rows
+    ]
+
+
+def _clocked_at(
+    rows: list[tuple[int, str, int, Any]],
+    now_ts: int,
+    rules: dict[int, availability.Rules],
+    wanted: str,
+) -> list[tuple[int, str, int, Any]]:
+    """The generated slots of schedules with notice or advance rules that have ``wanted``
+    status at ``now`` (free: within reach; busy: not), with that status."""
+    free = str(SlotStatus.FREE)
+    out = []
+    for start, slot_id, kind, (schedule_pk, slot_start, slot_end) in rows:
+        refused = availability.rule_refusal(start, now_ts, rules[schedule_pk]) is not None
+        if (wanted == free) != refused:
+            out.append((start, slot_id, kind, (schedule_pk, slot_start, slot_end, wanted)))
+    return out
+
+
 def slot_search(
     *,
     organization: Organization,
@@ -483,12 +530,13 @@ def slot_search(
 ) -> SlotResults:
     """Stored slots plus slots generated from active schedules with a slot duration.
 
-    A generated slot is busy when an active appointment of its schedule or a stored
-    busy-unavailable slot overlaps it, or when it starts before ``now``; else free. A
-    generated slot with the id or start of a stored slot of the same schedule is left out
-    (the stored one wins). A fixed number of queries, whatever the size of the result,
-    and none when the organisation's data is unchanged since the same search was cached
-    (``scheduling.db.search_cache``). Ordered by start, then id.
+    Each slot's status is the engine's (:mod:`scheduling.availability`): busy when anything
+    occupies its occupant (the practitioner, across all their schedules) during it,
+    busy-tentative under a live hold, busy when it has started, else free. A generated slot
+    with the id or start of a stored slot of the same schedule is left out (the stored one
+    wins). A fixed number of queries, whatever the size of the result, and none when the
+    organisation's data is unchanged since the same search was cached
+    (``scheduling.db.search_cache``) and no hold has lapsed since. Ordered by start, then id.
     """
     parents: set[str] | None = None
     if schedule_ids is not None:
@@ -500,6 +548,7 @@ def slot_search(
         frozenset(parents) if parents is not None else None,
         tuple(service_category) if service_category else None,
     )
+    now_ts = ts(now)
 
     def build_grid() -> tuple[_SlotGrid, int]:
         grid = _slot_grid(
@@ -520,25 +569,49 @@ def slot_search(
             parents=parents,
             grid=grid,
             service_category=service_category,
+            now=now,
         )
         return snapshot, snapshot.weight
 
-    snapshot = search_cache.slot_cache.get_or_build(organization, key, build)
+    def current(snapshot: _SlotSnapshot) -> bool:
+        # A hold lapses at its instant without any row changing: from then the snapshot
+        # that counted it is out of date.
+        return snapshot.valid_until is None or now_ts < snapshot.valid_until
+
+    snapshot = search_cache.slot_cache.get_or_build(organization, key, build, valid=current)
 
     wanted_status = set(statuses) if statuses else None
     free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
-    stored = [row for row in snapshot.stored if wanted_status is None or row[3][4] in wanted_status]
+    tentative_status = str(SlotStatus.BUSY_TENTATIVE)
+    stored = [
+        row
+        for row in _stored_at(snapshot.stored, now_ts, snapshot.rules)
+        if wanted_status is None or row[3][4] in wanted_status
+    ]
     total = len(stored)
     streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored)]
     # Generated slots that have started are busy, never free.
-    started = bisect.bisect_left(snapshot.open_starts, ts(now))
+    started = bisect.bisect_left(snapshot.open_starts, now_ts)
     if wanted_status is None or free in wanted_status:
         total += len(snapshot.open) - started
         streams.append(_with_status(snapshot.open, started, len(snapshot.open), free))
+        if snapshot.clocked:
+            reachable = _clocked_at(snapshot.clocked, now_ts, snapshot.rules, free)
+            total += len(reachable)
+            streams.append(iter(reachable))
+    if wanted_status is None or tentative_status in wanted_status:
+        total += len(snapshot.tentative)
+        streams.append(
+            _with_status(snapshot.tentative, 0, len(snapshot.tentative), tentative_status)
+        )
     if wanted_status is None or busy_status in wanted_status:
         total += len(snapshot.blocked) + started
         streams.append(_with_status(snapshot.blocked, 0, len(snapshot.blocked), busy_status))
         streams.append(_with_status(snapshot.open, 0, started, busy_status))
+        if snapshot.clocked:
+            out_of_reach = _clocked_at(snapshot.clocked, now_ts, snapshot.rules, busy_status)
+            total += len(out_of_reach)
+            streams.append(iter(out_of_reach))
     return SlotResults(
         organization=organization,
         total=total,

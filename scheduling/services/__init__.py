@@ -6,7 +6,7 @@ directly for bookings.
 """
 
 from scheduling.services.attendance import appointment_respond
-from scheduling.services.booking import BookingResult, appointment_book
+from scheduling.services.booking import BookingResult, appointment_book, appointment_reschedule
 from scheduling.services.common import new_fhir_id
 from scheduling.services.lifecycle import appointment_cancel, appointment_mark_noshow
 
@@ -15,6 +15,7 @@ __all__ = [
     "appointment_book",
     "appointment_cancel",
     "appointment_mark_noshow",
+    "appointment_reschedule",
     "appointment_respond",
     "new_fhir_id",
 ]

@@ -1,16 +1,14 @@
-"""Writes on bookings: book a slot, respond to an appointment, cancel, mark a no-show.
+"""Booking and moving: ``$book-slot`` (and holds), ``$reschedule``.
 
 HackSoft style: keyword-only arguments, ``organization`` always required, domain errors
 only (``scheduling.errors``; ``fhir_api.errors`` turns them into OperationOutcomes).
 
-Never a double booking, guaranteed by the database rather than by the order of queries:
-the partial unique constraint ``uniq_active_appointment_per_slot`` allows one active
-appointment per (organization, schedule, start). The check-and-insert runs in one
-transaction that first locks the schedule row (``SELECT ... FOR UPDATE`` on PostgreSQL;
-SQLite runs IMMEDIATE transactions, so writers queue on the database lock), so concurrent
-bookings of one schedule serialise and the loser sees the winner's row and gets SlotTaken.
-Should anything slip past the lock, the constraint still raises IntegrityError, which
-becomes SlotTaken too. Every state change writes its AuditEvent in the same transaction.
+Never a double booking of a person, decided by the one engine and guaranteed by the
+database: each write runs in one transaction that locks the occupant (the practitioner,
+across all their schedules) and the patient, asks the engine whether the slot is free
+(``scheduling.services.claims``), and inserts; the PostgreSQL exclusion constraints refuse
+an overlap even if the check were skipped, and their IntegrityError becomes SlotTaken.
+Every state change writes its AuditEvent in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,17 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Exists, Q, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
 from scheduling import recurrence
 from scheduling.errors import BusinessRuleViolation, InvalidInput, SlotTaken
 from scheduling.models import (
     BOOKABLE_STATUSES,
-    INACTIVE_APPOINTMENT_STATUSES,
     Appointment,
     AppointmentStatus,
     AuditEvent,
@@ -37,14 +33,26 @@ from scheduling.models import (
     ParticipationStatus,
     Patient,
     Schedule,
-    Slot,
-    SlotStatus,
+)
+from scheduling.selectors.common import utc_now
+from scheduling.selectors.occupancy import active_appointments_q, schedule_rules
+from scheduling.services.claims import (
+    cancellation_cutoff_check,
+    expire_lapsed_holds,
+    integrity_conflict,
+    lock_occupants,
+    patient_lock_key,
+    rules_check,
+    seat_for,
+    slot_claim,
+    slot_find,
 )
 from scheduling.services.common import audit, iso, new_fhir_id
 
 __all__ = [
     "BookingResult",
     "appointment_book",
+    "appointment_reschedule",
 ]
 
 _START = "Parameters.parameter[start]"
@@ -53,7 +61,6 @@ _ROLE = "Parameters.parameter[practitionerRole]"
 _STATUS = "Parameters.parameter[status]"
 _IDEMPOTENCY = "Idempotency-Key"
 
-_SLOT_CONSTRAINT = "uniq_active_appointment_per_slot"
 _KEY_CONSTRAINT = "uniq_idempotency_key"
 
 
@@ -77,24 +84,30 @@ def appointment_book(
     comment: str,
     actor: str,
     idempotency_key: str | None = None,
+    held_until: datetime | None = None,
+    now: datetime | None = None,
 ) -> BookingResult:
     """Book the slot of ``schedule_id`` that starts exactly at ``start`` for ``patient``.
 
-    ``schedule_id`` is a stored schedule's id or a generated occurrence id of one.
+    ``schedule_id`` is a stored schedule's id or a generated occurrence id of one. With
+    ``held_until`` (status ``pending``) the booking is a hold that lapses by itself then.
     Raises BusinessRuleViolation (no such schedule/slot, wrong actor, past slot, status not
-    bookable, key reused with another request) or SlotTaken (the slot is no longer free).
-    With ``idempotency_key``, repeating an earlier successful request of the same client and
-    patient returns that appointment with ``created=False`` and writes nothing.
+    bookable, key reused with another request) or SlotTaken (the practitioner or the patient
+    is no longer free then). With ``idempotency_key``, repeating an earlier successful
+    request of the same client and patient returns that appointment with ``created=False``
+    and writes nothing. ``now`` is the clock (tests pass one; default: the real time).
     """
     if start.tzinfo is None or start.utcoffset() is None:
         raise InvalidInput("start needs a timezone offset.", expression=[_START])
     start = start.astimezone(UTC)
+    now = now or utc_now()
     request_hash = _request_hash(
-        schedule_id=schedule_id,
-        start=start,
-        practitioner_role_id=practitioner_role_id,
-        status=status,
-        comment=comment,
+        schedule_id,
+        iso(start),
+        practitioner_role_id,
+        status,
+        comment or "",
+        *(["hold"] if held_until is not None else []),
     )
 
     def earlier_booking() -> BookingResult | None:
@@ -121,6 +134,7 @@ def appointment_book(
             start=start,
             practitioner_role_id=practitioner_role_id,
             status=status,
+            now=now,
         )
     except SlotTaken:
         # The slot may be taken by a concurrent repeat of this very request.
@@ -140,6 +154,8 @@ def appointment_book(
                 actor=actor,
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
+                held_until=held_until,
+                now=now,
             )
     except _Replayed as replayed:
         return BookingResult(replayed.appointment, created=False)
@@ -150,9 +166,9 @@ def appointment_book(
             and (result := earlier_booking()) is not None
         ):
             return result
-        if _violates(exc, _SLOT_CONSTRAINT, "scheduling_appointment.schedule_id"):
+        if integrity_conflict(exc):
             raise SlotTaken(
-                "This slot was booked by someone else meanwhile; choose another slot.",
+                "This time was booked by someone else meanwhile; choose another slot.",
                 expression=[_START],
             ) from None
         raise
@@ -165,9 +181,9 @@ class _Replayed(Exception):  # control flow: an earlier booking answers this req
         self.appointment = appointment
 
 
-def _check_rules(*, schedule: Schedule, practitioner_role_id: str, status: str) -> None:
+def _check_rules(*, schedule: Schedule, practitioner_role_id: str, status: str | None) -> None:
     """The business rules that need only the schedule row (BusinessRuleViolation)."""
-    if status not in BOOKABLE_STATUSES:
+    if status is not None and status not in BOOKABLE_STATUSES:
         allowed = ", ".join(str(s) for s in BOOKABLE_STATUSES)
         raise BusinessRuleViolation(
             f"status '{status}' cannot be booked; use one of: {allowed}.", expression=[_STATUS]
@@ -186,6 +202,10 @@ def _check_rules(*, schedule: Schedule, practitioner_role_id: str, status: str) 
         )
 
 
+def _schedules() -> QuerySet[Schedule]:
+    return Schedule.objects.select_related("practitioner_role")
+
+
 def _refuse_early(
     *,
     organization: Organization,
@@ -193,33 +213,34 @@ def _refuse_early(
     start: datetime,
     practitioner_role_id: str,
     status: str,
+    now: datetime,
 ) -> None:
-    """Answer a request for a slot that is already booked before queueing for the lock.
+    """Answer a request for a time that is plainly taken before queueing for the lock.
 
-    Under contention every loser would otherwise wait for the schedule row lock just to
-    find the winner's row. Only the unambiguous case answers here: a future start with an
-    active appointment of this schedule starting exactly then (the row the unique
-    constraint guards). Everything else, and every request that gets past this unlocked
-    read, is decided under the lock as before, so error precedence is unchanged: the rules
-    that need only the schedule are checked first, and a past start still gets its 422.
+    Under contention every loser would otherwise wait for the occupant's lock just to find
+    the winner's row. Only the unambiguous case answers here: a future start at which an
+    active appointment of the same occupant starts exactly. Everything else, and every
+    request that gets past this unlocked read, is decided under the lock by the engine, so
+    error precedence is unchanged: the rules that need only the schedule are checked
+    first, and a past start still gets its 422.
     """
-    if start < timezone.now():
+    if start < now:
         return
-    schedule, _ = _schedule_named(
-        Schedule.objects.select_related("practitioner_role"),
-        organization=organization,
-        value=schedule_id,
-    )
+    schedule, _ = _schedule_named(_schedules(), organization=organization, value=schedule_id)
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
-    booked = (
-        Appointment.objects.filter(organization=organization, schedule=schedule, start=start)
-        .exclude(status__in=INACTIVE_APPOINTMENT_STATUSES)
+    if schedule.seats > 1 or schedule_rules(schedule).clocked:
+        return  # a group slot takes several bookings; a clock rule's 422 comes first
+    taken = (
+        Appointment.objects.filter(
+            organization=organization, occupant=schedule.occupant, start=start, rrule=""
+        )
+        .filter(active_appointments_q(now))
         .exists()
     )
-    if booked:
+    if taken:
         raise SlotTaken(
-            f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
-            "choose another slot.",
+            f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free: "
+            "its practitioner is booked then; choose another slot.",
             expression=[_START],
         )
 
@@ -236,8 +257,14 @@ def _book_locked(
     actor: str,
     idempotency_key: str | None,
     request_hash: str,
+    held_until: datetime | None,
+    now: datetime,
 ) -> Appointment:
-    schedule, occurrence_start = _locked_schedule(organization=organization, value=schedule_id)
+    schedule, occurrence_start = _schedule_named(
+        _schedules(), organization=organization, value=schedule_id
+    )
+    occupant = schedule.occupant
+    lock_occupants(organization=organization, keys={occupant, patient_lock_key(patient)})
     if idempotency_key is not None:
         # Again under the lock: a concurrent repeat of this key may have committed meanwhile.
         replay = _replay(
@@ -250,33 +277,56 @@ def _book_locked(
         if replay is not None:
             raise _Replayed(replay)
 
-    # Again under the lock: the schedule may have changed since the early check.
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
     role = schedule.practitioner_role
     assert role is not None
-    slot_start, slot_end, stored_slot = _find_slot(
+    slot = slot_find(
         organization=organization,
         schedule=schedule,
         start=start,
         occurrence_start=occurrence_start,
+        field=_START,
     )
-    if slot_start < timezone.now():
-        raise BusinessRuleViolation(
-            f"The slot at {iso(slot_start)} has already started; book a future slot.",
-            expression=[_START],
-        )
-    _require_free(organization=organization, schedule=schedule, start=slot_start, end=slot_end)
+    rules_check(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        field=_START,
+    )
+    slot_claim(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        field=_START,
+    )
+    # Lapsed holds read as cancelled, but the database constraints cannot see the clock.
+    expire_lapsed_holds(
+        organization=organization,
+        now=now,
+        actor=actor,
+        occupant=occupant,
+        patient=patient,
+        start=slot.start,
+        end=slot.end,
+    )
 
     appointment = Appointment(
         organization=organization,
         fhir_id=new_fhir_id(),
         patient=patient,
         status=status,
-        start=slot_start,
-        end=slot_end,
+        start=slot.start,
+        end=slot.end,
         schedule=schedule,
         practitioner_role=role,
-        slot=stored_slot,
+        slot=slot.stored,
+        occupant=occupant,
+        seat=seat_for(organization=organization, schedule=schedule, slot=slot, now=now),
+        held_until=held_until,
         patient_status=ParticipationStatus.ACCEPTED,
         practitioner_status=(
             ParticipationStatus.ACCEPTED
@@ -299,17 +349,18 @@ def _book_locked(
     audit(
         organization=organization,
         actor=actor,
-        action=AuditEvent.Action.CREATED,
+        action=AuditEvent.Action.HELD if held_until is not None else AuditEvent.Action.CREATED,
         appointment=appointment,
         detail={
             "status": status,
-            "start": iso(slot_start),
-            "end": iso(slot_end),
+            "start": iso(slot.start),
+            "end": iso(slot.end),
             "schedule": schedule.fhir_id,
             "practitionerRole": role.fhir_id,
             "patient": patient.fhir_id,
-            "slot": stored_slot.fhir_id if stored_slot else None,
+            "slot": slot.stored.fhir_id if slot.stored else None,
             "idempotencyKey": idempotency_key,
+            **({"heldUntil": iso(held_until)} if held_until is not None else {}),
         },
     )
     return appointment
@@ -332,12 +383,6 @@ def _schedule_named(
     raise BusinessRuleViolation(f"Schedule '{value}' does not exist.", expression=[_SCHEDULE])
 
 
-def _locked_schedule(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
-    """:func:`_schedule_named`, row-locked until the end of the transaction."""
-    locked = Schedule.objects.select_for_update(of=("self",)).select_related("practitioner_role")
-    return _schedule_named(locked, organization=organization, value=value)
-
-
 def _insert_loaded(appointment: Appointment) -> None:
     """Validate and insert a new appointment whose related rows the service loaded itself.
 
@@ -355,96 +400,228 @@ def _insert_loaded(appointment: Appointment) -> None:
     models.Model.save(appointment, force_insert=True)
 
 
-def _find_slot(
+# --------------------------------------------------------------------------- moving
+
+
+def appointment_reschedule(
     *,
     organization: Organization,
-    schedule: Schedule,
+    appointment: Appointment,
     start: datetime,
-    occurrence_start: datetime | None,
-) -> tuple[datetime, datetime, Slot | None]:
-    """(start, end, stored slot or None) of the slot starting exactly at ``start``."""
-    stored = (
-        Slot.objects.filter(organization=organization, schedule=schedule, start=start)
-        .exclude(status=SlotStatus.ENTERED_IN_ERROR)
-        .order_by("fhir_id")
+    actor: str,
+    schedule_id: str | None = None,
+    practitioner_role_id: str | None = None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    staff: bool = False,
+) -> Appointment:
+    """Move ``appointment`` (same id) to the slot starting at ``start`` of ``schedule_id``
+    (default: its current schedule) in one transaction: the new time is taken and the old
+    one freed together, so a move that cannot happen changes nothing (SlotTaken when the
+    new slot is not free, BusinessRuleViolation when there is no such slot, the role is not
+    its actor, the slot has started, a booking rule refuses it, or the appointment is not
+    active). Moving within its own time works: the engine leaves the appointment itself
+    out. ``staff`` moves are not held to the schedule's cancellation cutoff.
+    """
+    if start.tzinfo is None or start.utcoffset() is None:
+        raise InvalidInput("start needs a timezone offset.", expression=[_START])
+    start = start.astimezone(UTC)
+    now = now or utc_now()
+    request_hash = _request_hash(
+        "reschedule",
+        appointment.fhir_id,
+        iso(start),
+        schedule_id or "",
+        practitioner_role_id or "",
+    )
+    patient = appointment.patient
+    if idempotency_key is not None:
+        earlier = _replay(
+            organization=organization,
+            patient=patient,
+            actor=actor,
+            key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if earlier is not None:
+            return earlier
+    try:
+        with transaction.atomic():
+            return _reschedule_locked(
+                organization=organization,
+                appointment=appointment,
+                start=start,
+                actor=actor,
+                schedule_id=schedule_id,
+                practitioner_role_id=practitioner_role_id,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                now=now,
+                staff=staff,
+            )
+    except _Replayed as replayed:
+        return replayed.appointment
+    except IntegrityError as exc:
+        if integrity_conflict(exc):
+            raise SlotTaken(
+                "This time was booked by someone else meanwhile; choose another slot.",
+                expression=[_START],
+            ) from None
+        raise
+
+
+def _reschedule_locked(
+    *,
+    organization: Organization,
+    appointment: Appointment,
+    start: datetime,
+    actor: str,
+    schedule_id: str | None,
+    practitioner_role_id: str | None,
+    idempotency_key: str | None,
+    request_hash: str,
+    now: datetime,
+    staff: bool,
+) -> Appointment:
+    if schedule_id is not None:
+        schedule, occurrence_start = _schedule_named(
+            _schedules(), organization=organization, value=schedule_id
+        )
+    elif appointment.schedule_id is not None:
+        schedule, occurrence_start = _schedules().get(pk=appointment.schedule_id), None
+    else:
+        raise BusinessRuleViolation(
+            f"Appointment '{appointment.fhir_id}' has no schedule; name the schedule to move "
+            "it to.",
+            expression=[_SCHEDULE],
+        )
+    patient = appointment.patient
+    lock_occupants(
+        organization=organization,
+        keys={schedule.occupant, appointment.occupant, patient_lock_key(patient)},
+    )
+    locked = (
+        Appointment.objects.select_for_update()
+        .filter(organization=organization, pk=appointment.pk)
         .first()
     )
-    if stored is not None and occurrence_start is None:
-        return stored.start, stored.end, stored
-    duration = schedule.slot_duration
-    if duration is not None:
-        windows = _windows_containing(organization=organization, schedule=schedule, instant=start)
-        for window_start, window_end in windows:
-            if occurrence_start is not None and window_start != occurrence_start:
-                continue
-            # Slots are cut back to back from the window start, in UTC (exact arithmetic).
-            offset = start - window_start
-            if offset % duration == timedelta(0) and start + duration <= window_end:
-                return start, start + duration, stored
-    if stored is not None:
-        return stored.start, stored.end, stored
-    where = f"occurrence '{occurrence_start:%Y%m%dT%H%M%SZ}' of " if occurrence_start else ""
-    raise BusinessRuleViolation(
-        f"No slot of {where}schedule '{schedule.fhir_id}' starts at {iso(start)}; "
-        "search Slot?schedule=... for the slots on offer.",
-        expression=[_START],
-    )
-
-
-def _windows_containing(
-    *, organization: Organization, schedule: Schedule, instant: datetime
-) -> list[tuple[datetime, datetime]]:
-    if not schedule.is_recurring:
-        if schedule.planning_start <= instant < schedule.planning_end:
-            return [(schedule.planning_start, schedule.planning_end)]
-        return []
-    periods = recurrence.expand(
-        rrule=schedule.rrule,
-        first_start=schedule.planning_start,
-        first_end=schedule.planning_end,
-        tzid=schedule.rule_timezone(organization),
-        exdates=schedule.exdate_values(),
-        window_start=instant,
-        window_end=instant + timedelta(microseconds=1),
-    )
-    return [(p.start, p.end) for p in periods]
-
-
-def _require_free(
-    *, organization: Organization, schedule: Schedule, start: datetime, end: datetime
-) -> None:
-    overlapping = Q(start__lt=end, end__gt=start)
-    taken = Appointment.objects.filter(
-        overlapping, organization=organization, schedule=schedule
-    ).exclude(status__in=INACTIVE_APPOINTMENT_STATUSES)
-    blocked = Slot.objects.filter(
-        overlapping,
+    if locked is None:
+        raise BusinessRuleViolation(f"Appointment '{appointment.fhir_id}' was not found.")
+    if idempotency_key is not None:
+        replay = _replay(
+            organization=organization,
+            patient=patient,
+            actor=actor,
+            key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if replay is not None:
+            raise _Replayed(replay)
+    if not locked.is_active or locked.hold_lapsed(now):
+        raise BusinessRuleViolation(
+            f"Appointment '{locked.fhir_id}' is "
+            f"{'cancelled (hold expired)' if locked.is_active else locked.status}; "
+            "only an active appointment can be moved.",
+            expression=["Appointment.status"],
+        )
+    if not staff:
+        cancellation_cutoff_check(
+            appointment=locked, now=now, action="move", field="Appointment.start"
+        )
+    if locked.is_recurring:
+        raise BusinessRuleViolation(
+            f"Appointment '{locked.fhir_id}' is recurring; move its occurrences by changing "
+            "the series.",
+            expression=["Appointment.recurrence"],
+        )
+    role = schedule.practitioner_role
+    role_id = practitioner_role_id or (role.fhir_id if role is not None else "")
+    _check_rules(schedule=schedule, practitioner_role_id=role_id, status=None)
+    assert role is not None
+    slot = slot_find(
         organization=organization,
         schedule=schedule,
-        status=SlotStatus.BUSY_UNAVAILABLE,
+        start=start,
+        occurrence_start=occurrence_start,
+        field=_START,
     )
-    # Both checks in one statement: one round trip, inside the lock on the booking path.
-    flags = (
-        Organization.objects.filter(pk=organization.pk)
-        .annotate(taken=Exists(taken), blocked=Exists(blocked))
-        .values_list("taken", "blocked")
-        .first()
+    rules_check(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        exclude_appointment=locked.pk,
+        field=_START,
     )
-    if flags is not None and any(flags):
-        raise SlotTaken(
-            f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free; "
-            "choose another slot.",
-            expression=[_START],
+    slot_claim(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        exclude_appointment=locked.pk,
+        field=_START,
+    )
+    expire_lapsed_holds(
+        organization=organization,
+        now=now,
+        actor=actor,
+        occupant=schedule.occupant,
+        patient=patient,
+        start=slot.start,
+        end=slot.end,
+    )
+    before = {
+        "start": iso(locked.start),
+        "end": iso(locked.end),
+        "schedule": locked.schedule.fhir_id if locked.schedule is not None else None,
+    }
+    locked.start, locked.end = slot.start, slot.end
+    locked.schedule, locked.practitioner_role, locked.slot = schedule, role, slot.stored
+    locked.occupant = schedule.occupant
+    locked.seat = seat_for(organization=organization, schedule=schedule, slot=slot, now=now)
+    before_buffer, after_buffer = schedule.buffers
+    locked.occupied_start, locked.occupied_end = slot.start - before_buffer, slot.end + after_buffer
+    locked.save(
+        update_fields=[
+            "start",
+            "end",
+            "schedule",
+            "practitioner_role",
+            "slot",
+            "occupant",
+            "seat",
+            "occupied_start",
+            "occupied_end",
+            "updated_at",
+        ]
+    )
+    if idempotency_key is not None:
+        IdempotencyKey.objects.create(
+            organization=organization,
+            client_id=actor,
+            patient=patient,
+            key=idempotency_key,
+            appointment=locked,
+            request_hash=request_hash,
         )
-
-
-def _request_hash(
-    *, schedule_id: str, start: datetime, practitioner_role_id: str, status: str, comment: str
-) -> str:
-    canonical = json.dumps(
-        [schedule_id, iso(start), practitioner_role_id, status, comment or ""],
-        separators=(",", ":"),
+    audit(
+        organization=organization,
+        actor=actor,
+        action=AuditEvent.Action.RESCHEDULED,
+        appointment=locked,
+        detail={
+            "from": before,
+            "to": {"start": iso(slot.start), "end": iso(slot.end), "schedule": schedule.fhir_id},
+            "idempotencyKey": idempotency_key,
+        },
     )
+    return locked
+
+
+def _request_hash(*parts: str) -> str:
+    canonical = json.dumps(list(parts), separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -1,0 +1,483 @@
+"""Taking a practitioner's time: the locks, the slot, and the engine's verdict for writes.
+
+Every write that makes an appointment occupy time (booking, holding, rescheduling, staff
+booking in the admin, import) comes through here, inside its transaction:
+
+1. :func:`lock_occupants` locks one ``OccupantLock`` row per occupant and per patient
+   involved (``SELECT ... FOR UPDATE``, in key order so two writers never wait on each other
+   in a cycle). Writers for one person queue; writers for different people do not. SQLite
+   runs IMMEDIATE transactions, so there every writer queues on the database lock anyway.
+2. :func:`slot_find` finds the slot of the schedule that starts exactly then, by the same
+   cutting the Slot search uses (:func:`scheduling.availability.cut`).
+3. :func:`slot_claim` loads what occupies the occupant and the patient
+   (:mod:`scheduling.selectors.occupancy`, the loader Slot search uses) and asks the engine
+   (:func:`scheduling.availability.slot_status`). Anything but free is SlotTaken.
+
+Under the lock nothing can change what the check read, and the PostgreSQL exclusion
+constraints (migration 0004) refuse an overlap of plain appointments per occupant and per
+patient even if a path forgot step 1: an IntegrityError from them is SlotTaken too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import IntegrityError
+from django.db.models import Q
+
+from scheduling import availability, recurrence
+from scheduling.errors import BusinessRuleViolation, SlotTaken
+from scheduling.models import (
+    MAX_BUFFER_MINUTES,
+    Appointment,
+    AppointmentStatus,
+    AuditEvent,
+    OccupantLock,
+    Organization,
+    Patient,
+    Schedule,
+    Slot,
+    SlotStatus,
+)
+from scheduling.recurrence import Period
+from scheduling.selectors.occupancy import (
+    active_appointments_q,
+    occupancies,
+    occupying_appointments,
+    patient_occupancy,
+    schedule_rules,
+)
+from scheduling.services.common import audit, iso
+
+__all__ = [
+    "CLASH_HORIZON",
+    "HOLD_EXPIRED",
+    "FoundSlot",
+    "appointment_clashes",
+    "cancellation_cutoff_check",
+    "expire_lapsed_holds",
+    "integrity_conflict",
+    "lock_occupants",
+    "patient_lock_key",
+    "rules_check",
+    "seat_for",
+    "slot_claim",
+    "slot_find",
+]
+
+#: ``cancelationReason`` of a hold that lapsed.
+HOLD_EXPIRED = "hold expired"
+
+#: Constraints whose violation means "that time is taken" (PostgreSQL names them; SQLite
+#: names the unique index's columns instead, see :func:`integrity_conflict`).
+_OVERLAP_CONSTRAINTS = (
+    "excl_appointment_occupant_overlap",
+    "excl_appointment_patient_overlap",
+    "uniq_active_appointment_per_occupant_start",
+)
+
+
+def patient_lock_key(patient: Patient) -> str:
+    return f"patient:{patient.pk}"
+
+
+def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
+    """Lock the rows of ``keys`` (occupant keys and :func:`patient_lock_key`) until the end
+    of the transaction, creating missing rows first. Must run inside ``atomic()``."""
+    wanted = sorted(k for k in keys if k)
+    if not wanted:
+        return
+    OccupantLock.objects.bulk_create(
+        [OccupantLock(organization=organization, key=key) for key in wanted],
+        ignore_conflicts=True,
+    )
+    # ORDER BY key: rows are locked in the order they are read, the same for every writer.
+    list(
+        OccupantLock.objects.select_for_update()
+        .filter(organization=organization, key__in=wanted)
+        .order_by("key")
+        .values_list("pk", flat=True)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FoundSlot:
+    start: datetime
+    end: datetime
+    stored: Slot | None
+
+
+def _windows_containing(
+    *, organization: Organization, schedule: Schedule, instant: datetime
+) -> list[Period]:
+    if not schedule.is_recurring:
+        if schedule.planning_start <= instant < schedule.planning_end:
+            return [Period(schedule.planning_start, schedule.planning_end)]
+        return []
+    return recurrence.expand(
+        rrule=schedule.rrule,
+        first_start=schedule.planning_start,
+        first_end=schedule.planning_end,
+        tzid=schedule.rule_timezone(organization),
+        exdates=schedule.exdate_values(),
+        window_start=instant,
+        window_end=instant + timedelta(microseconds=1),
+    )
+
+
+def slot_find(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    start: datetime,
+    occurrence_start: datetime | None = None,
+    field: str = "start",
+) -> FoundSlot:
+    """The slot of ``schedule`` starting exactly at ``start``: a stored slot of the schedule
+    at that start (it replaces the generated one, as in Slot search), else the generated one.
+    ``occurrence_start`` restricts it to one occurrence of a recurring schedule.
+    BusinessRuleViolation (naming ``field``) when there is no such slot."""
+    stored = (
+        Slot.objects.filter(organization=organization, schedule=schedule, start=start)
+        .order_by("fhir_id")
+        .first()
+    )
+    if stored is not None and occurrence_start is None:
+        if stored.status == SlotStatus.ENTERED_IN_ERROR:
+            raise BusinessRuleViolation(
+                f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' was entered in "
+                "error; search Slot?schedule=... for the slots on offer.",
+                expression=[field],
+            )
+        return FoundSlot(stored.start, stored.end, stored)
+    duration = schedule.slot_duration
+    if duration is not None and start.microsecond == 0:
+        step = int(duration.total_seconds())
+        at = int(start.timestamp())
+        for window in _windows_containing(
+            organization=organization, schedule=schedule, instant=start
+        ):
+            if occurrence_start is not None and window.start != occurrence_start:
+                continue
+            span = (int(window.start.timestamp()), int(window.end.timestamp()))
+            if at in availability.cut([span], step, at, at + 1):
+                return FoundSlot(start, start + duration, stored)
+    if stored is not None:
+        return FoundSlot(stored.start, stored.end, stored)
+    where = f"occurrence '{occurrence_start:%Y%m%dT%H%M%SZ}' of " if occurrence_start else ""
+    raise BusinessRuleViolation(
+        f"No slot of {where}schedule '{schedule.fhir_id}' starts at {iso(start)}; "
+        "search Slot?schedule=... for the slots on offer.",
+        expression=[field],
+    )
+
+
+def _describe(busy: list[tuple[int, int]]) -> str:
+    return ", ".join(
+        f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}-{datetime.fromtimestamp(e, UTC):%H:%M}"
+        for s, e in busy[:3]
+    )
+
+
+def slot_claim(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    slot: FoundSlot,
+    patient: Patient,
+    now: datetime,
+    exclude_appointment: int | None = None,
+    field: str = "start",
+) -> None:
+    """Refuse (SlotTaken) unless the engine says ``slot`` is free for the schedule's occupant
+    and the patient has nothing else then. Call under :func:`lock_occupants` of both."""
+    if slot.stored is not None and slot.stored.status != SlotStatus.FREE:
+        raise SlotTaken(
+            f"The slot at {iso(slot.start)} of schedule '{schedule.fhir_id}' is "
+            f"{slot.stored.status}; choose another slot.",
+            expression=[field],
+        )
+    rules = schedule_rules(schedule)
+    start, end = int(slot.start.timestamp()), int(slot.end.timestamp())
+    # The slot's own buffers are its occupant's time too.
+    window = Period(
+        slot.start - timedelta(seconds=rules.before), slot.end + timedelta(seconds=rules.after)
+    )
+    occupant = schedule.occupant
+    occupied = occupancies(
+        organization=organization,
+        window=window,
+        now=now,
+        occupants=[occupant],
+        exclude_appointment=exclude_appointment,
+    ).get(occupant)
+    status = availability.slot_status(
+        start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
+    )
+    if status != availability.FREE:
+        held = " (held by another patient for now)" if status == availability.BUSY_TENTATIVE else ""
+        raise SlotTaken(
+            f"The slot at {iso(slot.start)} of schedule '{schedule.fhir_id}' is no longer "
+            f"free{held}: its practitioner is booked then; choose another slot.",
+            expression=[field],
+        )
+    own = patient_occupancy(
+        organization=organization,
+        patient_pk=patient.pk,
+        window=Period(slot.start, slot.end),
+        now=now,
+        exclude_appointment=exclude_appointment,
+    )
+    if own.status(start, end) != availability.FREE:
+        raise SlotTaken(
+            "The patient already has an appointment at that time "
+            f"({_describe(own.busy)} UTC); choose another slot.",
+            expression=[field],
+        )
+
+
+def expire_lapsed_holds(
+    *,
+    organization: Organization,
+    now: datetime,
+    actor: str,
+    occupant: str | None = None,
+    patient: Patient | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
+    """Mark holds that lapsed by ``now`` as cancelled ("hold expired"), with an AuditEvent
+    each; narrowed to an occupant or patient and a time range when given.
+
+    Reads already treat a lapsed hold as cancelled; this makes the rows say so, and a
+    booking runs it for the time it takes so the database constraints, which cannot see the
+    clock, do not count a lapsed hold. Returns how many it tidied.
+    """
+    lapsed = Appointment.objects.filter(
+        organization=organization,
+        status=AppointmentStatus.PENDING,
+        held_until__isnull=False,
+        held_until__lte=now,
+    )
+    who = Q()
+    if occupant is not None:
+        who |= Q(occupant=occupant)
+    if patient is not None:
+        who |= Q(patient=patient)
+    if who:
+        lapsed = lapsed.filter(who)
+    if start is not None and end is not None:
+        lapsed = lapsed.filter(start__lt=end, end__gt=start)
+    count = 0
+    for hold in lapsed.select_for_update():
+        hold.status = AppointmentStatus.CANCELLED
+        hold.cancelation_reason = HOLD_EXPIRED
+        hold.save(update_fields=["status", "cancelation_reason", "updated_at"])
+        audit(
+            organization=organization,
+            actor=actor,
+            action=AuditEvent.Action.HOLD_EXPIRED,
+            appointment=hold,
+            detail={"heldUntil": iso(hold.held_until) if hold.held_until else None},
+        )
+        count += 1
+    return count
+
+
+def integrity_conflict(exc: IntegrityError) -> bool:
+    """Whether ``exc`` says the time is taken (an overlap or occupant constraint).
+
+    PostgreSQL names the constraint; SQLite names the unique index's columns
+    ('UNIQUE constraint failed: scheduling_appointment.organization_id, ...occupant...').
+    """
+    diag = getattr(exc.__cause__, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return name in _OVERLAP_CONSTRAINTS
+    text = str(exc)
+    return any(c in text for c in _OVERLAP_CONSTRAINTS) or (
+        "UNIQUE constraint failed" in text and "scheduling_appointment.occupant" in text
+    )
+
+
+#: How far ahead a recurring appointment's occurrences are checked for clashes when it is
+#: stored as given (import, staff edits): a year, as far as any search window reaches.
+CLASH_HORIZON = timedelta(days=365)
+
+
+def _spans_of(organization: Organization, appointment: Appointment) -> list[tuple[int, int]]:
+    if not appointment.rrule:
+        return [(int(appointment.start.timestamp()), int(appointment.end.timestamp()))]
+    periods = recurrence.expand(
+        rrule=appointment.rrule,
+        first_start=appointment.start,
+        first_end=appointment.end,
+        tzid=appointment.rule_timezone(organization),
+        exdates=appointment.exdate_values(),
+        window_start=appointment.start,
+        window_end=appointment.start + CLASH_HORIZON,
+    )
+    return [(int(p.start.timestamp()), int(p.end.timestamp())) for p in periods]
+
+
+def appointment_clashes(
+    *, organization: Organization, appointment: Appointment, now: datetime
+) -> list[str]:
+    """What ``appointment`` (saved or not, with its occupant and patient set) would overlap:
+    other active appointments of its occupant or of its patient, each named, as the engine
+    sees them (blocked time does not count: a block never hides a booking). Empty if none.
+    """
+    spans = _spans_of(organization, appointment)
+    if not spans or not appointment.is_active or appointment.hold_lapsed(now):
+        return []
+    reach = timedelta(minutes=MAX_BUFFER_MINUTES)
+    window = Period(
+        datetime.fromtimestamp(min(s for s, _ in spans), UTC) - reach,
+        datetime.fromtimestamp(max(e for _, e in spans), UTC) + reach,
+    )
+    exclude = appointment.pk
+    checks: list[tuple[availability.Occupancy, str | None, int | None]] = []
+    if appointment.occupant:
+        occupied = occupancies(
+            organization=organization,
+            window=window,
+            now=now,
+            occupants=[appointment.occupant],
+            exclude_appointment=exclude,
+            blocks=False,
+        ).get(appointment.occupant)
+        checks.append((occupied, appointment.occupant, None))
+    patient_pk = appointment.patient_id
+    if patient_pk is not None:
+        own = patient_occupancy(
+            organization=organization,
+            patient_pk=patient_pk,
+            window=window,
+            now=now,
+            exclude_appointment=exclude,
+        )
+        checks.append((own, None, patient_pk))
+    schedule = appointment.schedule
+    rules = schedule_rules(schedule) if schedule is not None else availability.NO_RULES
+    clashes: list[str] = []
+    for occupancy, occupant, patient in checks:
+        if occupant:  # its buffers and its group slot count for the practitioner
+            hit = [
+                (s, e)
+                for s, e in spans
+                if occupancy.status(s, e, rules, (schedule.pk if schedule else 0, s))
+                != availability.FREE
+            ]
+        else:
+            hit = [(s, e) for s, e in spans if occupancy.status(s, e) != availability.FREE]
+        if not hit:
+            continue
+        who = "the practitioner" if occupant else "the patient"
+        for s, e in hit[:3]:
+            span_window = Period(datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC))
+            names = [
+                found.label
+                for found in occupying_appointments(
+                    organization=organization,
+                    window=span_window,
+                    now=now,
+                    occupant=occupant,
+                    patient_pk=patient,
+                    exclude_appointment=exclude,
+                )
+                if found.start < e and s < found.end
+            ]
+            clashes.append(
+                f"{who} already has {', '.join(names) or 'an appointment'} at "
+                f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
+            )
+    return clashes
+
+
+def rules_check(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    slot: FoundSlot,
+    patient: Patient,
+    now: datetime,
+    exclude_appointment: int | None = None,
+    field: str = "start",
+) -> None:
+    """The schedule's booking rules for a patient taking ``slot`` at ``now``: the clock rules
+    (the same decision Slot search makes, ``availability.rule_refusal``) and the cap on a
+    patient's upcoming bookings. BusinessRuleViolation naming the rule."""
+    rules = schedule_rules(schedule)
+    refusal = availability.rule_refusal(int(slot.start.timestamp()), int(now.timestamp()), rules)
+    if refusal == availability.STARTED:
+        raise BusinessRuleViolation(
+            f"The slot at {iso(slot.start)} has already started; choose a future slot.",
+            expression=[field],
+        )
+    if refusal == availability.NOTICE:
+        raise BusinessRuleViolation(
+            f"Schedule '{schedule.fhir_id}' takes bookings at least "
+            f"{schedule.minimum_notice_minutes} minutes ahead (minimumNotice); the slot at "
+            f"{iso(slot.start)} starts too soon.",
+            expression=[field],
+        )
+    if refusal == availability.ADVANCE:
+        raise BusinessRuleViolation(
+            f"Schedule '{schedule.fhir_id}' takes bookings at most "
+            f"{schedule.maximum_advance_days} days ahead (maximumAdvance); the slot at "
+            f"{iso(slot.start)} is further out.",
+            expression=[field],
+        )
+    cap = schedule.max_active_per_patient
+    if cap is not None:
+        upcoming = (
+            Appointment.objects.filter(
+                organization=organization, schedule=schedule, patient=patient, end__gt=now
+            )
+            .filter(active_appointments_q(now))
+            .exclude(pk=exclude_appointment or 0)
+            .count()
+        )
+        if upcoming >= cap:
+            raise BusinessRuleViolation(
+                f"Schedule '{schedule.fhir_id}' allows at most {cap} upcoming booking(s) per "
+                f"patient (maxActivePerPatient), and this patient has {upcoming}.",
+                expression=[field],
+            )
+
+
+def seat_for(
+    *, organization: Organization, schedule: Schedule, slot: FoundSlot, now: datetime
+) -> int:
+    """The seat a new booking of a group slot takes: the lowest one free. With the occupant
+    exclusion constraint (no two overlapping bookings of one occupant in one seat) this is
+    what keeps a slot from ever holding more than ``capacity`` bookings, however many
+    writers race: seats run from 0 to capacity - 1. Call under the occupant's lock."""
+    if schedule.seats <= 1:
+        return 0
+    taken = set(
+        Appointment.objects.filter(
+            organization=organization, schedule=schedule, start=slot.start, rrule=""
+        )
+        .filter(active_appointments_q(now))
+        .values_list("seat", flat=True)
+    )
+    return min(set(range(schedule.seats)) - taken)
+
+
+def cancellation_cutoff_check(
+    *, appointment: Appointment, now: datetime, action: str, field: str
+) -> None:
+    """``$cancel``, ``$reschedule`` and a declining AppointmentResponse of an appointment
+    starting sooner than its schedule's cancellation cutoff are refused (staff in the admin
+    are not held to it). BusinessRuleViolation naming the rule."""
+    schedule = appointment.schedule
+    hours = schedule.cancellation_cutoff_hours if schedule is not None else None
+    if hours is not None and appointment.start < now + timedelta(hours=hours):
+        raise BusinessRuleViolation(
+            f"Appointment '{appointment.fhir_id}' starts within {hours} hours; schedule "
+            f"'{schedule.fhir_id if schedule else ''}' does not let patients {action} it this "
+            "late (cancellationCutoff). Call the clinic.",
+            expression=[field],
+        )
