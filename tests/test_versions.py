@@ -227,3 +227,19 @@ def test_import_of_an_existing_row_moves_its_version(org: Any, rows: dict[str, A
     patient.refresh_from_db()
     assert patient.family == "Renamed"
     assert patient.version == 2
+
+
+@pytest.mark.django_db
+def test_a_table_rebuild_on_sqlite_gets_its_version_trigger_back(rows: dict[str, Any]) -> None:
+    from scheduling.db.version_triggers import ensure_sqlite_triggers
+
+    if connection.vendor != "sqlite":
+        # PostgreSQL keeps triggers across ALTER TABLE: the upkeep must leave them alone.
+        ensure_sqlite_triggers()
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER scheduling_slot_version")
+        ensure_sqlite_triggers()
+    Slot.objects.filter(pk=rows["slot"].pk).update(comment="after upkeep")
+    rows["slot"].refresh_from_db()
+    assert rows["slot"].version == 2
