@@ -27,7 +27,8 @@ def _repository_files() -> list[Path]:
 
 
 def test_nothing_refers_to_a_contract_outside_the_repository() -> None:
-    outside = ("../" + "shared", "CONTRACT" + ".md", "CONTRACT" + " section")
+    contract = "CONT" + "RACT"  # spelled apart so that this test does not find itself
+    outside = ("../" + "shared", contract + ".md", contract + " section")
     offenders = [
         str(path.relative_to(ROOT))
         for path in _repository_files()
