@@ -19,6 +19,7 @@ from django.utils import timezone
 from fhir_api.models import ApiClient, ApiClientOrganization
 from scheduling import models as m
 from scheduling import recurrence
+from scheduling.services.records import appointment_store
 
 ORGANIZATION_ID = "demo-clinic"
 STAFF_USERNAME = "staff"
@@ -166,11 +167,10 @@ def seed_demo() -> int:
             continue
         schedule = schedules[schedule_id]
         start = _next_window(schedule).start + timedelta(minutes=SLOT_MINUTES * index)
-        counter.get_or_create(
-            m.Appointment,
-            organization=organization,
-            fhir_id=appointment_id,
-            defaults={
+        counter.book(
+            organization,
+            appointment_id,
+            {
                 "patient": patients[patient_id],
                 "status": m.AppointmentStatus.BOOKED,
                 "start": start,
@@ -187,11 +187,10 @@ def seed_demo() -> int:
     ).exists():
         physio = schedules["schedule-3-pm"]
         start = _next_window(physio).start
-        counter.get_or_create(
-            m.Appointment,
-            organization=organization,
-            fhir_id="appointment-physio-weekly",
-            defaults={
+        counter.book(
+            organization,
+            "appointment-physio-weekly",
+            {
                 "patient": patients["patient-1"],
                 "status": m.AppointmentStatus.BOOKED,
                 "start": start,
@@ -221,6 +220,17 @@ class _Counter:
         row, created = model.objects.get_or_create(defaults=defaults or {}, **lookup)
         self.created += int(created)
         return row
+
+    def book(self, organization: m.Organization, fhir_id: str, fields: dict[str, Any]) -> None:
+        """Store a demo appointment through the booking services: the engine refuses a
+        clash and the AuditEvent is written, as for every other path."""
+        appointment_store(
+            organization=organization,
+            appointment=m.Appointment(organization=organization, fhir_id=fhir_id, **fields),
+            actor="seed_demo",
+            action=m.AuditEvent.Action.CREATED,
+        )
+        self.created += 1
 
 
 def _week_start(organization: m.Organization) -> date:
