@@ -357,7 +357,6 @@ def test_slot_search_query_count_is_fixed(
     api: Any, org: Any, n_schedules: int, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr("scheduling.selectors.utc_now", lambda: datetime(2026, 5, 1, tzinfo=UTC))
-    patient = PatientFactory(organization=org)
     for _ in range(n_schedules):
         s = ScheduleFactory(
             organization=org,
@@ -367,9 +366,10 @@ def test_slot_search_query_count_is_fixed(
             rrule="FREQ=DAILY",
         )
         SlotFactory(organization=org, schedule=s, start=ams(2026, 6, 2, 8), end=ams(2026, 6, 2, 9))
+        # One patient each: a patient is never in two appointments at once.
         AppointmentFactory(
             organization=org,
-            patient=patient,
+            patient=PatientFactory(organization=org),
             schedule=s,
             start=ams(2026, 6, 1, 9),
             end=ams(2026, 6, 1, 9, 15),

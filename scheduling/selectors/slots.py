@@ -110,6 +110,7 @@ _STORED_SLOT_COLUMNS = (
     "overbooked",
     "comment",
     "updated_at",
+    "version",
 )
 
 
