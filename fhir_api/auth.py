@@ -23,6 +23,7 @@ from typing import Any, Literal
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import HttpRequest
 
+from fhir_api.errors import ApiError, issue
 from fhir_api.models import AccessToken, token_digest
 from scheduling import selectors
 from scheduling.compiled_query import CompiledQuery, EpochSeconds
@@ -96,21 +97,31 @@ def scope_covers(granted: ParsedScope, wanted: ParsedScope) -> bool:
     )
 
 
-class AuthenticationRequired(Exception):
+class AuthenticationRequired(ApiError):
     """No usable credentials: answered 401 with a WWW-Authenticate challenge."""
 
+    status = 401
+
     def __init__(self, message: str, *, error: str = "invalid_token") -> None:
-        super().__init__(message)
-        self.message = message
+        description = message.replace('"', "'")
+        super().__init__(
+            [issue(message, code="login")],
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="medikit", error="{error}", error_description="{description}"'
+                )
+            },
+        )
         self.error = error
 
 
-class ScopeMissing(Exception):
+class ScopeMissing(ApiError):
     """Authenticated, but the token's scopes do not cover the interaction: 403."""
 
+    status = 403
+
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__([issue(message, code="forbidden")])
 
 
 @dataclass(frozen=True, slots=True)
