@@ -321,3 +321,214 @@ def make_secret_client(org: Organization, client_id: str) -> ApiClient:
 
 # A type alias keeps the fixture signatures readable.
 MakeClient = Callable[[Organization, str], ApiClient]
+
+
+# --------------------------------------------------------------------------- brute force
+
+
+def token_with_secret(client_id: str, secret: str, address: str = "127.0.0.1") -> Any:
+    form = f"grant_type=client_credentials&client_id={client_id}&client_secret={secret}"
+    return Client(REMOTE_ADDR=address).post("/oauth/token", form, content_type=FORM)
+
+
+def test_wrong_secrets_hit_429_and_correct_clients_keep_working(
+    org: Organization, settings: Any
+) -> None:
+    settings.OAUTH_CLIENT_FAILURE_LIMIT = 10
+    settings.OAUTH_ADDRESS_FAILURE_LIMIT = 50
+    make_secret_client(org, "victim")
+    make_secret_client(org, "neighbour")
+    statuses = [token_with_secret("victim", f"guess-{i}").status_code for i in range(100)]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10:] == [429] * 90
+    refused = token_with_secret("victim", "guess-x")
+    data = assert_token_error(refused, 429, "slow_down")
+    assert data["issue"][0]["code"] == "throttled"
+    assert 1 <= int(refused["Retry-After"]) <= settings.OAUTH_FAILURE_WINDOW
+    # The attacker's lockout is theirs: another client at the same address, and the
+    # victim itself from its own address, still get tokens.
+    assert token_with_secret("neighbour", "neighbour-secret").status_code == 200
+    assert token_with_secret("victim", "victim-secret", address="10.1.2.3").status_code == 200
+
+
+def test_spraying_client_ids_from_one_address_is_limited(org: Organization, settings: Any) -> None:
+    settings.OAUTH_ADDRESS_FAILURE_LIMIT = 20
+    statuses = [token_with_secret(f"id-{i}", "x").status_code for i in range(30)]
+    assert statuses[:20] == [401] * 20
+    assert set(statuses[20:]) == {429}
+    make_secret_client(org, "elsewhere")
+    assert token_with_secret("elsewhere", "elsewhere-secret", address="10.9.9.9").status_code == 200
+
+
+def test_limits_use_the_trusted_proxy_header_only_when_configured(
+    org: Organization, settings: Any
+) -> None:
+    settings.OAUTH_ADDRESS_FAILURE_LIMIT = 3
+
+    def attempt(forwarded: str) -> int:
+        form = "grant_type=client_credentials&client_id=nobody&client_secret=x"
+        return (
+            Client(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+            .post("/oauth/token", form, content_type=FORM)
+            .status_code
+        )
+
+    # Not configured: a client cannot escape the limit by inventing addresses.
+    assert [attempt(f"192.0.2.{i}") for i in range(5)] == [401, 401, 401, 429, 429]
+    settings.TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    # Configured: the proxy's entry (the last) is the client, one limit per client.
+    assert attempt("198.51.100.7") == 401
+    assert attempt("forged, 198.51.100.8") == 401
+
+
+def test_legacy_password_hashes_are_rehashed_on_next_use(org: Organization, settings: Any) -> None:
+    from django.contrib.auth.hashers import make_password
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    client = make_secret_client(org, "old-client")
+    ApiClient.objects.filter(pk=client.pk).update(secret_hash=make_password("old-client-secret"))
+    assert token_with_secret("old-client", "wrong").status_code == 401
+    client.refresh_from_db()
+    assert client.secret_hash.startswith("md5$")  # a failed attempt changes nothing
+    assert token_with_secret("old-client", "old-client-secret").status_code == 200
+    client.refresh_from_db()
+    assert client.secret_hash.startswith("hmac-sha256$")
+    assert token_with_secret("old-client", "old-client-secret").status_code == 200
+
+
+def test_admin_lockout_is_per_username_and_address(db: Any, settings: Any) -> None:
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("alice", password="alice-password", is_staff=True)
+    attacker = Client(REMOTE_ADDR="10.0.0.66")
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        attacker.post("/admin/login/", {"username": "alice", "password": "nope"})
+    locked = attacker.post("/admin/login/", {"username": "alice", "password": "alice-password"})
+    assert locked.status_code == 429
+    # Alice at her own desk is not locked out by someone else's failures.
+    own = Client(REMOTE_ADDR="10.0.0.5").post(
+        "/admin/login/", {"username": "alice", "password": "alice-password"}
+    )
+    assert own.status_code == 302
+
+
+# --------------------------------------------------------------------------- database outage
+
+_OUTAGE_SCRIPT = r"""
+import json, logging, io
+import django
+django.setup()
+from django.test import Client
+
+stream = io.StringIO()
+handler = logging.StreamHandler(stream)
+handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+logging.getLogger().addHandler(handler)
+results = {}
+client = Client()
+form = "grant_type=client_credentials&client_id=c&client_secret=s"
+for name, response in [
+    ("search", client.get("/v2/clinic-a/fhir/R4/Slot", HTTP_AUTHORIZATION="Bearer abc")),
+    ("token", client.post("/oauth/token", form, content_type="application/x-www-form-urlencoded")),
+    ("metadata", client.get("/v2/clinic-a/fhir/R4/metadata", HTTP_AUTHORIZATION="Bearer abc")),
+    ("healthz", client.get("/healthz?database=1")),
+    ("liveness", client.get("/healthz")),
+]:
+    results[name] = {
+        "status": response.status_code,
+        "retry": response.get("Retry-After"),
+        "type": response.get("Content-Type"),
+        "body": json.loads(response.content),
+    }
+results["log"] = stream.getvalue()
+print(json.dumps(results))
+"""
+
+
+def test_database_outage_is_503_transient_with_retry_after(tmp_path: Any) -> None:
+    """Against a closed port: every API request answers 503 'transient', one log line each."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nobody listens on (bound, then released)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/medikit_gone",
+        "DJANGO_SETTINGS_MODULE": "medikit.settings",
+        "DATABASE_RETRY_AFTER": "7",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _OUTAGE_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("search", "token", "metadata"):
+        answer = results[name]
+        assert answer["status"] == 503, (name, answer)
+        assert answer["retry"] == "7"
+        assert answer["body"]["resourceType"] == "OperationOutcome"
+        assert answer["body"]["issue"][0]["code"] == "transient"
+    assert results["healthz"]["status"] == 503
+    assert results["healthz"]["body"] == {"status": "unavailable", "database": "unreachable"}
+    assert results["liveness"]["status"] == 200
+    log = results["log"]
+    assert "Traceback" not in log and "Traceback" not in done.stderr
+    assert log.count("database unavailable") == 3
+
+
+def test_book_slot_retried_after_a_503_books_once(
+    api: APIClient, patient: Patient, schedule: Schedule, monkeypatch: Any, caplog: Any
+) -> None:
+    """A serialization failure inside the booking transaction answers 503; the client's
+    retry with the same Idempotency-Key books exactly once."""
+    import psycopg
+    from django.db import OperationalError
+
+    from scheduling.models import AuditEvent
+
+    original = AuditEvent.objects.create
+    failures = iter([True])
+
+    def fail_once(**kwargs: Any) -> Any:
+        if next(failures, False):
+            error = OperationalError("could not serialize access due to concurrent update")
+            error.__cause__ = psycopg.errors.SerializationFailure("concurrent update")
+            raise error
+        return original(**kwargs)
+
+    monkeypatch.setattr(AuditEvent.objects, "create", fail_once)
+
+    def attempt() -> Any:
+        parameters = [
+            {"name": "start", "valueDateTime": schedule.planning_start.isoformat()},
+            {"name": "schedule", "valueString": schedule.fhir_id},
+            {"name": "practitionerRole", "valueString": schedule.practitioner_role.fhir_id},
+            {"name": "status", "valueString": "booked"},
+        ]
+        return api.post(
+            url("Patient/p1/Appointment/$book-slot"),
+            {"resourceType": "Parameters", "parameter": parameters},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="retry-me-1",
+        )
+
+    first = attempt()
+    data = assert_outcome(first, 503)
+    assert data["issue"][0]["code"] == "transient"
+    assert first["Retry-After"]
+    assert Appointment.objects.count() == 0
+    second, third = attempt(), attempt()
+    assert second.status_code == third.status_code == 201
+    assert body(second)["id"] == body(third)["id"]
+    assert Appointment.objects.count() == 1
+    assert not [r for r in caplog.records if r.exc_info]
