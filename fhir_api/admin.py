@@ -66,6 +66,7 @@ class ApiClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def secret_status(self, obj: ApiClient) -> str:
         if not obj.secret_hash:
             return "not set (private_key_jwt only)"
+        algorithm: str | None
         if obj.secret_hash.startswith(SECRET_SCHEME + "$"):
             algorithm = SECRET_SCHEME
         else:
