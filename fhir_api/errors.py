@@ -381,3 +381,19 @@ def handler500(request: HttpRequest) -> HttpResponse:
     from django.views.defaults import server_error
 
     return server_error(request)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: an OperationOutcome under the API prefixes, Django's page elsewhere.
+
+    The API authenticates with bearer tokens and is CSRF-exempt; this only answers
+    unsafe methods sent to API URLs that do not take them.
+    """
+    if is_api_path(request.path):
+        return django_outcome_response(
+            403,
+            _outcome([issue("This URL does not accept this method here.", code="forbidden")]),
+        )
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason)

@@ -28,11 +28,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 
 from fhir_api import throttle
 from fhir_api.auth import current_scopes
-from fhir_api.errors import issue
+from fhir_api.errors import django_outcome_response, issue, operation_outcome
 from fhir_api.middleware import has_control_characters
 from fhir_api.models import ApiClient, UsedAssertion, secret_digest
 from fhir_api.tokens import issue_access_token
@@ -439,7 +438,7 @@ def token(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@csrf_exempt  # read-only and token-free: unsafe methods get 405, not a CSRF page
 def smart_configuration(request: HttpRequest, organization_id: str | None = None) -> HttpResponse:
     """GET /.well-known/smart-configuration (also under each organisation's FHIR base).
 
@@ -447,6 +446,16 @@ def smart_configuration(request: HttpRequest, organization_id: str | None = None
     client finds the token endpoint, so it must work without a token, and a 404 for
     unknown ids would let anyone enumerate the organisations.
     """
+    if request.method not in ("GET", "HEAD"):
+        return django_outcome_response(
+            405,
+            operation_outcome(
+                severity="error",
+                code="not-supported",
+                diagnostics="The SMART configuration is read with GET.",
+            ),
+            {"Allow": "GET, HEAD"},
+        )
     return JsonResponse(
         {
             "token_endpoint": token_endpoint_url(request),

@@ -163,6 +163,8 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# API URLs answer a CSRF refusal with an OperationOutcome, never Django's HTML page.
+CSRF_FAILURE_VIEW = "fhir_api.errors.csrf_failure"
 
 # django-axes: rate-limit admin login attempts.
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)

@@ -532,3 +532,30 @@ def test_book_slot_retried_after_a_503_books_once(
     assert body(second)["id"] == body(third)["id"]
     assert Appointment.objects.count() == 1
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_too_many_parameters_with_a_charset_does_not_break_the_request_itself(db: Any) -> None:
+    """Found by the fuzz test: a charset in Content-Type made Django parse the query string
+    inside the WSGIRequest constructor, where TooManyFieldsSent escaped as a bare 500."""
+    import io
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    environ = {
+        "REQUEST_METHOD": "PUT",
+        "PATH_INFO": "/v2/x",
+        "QUERY_STRING": "&".join(f"p{i}=1" for i in range(1100)),
+        "CONTENT_TYPE": "application/json; charset=latin-1",
+        "CONTENT_LENGTH": "2",
+        "wsgi.input": io.BytesIO(b"[]"),
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "wsgi.url_scheme": "http",
+    }
+    started: list[str] = []
+    answer = b"".join(
+        WSGIHandler()(environ, lambda status, headers, exc=None: started.append(status))
+    )
+    assert started == ["400 Bad Request"]
+    assert b'"too-costly"' in answer
