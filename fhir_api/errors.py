@@ -368,7 +368,13 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
         )
     from django.views.defaults import page_not_found
 
-    return page_not_found(request, exception or Http404())
+    try:
+        return page_not_found(request, exception or Http404())
+    except Exception as exc:
+        # Rendering the HTML page needs the request's context (session, messages, user);
+        # a request mangled enough to break that must still get its 404, not a 500.
+        logger.warning("404 page could not be rendered: %s", type(exc).__name__)
+        return HttpResponse("Not Found", status=404, content_type="text/plain")
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
