@@ -225,9 +225,8 @@ def main() -> int:
             f"({total / max(attack_seconds, 1e-9):.0f}/s) {dict(sorted(answers.items()))}"
         )
         ratio = busy_p99 / idle_p99
-        print(
-            f"p99 under attack / idle: {ratio:.2f} (target <= 2.0): {'PASS' if ratio <= 2 else 'FAIL'}"
-        )
+        verdict = "PASS" if ratio <= 2 else "FAIL"
+        print(f"p99 under attack / idle: {ratio:.2f} (target <= 2.0): {verdict}")
         return 0
     finally:
         if server is not None:
