@@ -17,6 +17,7 @@ not counted, so the counts stop growing once a limit is reached.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from dataclasses import dataclass
 
@@ -56,18 +57,34 @@ def _window(now: float) -> tuple[int, int]:
     return start, size
 
 
+#: key -> end of the window in which it reached its limit, per process. Once a key is
+#: known to be over its limit, refusing it again needs no query: a flood of refused
+#: attempts then costs each worker one query per key and window, not one per request.
+_BLOCKED: dict[str, int] = {}
+_BLOCKED_MAX = 10_000
+
+
 def token_wait_seconds(*, limits: list[Limit], now: float | None = None) -> int | None:
     """Seconds until the next attempt is allowed, or None when no limit is reached."""
     now = time.time() if now is None else now
     start, size = _window(now)
+    for limit in limits:
+        until = _BLOCKED.get(limit.key)
+        if until is not None and until > now:
+            return max(1, until - int(now))
     counts = dict(
         TokenFailure.objects.filter(
             key__in=[limit.key for limit in limits], window_start=start
         ).values_list("key", "count")
     )
-    if any(counts.get(limit.key, 0) >= limit.limit for limit in limits):
-        return max(1, start + size - int(now))
-    return None
+    reached = [limit.key for limit in limits if counts.get(limit.key, 0) >= limit.limit]
+    if not reached:
+        return None
+    if len(_BLOCKED) >= _BLOCKED_MAX:
+        _BLOCKED.clear()  # bounded memory; the database still holds the counts
+    for key in reached:
+        _BLOCKED[key] = start + size
+    return max(1, start + size - int(now))
 
 
 def token_failure_record(*, limits: list[Limit], now: float | None = None) -> None:
@@ -87,4 +104,7 @@ def token_failure_record(*, limits: list[Limit], now: float | None = None) -> No
             f"ON CONFLICT (key, window_start) DO UPDATE SET count = {table}.count + 1",
             params,
         )
-    TokenFailure.objects.filter(window_start__lt=start - size).delete()
+    # Past windows are cleared now and then, not on every failure: a flood of failures
+    # should cost one statement each.
+    if random.random() < 0.02:  # noqa: S311 - not security relevant
+        TokenFailure.objects.filter(window_start__lt=start - size).delete()
