@@ -492,7 +492,9 @@ def test_fuzz_every_route_never_500(
             )
 
     @settings(
-        max_examples=-(-REQUESTS // BATCH),
+        # ~0.5% of drawn requests are ones the HTTP client refuses to send (header
+        # values it rejects): draw a few more so at least REQUESTS reach the server.
+        max_examples=-(-REQUESTS * 102 // (100 * BATCH)),
         deadline=None,
         database=None,
         # No shrinking: a failure is reported with its request as it was; shrinking 25
@@ -525,7 +527,7 @@ def test_fuzz_every_route_never_500(
             f"\nfuzz: {total} requests in {elapsed:.1f} s ({sending[0]:.1f} s sending; "
             f"{report}); {unsent} unsendable"
         )
-    assert total >= REQUESTS * 0.99
+    assert total >= REQUESTS
     assert not failures, failures[:10]
     assert not server_log.bad, server_log.bad[:10]
     assert "Traceback" not in captured.err, captured.err[-3000:]
