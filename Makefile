@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/medikit
 
-.PHONY: install run serve test test-sqlite test-postgres bench bench-load lint format migrate clean
+.PHONY: install run serve test test-sqlite test-postgres bench bench-load fuzz lint format migrate clean
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ bench: install
 	$(BIN)/python bench/bench_engine.py
 	@if [ -f bench/bench_api.py ]; then $(BIN)/python bench/bench_api.py; fi
 	@if [ -f bench/bench_booking.py ]; then $(BIN)/python bench/bench_booking.py; fi
+
+# A release's fuzz campaign (tests/test_fuzz.py): FUZZ_REQUESTS requests against a live
+# server on PostgreSQL; CI runs 10,000 with the suite.
+FUZZ_REQUESTS ?= 100000
+fuzz: install
+	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} MEDIKIT_FUZZ_REQUESTS=$(FUZZ_REQUESTS) \
+		$(BIN)/python -m pytest tests/test_fuzz.py -p no:cacheprovider -s --create-db $(PYTEST_ARGS)
 
 bench-load: install
 	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} $(BIN)/python bench/load.py

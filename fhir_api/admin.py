@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from fhir_api.management.commands.create_api_client import validate_scopes
-from fhir_api.models import AccessToken, ApiClient, ApiClientOrganization
+from fhir_api.models import SECRET_SCHEME, AccessToken, ApiClient, ApiClientOrganization
 
 
 class ApiClientForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -66,10 +66,14 @@ class ApiClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def secret_status(self, obj: ApiClient) -> str:
         if not obj.secret_hash:
             return "not set (private_key_jwt only)"
-        try:
-            algorithm = identify_hasher(obj.secret_hash).algorithm
-        except ValueError:
-            algorithm = "unknown"
+        algorithm: str | None
+        if obj.secret_hash.startswith(SECRET_SCHEME + "$"):
+            algorithm = SECRET_SCHEME
+        else:
+            try:
+                algorithm = identify_hasher(obj.secret_hash).algorithm
+            except ValueError:
+                algorithm = "unknown"
         return f"set, stored hashed ({algorithm}); it cannot be shown"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

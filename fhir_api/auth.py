@@ -23,6 +23,7 @@ from typing import Any, Literal
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import HttpRequest
 
+from fhir_api.errors import ApiError, issue
 from fhir_api.models import AccessToken, token_digest
 from scheduling import selectors
 from scheduling.db.compiled_query import CompiledQuery, EpochSeconds
@@ -96,21 +97,31 @@ def scope_covers(granted: ParsedScope, wanted: ParsedScope) -> bool:
     )
 
 
-class AuthenticationRequired(Exception):
+class AuthenticationRequired(ApiError):
     """No usable credentials: answered 401 with a WWW-Authenticate challenge."""
 
+    status = 401
+
     def __init__(self, message: str, *, error: str = "invalid_token") -> None:
-        super().__init__(message)
-        self.message = message
+        description = message.replace('"', "'")
+        super().__init__(
+            [issue(message, code="login")],
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="medikit", error="{error}", error_description="{description}"'
+                )
+            },
+        )
         self.error = error
 
 
-class ScopeMissing(Exception):
+class ScopeMissing(ApiError):
     """Authenticated, but the token's scopes do not cover the interaction: 403."""
 
+    status = 403
+
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__([issue(message, code="forbidden")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +161,31 @@ def bearer_token(request: HttpRequest) -> str | None:
     return value.strip()
 
 
+def _token_columns() -> dict[str, Any]:
+    """This module's own columns of the token query, by name (their order is the dict's)."""
+    return {
+        "expires_at": EpochSeconds("expires_at"),
+        "scopes": "scopes",
+        "client_id": "client__client_id",
+        "active": "client__active",
+        "patient_fhir_id": "client__patient_fhir_id",
+        "revoked": ExpressionWrapper(
+            Q(client__revoked_at__isnull=False), output_field=BooleanField()
+        ),
+        "client_scopes": "client__scopes",
+        "organization_id": "client__apiclientorganization__organization_id",
+    }
+
+
+_OWN = {name: index for index, name in enumerate(_token_columns())}
+#: Where the organisation's columns start; selectors.organization_from_row decodes them,
+#: so their order stays selectors' business.
+_TOKEN_COLUMNS = len(_OWN)
+
+
 def _token_rows(digest: str, organization_id: str) -> QuerySet[AccessToken]:
     return AccessToken.objects.filter(digest=digest).values_list(
-        EpochSeconds("expires_at"),
-        "scopes",
-        "client__client_id",
-        "client__active",
-        "client__patient_fhir_id",
-        ExpressionWrapper(Q(client__revoked_at__isnull=False), output_field=BooleanField()),
-        "client__scopes",
-        "client__apiclientorganization__organization_id",
+        *_token_columns().values(),
         # The organisation the request names rides along: one round trip for both.
         *selectors.organization_columns(organization_id),
     )
@@ -167,7 +193,6 @@ def _token_rows(digest: str, organization_id: str) -> QuerySet[AccessToken]:
 
 #: Every request runs it: compiled once per process (integers, text and booleans only).
 _TOKEN_QUERY = CompiledQuery(_token_rows, arity=2)
-_TOKEN_COLUMNS = 8
 
 
 def authenticate(request: HttpRequest) -> Principal:
@@ -201,19 +226,18 @@ def _token_query_rows(request: HttpRequest, organization_id: str) -> list[tuple[
 def _principal(rows: list[tuple[Any, ...]]) -> Principal:
     if not rows:
         raise AuthenticationRequired("The access token is not valid.")
-    expires_at, scopes, client_id, active, patient_fhir_id, revoked, client_scopes = rows[0][:7]
-    if not active or revoked:
+    first = rows[0]
+    if not first[_OWN["active"]] or first[_OWN["revoked"]]:
         raise AuthenticationRequired("The access token is not valid.")
-    if expires_at <= time.time():
+    if first[_OWN["expires_at"]] <= time.time():
         raise AuthenticationRequired("The access token has expired: request a new one.")
-    organization_ids = frozenset(
-        row[_TOKEN_COLUMNS - 1] for row in rows if row[_TOKEN_COLUMNS - 1] is not None
-    )
+    column = _OWN["organization_id"]
+    organization_ids = frozenset(row[column] for row in rows if row[column] is not None)
     return Principal(
-        client_id=client_id,
+        client_id=first[_OWN["client_id"]],
         organization_ids=organization_ids,
-        patient_id=patient_fhir_id or None,
-        scopes=_current_scopes(scopes, client_scopes),
+        patient_id=first[_OWN["patient_fhir_id"]] or None,
+        scopes=_current_scopes(first[_OWN["scopes"]], first[_OWN["client_scopes"]]),
     )
 
 

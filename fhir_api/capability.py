@@ -39,9 +39,14 @@ _VERSIONED_READ = {"versioning": "versioned", "readHistory": False, "conditional
 
 
 def capability_statement(
-    *, organization: Organization, base_url: str, token_url: str
+    *, organization: Organization | None, base_url: str, token_url: str
 ) -> dict[str, Any]:
-    """What this server offers one organisation: resources, searches, $book-slot, security."""
+    """What this server offers one organisation: resources, searches, $book-slot, security.
+
+    Without an organisation (an anonymous caller) the statement is tenant-neutral: it must
+    not tell whether the organisation in the URL exists.
+    """
+    description = "MediKIT scheduling" + (f" for {organization.name}" if organization else "")
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -50,7 +55,7 @@ def capability_statement(
         "kind": "instance",
         "software": {"name": "MediKIT scheduling server", "version": "2"},
         "implementation": {
-            "description": f"MediKIT scheduling for {organization.name}",
+            "description": description,
             "url": base_url,
         },
         "fhirVersion": "4.0.1",

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
-import orjson
 from django.conf import settings
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 
-API_PREFIXES = ("/v2/", "/oauth/")
+from fhir_api.errors import (
+    API_PREFIXES,
+    InvalidRequest,
+    django_outcome_response,
+    error_response,
+    issue,
+)
+
 # The API serves JSON only: nothing in a response may load or frame anything.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 # The admin loads its own static files; Django's admin styles use inline style attributes.
@@ -17,61 +25,105 @@ ADMIN_CSP = (
     "script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; "
     "form-action 'self'"
 )
+#: C0 controls other than tab, line feed and carriage return, and DEL. PostgreSQL refuses
+#: NUL in text outright; the others have no business in an id, a code or a comment.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: environ key the WSGI wrapper (medikit.wsgi) reads: close the connection after this
+#: response, because its request body was never read.
+CLOSE_CONNECTION = "medikit.close_connection"
 
 
 def _is_api(path: str) -> bool:
     return path.startswith(API_PREFIXES)
 
 
+def has_control_characters(value: str) -> bool:
+    return CONTROL_CHARACTERS.search(value) is not None
+
+
+def control_character_error(expression: str) -> InvalidRequest:
+    """The 400 for a string from outside that carries a control character."""
+    return InvalidRequest.one(
+        f"'{expression}' contains a control character (such as NUL); send printable text.",
+        expression=[expression],
+    )
+
+
 def _too_large(request: HttpRequest, limit: int) -> HttpResponse:
     message = f"The request body is larger than the {limit} bytes this server accepts."
-    if request.path.startswith("/oauth/"):
-        body = {"error": "invalid_request", "error_description": message}
-        return HttpResponse(orjson.dumps(body), status=413, content_type="application/json")
-    outcome = {
+    headers = None
+    body: dict[str, object] = {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "too-long", "diagnostics": message}],
+        "issue": [issue(message, code="too-long")],
     }
-    return HttpResponse(orjson.dumps(outcome), status=413, content_type="application/fhir+json")
+    if request.path.startswith("/oauth/"):
+        # RFC 6749 5.2 members for OAuth clients, next to the OperationOutcome.
+        body = {"error": "invalid_request", "error_description": message, **body}
+    return django_outcome_response(413, body, headers)
 
 
 class RequestSizeLimitMiddleware:
-    """Refuse oversized API bodies with 413 before anything reads them.
+    """Refuse oversized or malformed API requests before anything reads them.
 
     DRF parses JSON straight from the request stream, which bypasses Django's
     DATA_UPLOAD_MAX_MEMORY_SIZE check, so the limit is enforced here on Content-Length.
     A request without Content-Length reads as an empty body under WSGI, so it cannot
-    smuggle a large one past this check.
+    smuggle a large one past this check. The query string is parsed here too, so too
+    many parameters (Django's TooManyFieldsSent) or a control character in one is a 400
+    on every API route, whichever view would have read it.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not _is_api(request.path):
+            return self.get_response(request)
+        response = self._refusal(request) or self.get_response(request)
+        if _body_unread(request):
+            # A client that sent a body we never read must not reuse the connection: the
+            # server would take the rest of that body for its next request.
+            request.META[CLOSE_CONNECTION] = True
+        return response
+
+    def _refusal(self, request: HttpRequest) -> HttpResponse | None:
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if limit is not None and _is_api(request.path):
-            raw = request.META.get("CONTENT_LENGTH") or "0"
-            try:
-                length = int(raw)
-            except ValueError:
-                length = -1
-            if length < 0:
-                outcome = {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {
-                            "severity": "error",
-                            "code": "structure",
-                            "diagnostics": "The Content-Length header is not a number.",
-                        }
-                    ],
-                }
-                return HttpResponse(
-                    orjson.dumps(outcome), status=400, content_type="application/fhir+json"
-                )
-            if length > limit:
-                return _too_large(request, limit)
-        return self.get_response(request)
+        length = _content_length(request)
+        if length < 0:
+            return error_response(
+                InvalidRequest.one("The Content-Length header is not a number.", code="structure")
+            )
+        if limit is not None and length > limit:
+            return _too_large(request, limit)
+        try:
+            for name, values in request.GET.lists():
+                if has_control_characters(name):
+                    raise control_character_error("(query parameter name)")
+                if any(has_control_characters(value) for value in values):
+                    raise control_character_error(name)
+        except (InvalidRequest, SuspiciousOperation) as exc:
+            return error_response(exc)
+        return None
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        """Exceptions from non-DRF API views (the token endpoint): OperationOutcome too."""
+        if _is_api(request.path):
+            return error_response(exc)
+        return None
+
+
+def _content_length(request: HttpRequest) -> int:
+    raw = request.META.get("CONTENT_LENGTH") or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
+
+
+def _body_unread(request: HttpRequest) -> bool:
+    if _content_length(request) == 0:
+        return False
+    return not getattr(request, "_read_started", False) and not hasattr(request, "_body")
 
 
 class SecurityHeadersMiddleware:

@@ -7,9 +7,11 @@ Everything lives in the database so any number of server processes agree.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
-from django.contrib.auth.hashers import check_password, make_password
+from django.conf import settings
+from django.contrib.auth.hashers import check_password
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -20,6 +22,23 @@ from scheduling.models import Organization
 def token_digest(value: str) -> str:
     """Tokens are random and long, so a fast unsalted hash is enough to store them."""
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+#: Prefix of client secrets stored as HMAC-SHA256 (anything else is a legacy Django hash).
+SECRET_SCHEME = "hmac-sha256"
+
+
+def secret_digest(raw: str) -> str:
+    """How a client secret is stored: HMAC-SHA256 keyed with the server's pepper.
+
+    Client secrets are 256-bit random values, not passwords: nobody can guess one, so a
+    slow password hash (PBKDF2, 0.4 s a try) buys nothing and hands anyone who can reach
+    the token endpoint a CPU-exhaustion lever. The pepper (CLIENT_SECRET_PEPPER, kept
+    outside the database) means a leaked table alone cannot be used to test guesses.
+    """
+    pepper = str(settings.CLIENT_SECRET_PEPPER).encode()
+    mac = hmac.new(pepper, raw.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return f"{SECRET_SCHEME}${mac.hexdigest()}"
 
 
 class ApiClient(models.Model):
@@ -51,10 +70,25 @@ class ApiClient(models.Model):
         return frozenset(self.scopes.split())
 
     def set_secret(self, raw: str) -> None:
-        self.secret_hash = make_password(raw)
+        self.secret_hash = secret_digest(raw)
 
     def check_secret(self, raw: str) -> bool:
-        return bool(self.secret_hash) and check_password(raw, self.secret_hash)
+        """Whether ``raw`` is this client's secret, in constant time.
+
+        A secret still stored with a Django password hasher (before HMAC) is checked the
+        slow way once and, when it matches, stored again as HMAC: clients upgrade on their
+        next successful token request without being given new secrets.
+        """
+        if not self.secret_hash:
+            return False
+        if self.secret_hash.startswith(SECRET_SCHEME + "$"):
+            return hmac.compare_digest(self.secret_hash, secret_digest(raw))
+        if not check_password(raw, self.secret_hash):
+            return False
+        self.secret_hash = secret_digest(raw)
+        if self.pk is not None:
+            ApiClient.objects.filter(pk=self.pk).update(secret_hash=self.secret_hash)
+        return True
 
     @staticmethod
     def new_client_id() -> str:
@@ -101,3 +135,22 @@ class UsedAssertion(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["client", "jti"], name="uniq_client_jti")]
+
+
+class TokenFailure(models.Model):
+    """Failed client authentications at the token endpoint, counted per key and window.
+
+    ``key`` is a digest of what is limited (a client id at an address, an address, a
+    client id), so arbitrary client ids from outside never reach an index unhashed.
+    Rows of past windows are deleted as new failures arrive.
+    """
+
+    key = models.CharField(max_length=64)
+    window_start = models.BigIntegerField()
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="uniq_failure_window")
+        ]
+        indexes = [models.Index(fields=["window_start"], name="failure_window")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,19 +21,21 @@ from urllib.parse import unquote_plus
 
 import jwt
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
+from django.core.exceptions import SuspiciousOperation
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 
+from fhir_api import throttle
 from fhir_api.auth import current_scopes
-from fhir_api.models import ApiClient, UsedAssertion
+from fhir_api.errors import django_outcome_response, issue, operation_outcome
+from fhir_api.middleware import has_control_characters
+from fhir_api.models import ApiClient, UsedAssertion, secret_digest
 from fhir_api.tokens import issue_access_token
-from scheduling.models import Organization
+from medikit.clientip import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -51,22 +54,36 @@ SUPPORTED_SCOPES = [
         ("AppointmentResponse", "c"),
     )
 ]
-# Compared against when a client id is unknown, so the response takes as long as for a
-# known client and client ids cannot be discovered by timing.
-_DUMMY_SECRET_HASH: list[str] = []
+# RFC 6749 error -> FHIR IssueType code of the OperationOutcome members of an error body.
+_ISSUE_CODES = {
+    "invalid_client": "login",
+    "invalid_request": "invalid",
+    "unsupported_grant_type": "not-supported",
+    "invalid_scope": "forbidden",
+    "slow_down": "throttled",
+}
 
 
 class OAuthError(Exception):
     """An RFC 6749 error response: ``error`` code, description and HTTP status."""
 
     def __init__(
-        self, error: str, description: str, *, status: int = 400, basic: bool = False
+        self,
+        error: str,
+        description: str,
+        *,
+        status: int = 400,
+        basic: bool = False,
+        expression: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
         self.basic = basic
+        self.expression = expression
+        self.retry_after = retry_after
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
@@ -76,9 +93,24 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 
 def _error_response(exc: OAuthError) -> HttpResponse:
-    response = JsonResponse(
-        {"error": exc.error, "error_description": exc.description}, status=exc.status
+    # RFC 6749 5.2 members for OAuth clients, and the same error as an OperationOutcome
+    # (CONTRACT section 3: every error is one) for clients that read FHIR errors.
+    outcome_issue = issue(
+        exc.description,
+        code=_ISSUE_CODES.get(exc.error, "invalid"),
+        expression=[exc.expression] if exc.expression else None,
     )
+    response = JsonResponse(
+        {
+            "error": exc.error,
+            "error_description": exc.description,
+            "resourceType": "OperationOutcome",
+            "issue": [outcome_issue],
+        },
+        status=exc.status,
+    )
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         # RFC 6749 5.2: answer a failed Basic authentication with the Basic challenge.
         response["WWW-Authenticate"] = (
@@ -99,14 +131,6 @@ def _invalid_client(description: str, *, basic: bool = False) -> OAuthError:
 
 def _usable(client: ApiClient | None) -> bool:
     return client is not None and client.active and client.revoked_at is None
-
-
-def _check_dummy_secret(secret: str) -> None:
-    from django.contrib.auth.hashers import check_password
-
-    if not _DUMMY_SECRET_HASH:
-        _DUMMY_SECRET_HASH.append(make_password("not-a-client-secret"))
-    check_password(secret, _DUMMY_SECRET_HASH[0])
 
 
 def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
@@ -133,13 +157,21 @@ def _basic_credentials(request: HttpRequest) -> tuple[str, str] | None:
             "The Basic credentials must be 'client_id:client_secret'.", basic=True
         )
     # RFC 6749 2.3.1: both parts are form-urlencoded before they are joined.
-    return unquote_plus(client_id), unquote_plus(secret)
+    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    if has_control_characters(client_id) or has_control_characters(secret):
+        raise OAuthError(
+            "invalid_request",
+            "The Basic credentials contain a control character (such as NUL).",
+            expression="Authorization",
+        )
+    return client_id, secret
 
 
 def _client_by_secret(client_id: str, secret: str, *, basic: bool) -> ApiClient:
     client = ApiClient.objects.filter(client_id=client_id).first()
     if client is None:
-        _check_dummy_secret(secret)
+        # The same work as for a known client, so client ids cannot be found by timing.
+        secret_digest(secret)
         raise _invalid_client("Client authentication failed.", basic=basic)
     if not client.check_secret(secret) or not _usable(client):
         # One message for a wrong secret and a revoked client: neither tells an attacker
@@ -152,6 +184,23 @@ def _jwks_keys(client: ApiClient) -> list[dict[str, Any]]:
     jwks = client.jwks or {}
     keys = jwks.get("keys") if isinstance(jwks, dict) else None
     return [key for key in keys or [] if isinstance(key, dict)]
+
+
+#: Verified against when the assertion's issuer is unknown, so the answer and the work
+#: are the same as for a known client whose keys do not match (created on first use).
+_DUMMY_KEY: list[Any] = []
+
+
+def _verify_against_dummy_key(assertion: str, alg: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not _DUMMY_KEY:
+        _DUMMY_KEY.append(ec.generate_private_key(ec.SECP384R1()).public_key())
+    with contextlib.suppress(jwt.PyJWTError, ValueError, TypeError):
+        jwt.decode(assertion, key=_DUMMY_KEY[0], algorithms=[alg], options={"verify_aud": False})
+
+
+_NO_MATCHING_KEY = "The client assertion's signature does not match any registered key."
 
 
 def _client_by_assertion(request: HttpRequest, assertion: str) -> ApiClient:
@@ -170,12 +219,20 @@ def _client_by_assertion(request: HttpRequest, assertion: str) -> ApiClient:
     client_id = unverified.get("iss")
     if not isinstance(client_id, str) or unverified.get("sub") != client_id:
         raise _invalid_client("The client assertion's 'iss' and 'sub' must both be the client id.")
+    if has_control_characters(client_id):
+        raise OAuthError(
+            "invalid_request",
+            "The client assertion's 'iss' contains a control character (such as NUL).",
+            expression="client_assertion.iss",
+        )
     form_client_id = request.POST.get("client_id")
     if form_client_id is not None and form_client_id != client_id:
         raise _invalid_client("client_id does not match the client assertion's issuer.")
     client = ApiClient.objects.filter(client_id=client_id).first()
     if client is None or not _usable(client):
-        raise failed
+        # Unknown, inactive and revoked clients answer exactly as a key mismatch does.
+        _verify_against_dummy_key(assertion, alg)
+        raise _invalid_client(_NO_MATCHING_KEY)
     kid = header.get("kid")
     candidates = [key for key in _jwks_keys(client) if kid is None or key.get("kid") == kid]
     claims: dict[str, Any] | None = None
@@ -199,18 +256,30 @@ def _client_by_assertion(request: HttpRequest, assertion: str) -> ApiClient:
             ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise _invalid_client(f"The client assertion lacks the '{exc.claim}' claim.") from None
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError):
             # A key of the wrong type or a bad signature: try the next registered key.
             continue
     if claims is None:
-        raise _invalid_client("The client assertion's signature does not match any registered key.")
+        raise _invalid_client(_NO_MATCHING_KEY)
     now = timezone.now()
-    expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
-    if expires_at > now + MAX_ASSERTION_LIFETIME:
+    exp = claims["exp"]
+    # Compared as a number before any conversion: exp = 1e18 would overflow a datetime.
+    if (
+        not isinstance(exp, int | float)
+        or isinstance(exp, bool)
+        or exp > now.timestamp() + MAX_ASSERTION_LIFETIME.total_seconds()
+    ):
         raise _invalid_client("The client assertion may be valid for at most 5 minutes.")
+    expires_at = datetime.fromtimestamp(int(exp), tz=UTC)
     jti = claims["jti"]
     if not isinstance(jti, str) or not jti or len(jti) > 255:
         raise _invalid_client("The client assertion's 'jti' must be a string of 1-255 chars.")
+    if has_control_characters(jti):
+        raise OAuthError(
+            "invalid_request",
+            "The client assertion's 'jti' contains a control character (such as NUL).",
+            expression="client_assertion.jti",
+        )
     UsedAssertion.objects.filter(client=client, expires_at__lt=now).delete()
     try:
         with transaction.atomic():
@@ -218,6 +287,25 @@ def _client_by_assertion(request: HttpRequest, assertion: str) -> ApiClient:
     except IntegrityError:
         raise _invalid_client("The client assertion has been used before.") from None
     return client
+
+
+def _claimed_client_id(request: HttpRequest) -> str | None:
+    """The client id a token request claims (not verified): what its failures count under."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if header[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return unquote_plus(decoded.partition(":")[0])
+    assertion = request.POST.get("client_assertion")
+    if assertion:
+        try:
+            issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            return None
+        return issuer if isinstance(issuer, str) else None
+    return request.POST.get("client_id")
 
 
 def _authenticate_client(request: HttpRequest) -> ApiClient:
@@ -283,6 +371,20 @@ def token(request: HttpRequest) -> HttpResponse:
                 "invalid_request",
                 "The token request must be application/x-www-form-urlencoded.",
             )
+        try:
+            form = request.POST
+        except (SuspiciousOperation, UnreadablePostError):
+            raise OAuthError(
+                "invalid_request",
+                "The form could not be read: it is truncated or has more than 1000 fields.",
+            ) from None
+        for name, values in form.lists():
+            if has_control_characters(name) or any(map(has_control_characters, values)):
+                raise OAuthError(
+                    "invalid_request",
+                    f"Form parameter '{name}' contains a control character (such as NUL).",
+                    expression=name if not has_control_characters(name) else None,
+                )
         repeated = sorted(name for name in request.POST if len(request.POST.getlist(name)) > 1)
         if repeated:
             # RFC 6749 3.2: parameters must not be repeated; which copy wins is ambiguous.
@@ -294,7 +396,24 @@ def token(request: HttpRequest) -> HttpResponse:
             raise OAuthError(
                 "unsupported_grant_type", "Only grant_type=client_credentials is supported."
             )
-        client = _authenticate_client(request)
+        limits = throttle.token_limits(
+            client_id=_claimed_client_id(request), address=client_address(request) or "-"
+        )
+        wait = throttle.token_wait_seconds(limits=limits)
+        if wait is not None:
+            raise OAuthError(
+                "slow_down",
+                "Too many failed client authentications from this address or for this "
+                f"client id; retry in {wait} seconds.",
+                status=429,
+                retry_after=wait,
+            )
+        try:
+            client = _authenticate_client(request)
+        except OAuthError as exc:
+            if exc.error == "invalid_client":
+                throttle.token_failure_record(limits=limits)
+            raise
         scopes = granted_scopes(client, request.POST.get("scope"))
         if not scopes:
             raise OAuthError(
@@ -319,23 +438,23 @@ def token(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@csrf_exempt  # read-only and token-free: unsafe methods get 405, not a CSRF page
 def smart_configuration(request: HttpRequest, organization_id: str | None = None) -> HttpResponse:
-    """GET /.well-known/smart-configuration (also under each organisation's FHIR base)."""
-    if organization_id is not None and not Organization.objects.filter(pk=organization_id).exists():
-        return JsonResponse(
-            {
-                "resourceType": "OperationOutcome",
-                "issue": [
-                    {
-                        "severity": "error",
-                        "code": "not-found",
-                        "diagnostics": f"Organization '{organization_id}' was not found.",
-                    }
-                ],
-            },
-            status=404,
-            content_type="application/fhir+json",
+    """GET /.well-known/smart-configuration (also under each organisation's FHIR base).
+
+    The same document for every organisation id, existing or not: discovery is how a
+    client finds the token endpoint, so it must work without a token, and a 404 for
+    unknown ids would let anyone enumerate the organisations.
+    """
+    if request.method not in ("GET", "HEAD"):
+        return django_outcome_response(
+            405,
+            operation_outcome(
+                severity="error",
+                code="not-supported",
+                diagnostics="The SMART configuration is read with GET.",
+            ),
+            {"Allow": "GET, HEAD"},
         )
     return JsonResponse(
         {

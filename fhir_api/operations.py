@@ -18,7 +18,7 @@ from pydantic import ValidationError as PydanticValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from fhir_api.errors import FHIR_JSON, Issue, OperationOutcome
+from fhir_api.errors import InvalidRequest, Issue, issue, issues_from_pydantic
 from fhir_api.mappers import appointment_response_to_fhir, appointment_to_fhir
 from fhir_api.tenancy import TenantView
 from scheduling import services
@@ -31,6 +31,10 @@ _ROLE_REF = re.compile(rf"^(?:PractitionerRole/)?({_ID})$")
 # A Slot names its schedule as "Schedule/{id}": integrators paste that reference as it is.
 _SCHEDULE_REF = re.compile(rf"^(?:Schedule/)?({_ID})$")
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: Dates from outside must lie in these years (inclusive): far enough for any booking, and
+#: far from datetime's limits, which a UTC conversion of year 1 or 9999 would cross.
+MIN_YEAR = 1900
+MAX_YEAR = 2200
 
 # name -> (value[x] element it must use, required)
 _BOOK_PARAMETERS: dict[str, tuple[str, bool]] = {
@@ -42,55 +46,8 @@ _BOOK_PARAMETERS: dict[str, tuple[str, bool]] = {
 }
 
 
-class InvalidRequest(Exception):
-    """One or more 400 issues found while reading a request body."""
-
-    def __init__(self, issues: list[Issue]) -> None:
-        super().__init__("; ".join(issue["diagnostics"] for issue in issues))
-        self.issues = issues
-
-
 def _issue(diagnostics: str, expression: str, code: str = "invalid") -> Issue:
-    return {
-        "severity": "error",
-        "code": code,
-        "diagnostics": diagnostics,
-        "expression": [expression],
-    }
-
-
-def _bad_request(issues: list[Issue]) -> Response:
-    body: OperationOutcome = {"resourceType": "OperationOutcome", "issue": issues}
-    return Response(body, status=400, content_type=FHIR_JSON)
-
-
-def _pydantic_issues(
-    exc: PydanticValidationError, resource_type: str, names: dict[int, str] | None = None
-) -> list[Issue]:
-    """pydantic errors -> issues; a parameter's position is also named by its name."""
-    issues: list[Issue] = []
-    for err in exc.errors(include_url=False)[:20]:
-        loc = tuple(err.get("loc", ()))
-        path = resource_type
-        for part in loc:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        expressions = [path]
-        if names and len(loc) >= 2 and loc[0] == "parameter" and isinstance(loc[1], int):
-            name = names.get(loc[1])
-            if name:
-                expressions.append(f"Parameters.parameter[{name}]")
-        message = str(err.get("msg", "Invalid value.")).split("\n")[0]
-        if "but got multiple" in message:
-            message = "A parameter must carry exactly one value[x]."
-        code = "required" if "missing" in str(err.get("type", "")) else "invalid"
-        issue: Issue = {
-            "severity": "error",
-            "code": code,
-            "diagnostics": f"{path}: {message}",
-            "expression": expressions,
-        }
-        issues.append(issue)
-    return issues or [_issue("The resource is not valid.", resource_type)]
+    return issue(diagnostics, code=code, expression=[expression])
 
 
 def _require_resource_type(data: Any, expected: str) -> None:
@@ -146,7 +103,7 @@ class BookingInput:
         try:
             parsed = Parameters.model_validate(data)
         except PydanticValidationError as exc:
-            raise InvalidRequest(_pydantic_issues(exc, "Parameters", names)) from None
+            raise InvalidRequest(issues_from_pydantic(exc, "Parameters", names)) from None
 
         issues: list[Issue] = []
         values: dict[str, Any] = {}
@@ -188,6 +145,14 @@ class BookingInput:
                     "Parameters.parameter[start]",
                 )
             )
+        elif start is not None and not MIN_YEAR <= start.year <= MAX_YEAR:
+            # Converting year 1 or 9999 to UTC overflows; no clinic books that far out.
+            issues.append(
+                _issue(
+                    f"start must lie between the years {MIN_YEAR} and {MAX_YEAR}.",
+                    "Parameters.parameter[start]",
+                )
+            )
         role = values.get("practitionerRole")
         role_match = _ROLE_REF.match(role) if isinstance(role, str) else None
         if role is not None and role_match is None:
@@ -222,11 +187,6 @@ class BookingInput:
 class _PatientWriteView(TenantView):
     interaction: ClassVar = "create"
     patient_scoped: ClassVar[bool] = True
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, InvalidRequest):
-            return _bad_request(exc.issues)
-        return super().handle_exception(exc)
 
     @property
     def actor(self) -> str:
@@ -278,7 +238,7 @@ class AppointmentResponseView(_PatientWriteView):
         try:
             parsed = FhirAppointmentResponse.model_validate(data)
         except PydanticValidationError as exc:
-            raise InvalidRequest(_pydantic_issues(exc, "AppointmentResponse")) from None
+            raise InvalidRequest(issues_from_pydantic(exc, "AppointmentResponse")) from None
         patient = self.this_patient()
 
         issues: list[Issue] = []

@@ -9,6 +9,8 @@ import orjson
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
+from fhir_api.middleware import control_character_error, has_control_characters
+
 
 class FHIRJSONParser(BaseParser):
     media_type = "application/fhir+json"
@@ -29,4 +31,30 @@ class FHIRJSONParser(BaseParser):
             raise ParseError(f"The request body is not valid JSON: {exc}.") from None
         if not isinstance(data, dict):
             raise ParseError("The request body must be a JSON object (a FHIR resource).")
+        bad = control_character_path(data)
+        if bad is not None:
+            raise control_character_error(bad)
         return data
+
+
+def control_character_path(data: dict[str, Any]) -> str | None:
+    """The FHIRPath-ish location of the first string (or key) carrying a control character.
+
+    Checked at the edge because PostgreSQL refuses NUL in text (a 500 deep inside a
+    service otherwise) and no FHIR element has a use for the other C0 controls.
+    """
+    root = data.get("resourceType") if isinstance(data.get("resourceType"), str) else None
+    stack: list[tuple[str, Any]] = [(root or "(body)", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if has_control_characters(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if has_control_characters(key):
+                    return f"{path}.(key)"
+                stack.append((f"{path}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return None

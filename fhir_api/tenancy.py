@@ -3,7 +3,9 @@
 Every FHIR view derives from :class:`TenantView`. ``initial()`` runs before any handler
 (DRF calls it from ``dispatch``), so a handler cannot run without ``self.organization``
 set and access checked. There is deliberately no per-view opt-out except ``public``,
-which only the CapabilityStatement uses.
+which only the CapabilityStatement uses: anonymous callers get a tenant-neutral document
+(no organisation is looked up, so unknown and foreign ids answer alike), callers with a
+token of that organisation get its own, and tokens of other organisations get 404.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class TenantView(APIView):
     permission_classes: list[Any] = []
 
     organization: Organization
+    #: The organisation when one was resolved; None only for an anonymous public view.
+    tenant: Organization | None
     patient: Patient | None
     principal: auth.Principal | None
 
@@ -44,8 +48,14 @@ class TenantView(APIView):
         super().initial(request, *args, **kwargs)
         organization_id = str(kwargs.get("organization_id", ""))
         organization: Organization | None
+        self.tenant = None
         if self.public:
             self.principal = self._public_principal(request)
+            if self.principal is None:
+                # Anonymous: a tenant-neutral answer, the same for every organisation id,
+                # existing or not, so the answer reveals nothing about which exist.
+                self.patient = None
+                return
             organization = selectors.organization_get(organization_id=organization_id)
         else:
             # The token first (401), then the organisation (404), in one query. The
@@ -56,8 +66,8 @@ class TenantView(APIView):
             raise NotFound(f"Organization '{organization_id}' was not found.")
         patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None
         if self.public:
-            # Anyone may read the capabilities; a caller who shows a token of other
-            # organisations is told 404, exactly as for an organisation that does not exist.
+            # A caller who shows a token of other organisations is told 404, exactly as
+            # for an organisation that does not exist.
             if (
                 self.principal is not None
                 and organization.pk not in self.principal.organization_ids
@@ -72,6 +82,7 @@ class TenantView(APIView):
                 interaction=self.interaction,
             )
         self.organization = organization
+        self.tenant = organization
         self.patient = None
         if patient_id is not None:
             patient = Patient.objects.filter(organization=organization, fhir_id=patient_id).first()

@@ -377,10 +377,11 @@ class CapabilityView(TenantView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         from fhir_api.capability import capability_statement
 
+        organization_id = kwargs["organization_id"]
         return Response(
             capability_statement(
-                organization=self.organization,
-                base_url=request.build_absolute_uri(f"/v2/{self.organization.pk}/fhir/R4"),
+                organization=self.tenant,
+                base_url=request.build_absolute_uri(f"/v2/{organization_id}/fhir/R4"),
                 token_url=request.build_absolute_uri("/oauth/token"),
             )
         )
@@ -410,14 +411,12 @@ class NotFoundView(APIView):
 
 
 def _unavailable(request: HttpRequest) -> HttpResponse:
-    import orjson
-
-    from fhir_api.errors import operation_outcome
+    from fhir_api.errors import django_outcome_response, operation_outcome
 
     body = operation_outcome(
         severity="error", code="not-supported", diagnostics="This operation is not available."
     )
-    return HttpResponse(orjson.dumps(body), status=501, content_type="application/fhir+json")
+    return django_outcome_response(501, body)
 
 
 def operation_view(name: str) -> Callable[..., HttpResponse]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import dj_database_url
@@ -161,12 +163,17 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# API URLs answer a CSRF refusal with an OperationOutcome, never Django's HTML page.
+CSRF_FAILURE_VIEW = "fhir_api.errors.csrf_failure"
 
 # django-axes: rate-limit admin login attempts.
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# Lock a username at one address, never a username everywhere (anyone could lock out a
+# colleague) nor an address alone (behind the proxy, the whole clinic shares one).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "medikit.clientip.client_address"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -185,11 +192,39 @@ ACCESS_TOKEN_LIFETIME = env_int("ACCESS_TOKEN_LIFETIME", 3600)
 # (set it when a proxy rewrites the host or path).
 OAUTH_TOKEN_ENDPOINT_URL = env_str("OAUTH_TOKEN_ENDPOINT_URL", "")
 
+# Client secrets are stored as HMAC-SHA256 with this pepper (fhir_api.models.secret_digest).
+# Set it explicitly in production: derived from SECRET_KEY otherwise, so rotating the
+# SECRET_KEY would invalidate every client secret.
+CLIENT_SECRET_PEPPER = (
+    env_str("CLIENT_SECRET_PEPPER", "")
+    or hmac.new(SECRET_KEY.encode(), b"medikit client secret pepper", hashlib.sha256).hexdigest()
+)
+# Token endpoint brute-force limits (fhir_api.throttle): failed client authentications
+# per window, per client id at one address, per address, and per client id overall.
+OAUTH_FAILURE_WINDOW = env_int("OAUTH_FAILURE_WINDOW", 60)
+OAUTH_CLIENT_FAILURE_LIMIT = env_int("OAUTH_CLIENT_FAILURE_LIMIT", 10)
+OAUTH_ADDRESS_FAILURE_LIMIT = env_int("OAUTH_ADDRESS_FAILURE_LIMIT", 50)
+OAUTH_CLIENT_ID_FAILURE_LIMIT = env_int("OAUTH_CLIENT_ID_FAILURE_LIMIT", 500)
+# The client's address behind a proxy (medikit.clientip): the header the trusted proxy
+# sets (e.g. X-Forwarded-For) and how many trusted proxies append to it. Empty: use the
+# connection's address (REMOTE_ADDR), never a header a client could forge.
+TRUSTED_PROXY_HEADER = env_str("TRUSTED_PROXY_HEADER", "")
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1)
+# Seconds a client is told to wait (Retry-After) when the database is unavailable.
+DATABASE_RETRY_AFTER = env_int("DATABASE_RETRY_AFTER", 5)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"security_one_line": {"()": "medikit.logfilters.NoTracebackForSecurityEvents"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["security_one_line"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # The request logger would print request details (incl. headers) on errors.

@@ -24,5 +24,7 @@ urlpatterns = [
 ]
 
 # API paths answer OperationOutcome JSON even for errors outside DRF.
+handler400 = "fhir_api.errors.handler400"
+handler403 = "fhir_api.errors.handler403"
 handler404 = "fhir_api.errors.handler404"
 handler500 = "fhir_api.errors.handler500"

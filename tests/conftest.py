@@ -99,3 +99,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
         return
     report.outcome = "failed"
     report.longrepr = f"skipped in CI, which is not allowed: {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _forget_token_blocks() -> None:
+    """The token endpoint remembers blocked keys per process (fhir_api.throttle); a test's
+    database is rolled back, so its blocks must go with it."""
+    from fhir_api import throttle
+
+    throttle._BLOCKED.clear()

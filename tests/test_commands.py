@@ -106,11 +106,11 @@ def test_create_organization_needs_a_name() -> None:
 
 @pytest.mark.django_db
 def test_seed_demo_is_idempotent() -> None:
-    output = run("seed_demo")
+    output = run("seed_demo", "--allow-demo-credentials")
     assert "demo-clinic" in output
     first = snapshot()
 
-    output = run("seed_demo")
+    output = run("seed_demo", "--allow-demo-credentials")
 
     assert "0 rows created" in output
     assert snapshot() == first
@@ -118,7 +118,7 @@ def test_seed_demo_is_idempotent() -> None:
 
 @pytest.mark.django_db
 def test_seed_demo_content() -> None:
-    run("seed_demo")
+    run("seed_demo", "--allow-demo-credentials")
     demo = m.Organization.objects.get(id="demo-clinic")
     assert (demo.name, demo.timezone) == ("Demo Clinic", "Europe/Amsterdam")
     assert sorted(
@@ -163,7 +163,7 @@ def test_seed_demo_content() -> None:
 
 @pytest.mark.django_db
 def test_seed_demo_staff_user_and_group() -> None:
-    run("seed_demo")
+    run("seed_demo", "--allow-demo-credentials")
     user = get_user_model().objects.get(username="staff")
     assert user.is_staff and not user.is_superuser
     assert user.check_password("medikit-demo")
@@ -185,7 +185,7 @@ def test_seed_demo_staff_user_and_group() -> None:
 
 @pytest.mark.django_db
 def test_seed_demo_api_client() -> None:
-    run("seed_demo")
+    run("seed_demo", "--allow-demo-credentials")
     client = ApiClient.objects.get(client_id="demo-client")
     assert client.check_secret("demo-secret")
     assert not client.check_secret("wrong")
@@ -233,3 +233,44 @@ def test_command_line_import_failure_exits_non_zero_and_changes_nothing(tmp_path
     exported = manage("export_fhir", "--organization", "clinic-cli")
     assert exported.returncode == 0
     assert json.loads(exported.stdout)["entry"] == []
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_to_run_without_debug(settings: Any) -> None:
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="--allow-demo-credentials"):
+        call_command("seed_demo", stdout=io.StringIO(), stderr=io.StringIO())
+    assert not m.Organization.objects.filter(id="demo-clinic").exists()
+    assert not ApiClient.objects.filter(client_id="demo-client").exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_warns_when_allowed_without_debug(settings: Any) -> None:
+    settings.DEBUG = False
+    err = io.StringIO()
+    call_command("seed_demo", "--allow-demo-credentials", stdout=io.StringIO(), stderr=err)
+    assert "WARNING" in err.getvalue() and "publicly known" in err.getvalue()
+    assert ApiClient.objects.filter(client_id="demo-client").exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_runs_quietly_with_debug(settings: Any) -> None:
+    settings.DEBUG = True
+    err = io.StringIO()
+    call_command("seed_demo", stdout=io.StringIO(), stderr=err)
+    assert err.getvalue() == ""
+
+
+def test_scheduling_does_not_import_fhir_api() -> None:
+    # fhir_api depends on scheduling, never the reverse (architecture rule).
+    offenders = [
+        str(path.relative_to(BASE_DIR))
+        for path in (BASE_DIR / "scheduling").rglob("*.py")
+        if "fhir_api"
+        in "".join(
+            line
+            for line in path.read_text().splitlines()
+            if line.lstrip().startswith(("import ", "from "))
+        )
+    ]
+    assert offenders == []

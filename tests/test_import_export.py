@@ -570,7 +570,7 @@ def test_export_then_import_round_trips_to_an_equal_bundle(org: m.Organization) 
 
 @pytest.mark.django_db
 def test_seed_demo_round_trips(tmp_path: Path) -> None:
-    call_command("seed_demo", stdout=io.StringIO())
+    call_command("seed_demo", "--allow-demo-credentials", stdout=io.StringIO())
     demo = m.Organization.objects.get(id="demo-clinic")
     output = tmp_path / "demo.json"
     call_command("export_fhir", organization=demo.id, output=str(output), stderr=io.StringIO())

@@ -587,10 +587,15 @@ def test_smart_configuration(org: Organization, path: str) -> None:
     }
 
 
-def test_smart_configuration_of_unknown_organisation_is_404(org: Organization) -> None:
-    response = Client().get("/v2/nope/fhir/R4/.well-known/smart-configuration")
-    assert response.status_code == 404
-    assert response.json()["resourceType"] == "OperationOutcome"
+def test_smart_configuration_does_not_tell_which_organisations_exist(
+    org: Organization,
+) -> None:
+    # Discovery works without a token, so it must not answer 200 for existing and 404
+    # for unknown organisations: that would enumerate the tenants.
+    known = Client().get(f"/v2/{org.pk}/fhir/R4/.well-known/smart-configuration")
+    unknown = Client().get("/v2/nope/fhir/R4/.well-known/smart-configuration")
+    assert known.status_code == unknown.status_code == 200
+    assert known.content == unknown.content
 
 
 def test_repeated_parameters_are_refused(make_client: Callable[..., ApiClient]) -> None:

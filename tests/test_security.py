@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -85,7 +86,9 @@ def test_secret_is_not_stored_readably(org: Organization) -> None:
     created = create_client("Partner", "--organization", org.pk, "--scope", SCOPES)
     secret = created["client_secret"]
     client = ApiClient.objects.get(client_id=created["client_id"])
-    assert client.secret_hash.startswith("md5$")  # a Django password hash, salted
+    # Keyed with the server's pepper: not the plain SHA-256 a table dump could be tested with.
+    assert client.secret_hash.startswith("hmac-sha256$")
+    assert hashlib.sha256(secret.encode()).hexdigest() not in client.secret_hash
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM {ApiClient._meta.db_table}")
         rows = cursor.fetchall()

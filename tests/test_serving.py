@@ -276,3 +276,67 @@ def test_workers_freeze_the_application_and_collect_less_often(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# --- Connection: close after a body refused unread (issue #18) ------------------------------
+
+
+@pytest.mark.slow
+def test_gunicorn_closes_the_connection_after_a_body_it_did_not_read(tmp_path: Path) -> None:
+    """gunicorn used to promise keep-alive for a refused 100 KB body, then drop the socket."""
+    import http.client
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "SECRET_KEY": "test-only",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "MAX_REQUEST_BYTES": "65536",
+        "DEBUG": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "medikit.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.3)
+
+        def post(path: str, body: bytes) -> tuple[int, str | None]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request(
+                "POST", path, body=body, headers={"Content-Type": "application/fhir+json"}
+            )
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response.status, response.getheader("Connection")
+
+        big = b'{"resourceType": "Parameters", "x": "' + b"x" * 100_000 + b'"}'
+        # Refused by size before anything reads it.
+        assert post("/v2/clinic/fhir/R4/Schedule", big) == (413, "close")
+        small = b'{"resourceType": "Parameters", "x": "' + b"x" * 30_000 + b'"}'
+        # Not a route: the 404 never reads the body.
+        assert post("/v2/clinic/fhir/R4/Nothing", small) == (404, "close")
+        # A body-less request keeps the connection.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/v2/clinic/fhir/R4/Nothing")
+        response = connection.getresponse()
+        response.read()
+        assert (response.status, response.getheader("Connection")) == (404, "keep-alive")
+        connection.close()
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)

@@ -7,16 +7,18 @@ second run changes nothing. The admin and security work rely on the exact names 
 
 from __future__ import annotations
 
+import io
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core.management.base import BaseCommand
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from fhir_api.models import ApiClient, ApiClientOrganization
 from scheduling import models as m
 from scheduling import recurrence
 from scheduling.services.records import appointment_store
@@ -25,12 +27,9 @@ ORGANIZATION_ID = "demo-clinic"
 STAFF_USERNAME = "staff"
 STAFF_PASSWORD = "medikit-demo"
 STAFF_GROUP = "Clinic staff"
+# Created by fhir_api's seed_demo_api_client command (scheduling does not import fhir_api).
 CLIENT_ID = "demo-client"
 CLIENT_SECRET = "demo-secret"
-CLIENT_SCOPES = (
-    "system/Schedule.rs system/Slot.rs system/Appointment.rs system/Appointment.c "
-    "system/AppointmentResponse.c"
-)
 #: Staff may read these but not rewrite history.
 VIEW_ONLY_MODELS = ("auditevent", "appointmentresponse")
 
@@ -88,7 +87,28 @@ SLOT_MINUTES = 15
 class Command(BaseCommand):
     help = "Create (once) a demo organisation with practitioners, schedules, patients, bookings."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--allow-demo-credentials",
+            action="store_true",
+            help="Seed even with DEBUG off. The demo logins are public: never on a server "
+            "that holds real data or can be reached by others.",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            if not options["allow_demo_credentials"]:
+                raise CommandError(
+                    "seed_demo installs publicly known logins (staff / medikit-demo, "
+                    "demo-client / demo-secret) and refuses to run with DEBUG off. Use it "
+                    "on a development machine (DEBUG=1), or pass --allow-demo-credentials "
+                    "for a throwaway demo server."
+                )
+            self.stderr.write(
+                "WARNING: seeding publicly known demo credentials with DEBUG off "
+                f"(admin {STAFF_USERNAME}, API client {CLIENT_ID}). Anyone who can reach "
+                "this server can log in with them."
+            )
         with transaction.atomic():
             created = seed_demo()
         self.stdout.write(
@@ -274,10 +294,8 @@ def _seed_staff(organization: m.Organization, counter: _Counter) -> None:
 
 
 def _seed_api_client(organization: m.Organization, counter: _Counter) -> None:
-    client = ApiClient.objects.filter(client_id=CLIENT_ID).first()
-    if client is None:
-        client = ApiClient(client_id=CLIENT_ID, name="Demo client", scopes=CLIENT_SCOPES)
-        client.set_secret(CLIENT_SECRET)
-        client.save()
-        counter.created += 1
-    counter.get_or_create(ApiClientOrganization, organization=organization, client=client)
+    # By command name: API clients belong to fhir_api, which scheduling must not import.
+    created = call_command(
+        "seed_demo_api_client", organization=organization.pk, stdout=io.StringIO()
+    )
+    counter.created += int(created or 0)
