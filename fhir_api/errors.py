@@ -10,7 +10,7 @@ and the middleware all render through it, so there is one wire format and one en
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NotRequired, Self, TypedDict
 
 import orjson
@@ -213,18 +213,25 @@ def _unavailable(exc: Exception) -> ServiceUnavailable | None:
 
 
 def outcome_for_exception(
-    exc: Exception, *, allowed_methods: Iterable[str] | None = None
+    exc: Exception,
+    *,
+    allowed_methods: Iterable[str] | None = None,
+    field_path: Callable[[str], str] | None = None,
 ) -> tuple[int, OperationOutcome, dict[str, str]]:
     """Any exception -> (status, OperationOutcome, headers). Never a stack trace on the wire.
 
-    Unexpected exceptions are logged once with their traceback and answered 500.
+    Domain errors name the domain field at fault (``start``, ``schedule``); ``field_path``
+    (the view's) turns each into the FHIR path of this interaction, e.g.
+    ``Parameters.parameter[start]``. Unexpected exceptions are logged once with their
+    traceback and answered 500.
     """
     if isinstance(exc, ApiError):
         return exc.status, _outcome(exc.issues), dict(exc.headers)
     if isinstance(exc, DomainError):
+        expression = [field_path(name) for name in exc.expression] if field_path else exc.expression
         return (
             _CATEGORY_STATUS.get(exc.category, 400),
-            _outcome([issue(exc.message, code=exc.issue_code, expression=exc.expression)]),
+            _outcome([issue(exc.message, code=exc.issue_code, expression=expression)]),
             {},
         )
     if isinstance(exc, PydanticValidationError):
@@ -300,7 +307,9 @@ def exception_handler(exc: Exception, context: dict[str, Any] | None = None) -> 
     """DRF exception handler: any exception -> OperationOutcome response."""
     view = (context or {}).get("view")
     status, body, headers = outcome_for_exception(
-        exc, allowed_methods=getattr(view, "allowed_methods", None)
+        exc,
+        allowed_methods=getattr(view, "allowed_methods", None),
+        field_path=getattr(view, "field_path", None),
     )
     return Response(body, status=status, headers=headers or None, content_type=FHIR_JSON)
 

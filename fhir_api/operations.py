@@ -185,6 +185,19 @@ class BookingInput:
 
 
 class _PatientWriteView(TenantView):
+    #: The operation's Parameters names: a domain error about one of these fields names
+    #: ``Parameters.parameter[x]``; about another field, the element of ``subject``.
+    parameter_names: frozenset[str] = frozenset()
+    subject = "Appointment"
+
+    def field_path(self, field: str) -> str:
+        """The FHIR path of a domain field for this interaction (errors, docs/api.md 3)."""
+        if not field or "." in field or "[" in field or "-" in field:
+            return field  # already a path, or a header such as Idempotency-Key
+        if field in self.parameter_names:
+            return f"Parameters.parameter[{field}]"
+        return f"{self.subject}.{field}"
+
     interaction: ClassVar = "create"
     patient_scoped: ClassVar[bool] = True
 
@@ -201,6 +214,7 @@ class BookSlotView(_PatientWriteView):
     """POST ``Patient/{pid}/Appointment/$book-slot``: book one slot for this patient."""
 
     resource_type: ClassVar[str] = "Appointment"
+    parameter_names = frozenset({"start", "schedule", "practitionerRole", "status", "comment"})
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = _idempotency_key(request)
@@ -231,6 +245,7 @@ class AppointmentResponseView(_PatientWriteView):
     """POST ``Patient/{pid}/AppointmentResponse``: the patient accepts, declines, ..."""
 
     resource_type: ClassVar[str] = "AppointmentResponse"
+    subject = "AppointmentResponse"
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = request.data

@@ -37,7 +37,7 @@ def appointment_respond(
         allowed = ", ".join(ParticipationStatus.values)
         raise InvalidInput(
             f"participantStatus '{participant_status}' is not one of: {allowed}.",
-            expression=["AppointmentResponse.participantStatus"],
+            expression=["participantStatus"],
         )
     with transaction.atomic():
         appointment = (
@@ -48,7 +48,7 @@ def appointment_respond(
         if appointment is None:
             raise NotFound(
                 _appointment_missing_message(organization, appointment_fhir_id),
-                expression=["AppointmentResponse.appointment"],
+                expression=["appointment"],
             )
         response = AppointmentResponse(
             organization=organization,

@@ -55,10 +55,11 @@ __all__ = [
     "appointment_reschedule",
 ]
 
-_START = "Parameters.parameter[start]"
-_SCHEDULE = "Parameters.parameter[schedule]"
-_ROLE = "Parameters.parameter[practitionerRole]"
-_STATUS = "Parameters.parameter[status]"
+# Domain field names; the API turns them into FHIR paths (``fhir_api`` views' field_path).
+_START = "start"
+_SCHEDULE = "schedule"
+_ROLE = "practitionerRole"
+_STATUS = "status"
 _IDEMPOTENCY = "Idempotency-Key"
 
 _KEY_CONSTRAINT = "uniq_idempotency_key"
@@ -522,17 +523,15 @@ def _reschedule_locked(
             f"Appointment '{locked.fhir_id}' is "
             f"{'cancelled (hold expired)' if locked.is_active else locked.status}; "
             "only an active appointment can be moved.",
-            expression=["Appointment.status"],
+            expression=["status"],
         )
     if not staff:
-        cancellation_cutoff_check(
-            appointment=locked, now=now, action="move", field="Appointment.start"
-        )
+        cancellation_cutoff_check(appointment=locked, now=now, action="move", field="start")
     if locked.is_recurring:
         raise BusinessRuleViolation(
             f"Appointment '{locked.fhir_id}' is recurring; move its occurrences by changing "
             "the series.",
-            expression=["Appointment.recurrence"],
+            expression=["recurrence"],
         )
     role = schedule.practitioner_role
     role_id = practitioner_role_id or (role.fhir_id if role is not None else "")

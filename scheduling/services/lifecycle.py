@@ -27,7 +27,7 @@ def appointment_cancel(
         if not locked.is_active:
             raise BusinessRuleViolation(
                 f"Appointment '{locked.fhir_id}' is {locked.status} and cannot be cancelled.",
-                expression=["Appointment.status"],
+                expression=["status"],
             )
         old_status = locked.status
         locked.status = AppointmentStatus.CANCELLED
@@ -54,12 +54,12 @@ def appointment_mark_noshow(
             raise BusinessRuleViolation(
                 f"Appointment '{locked.fhir_id}' is {locked.status}; only an active "
                 "appointment can be marked as a no-show.",
-                expression=["Appointment.status"],
+                expression=["status"],
             )
         if locked.start > timezone.now():
             raise BusinessRuleViolation(
                 f"Appointment '{locked.fhir_id}' has not started yet; it cannot be a no-show.",
-                expression=["Appointment.start"],
+                expression=["start"],
             )
         old_status = locked.status
         locked.status = AppointmentStatus.NOSHOW
