@@ -349,7 +349,14 @@ def _django_handler(status: int, code: str, message: str) -> Any:
                 403: defaults.permission_denied,
                 404: defaults.page_not_found,
             }[status]
-            return fallback(request, exception or Exception())
+            try:
+                return fallback(request, exception or Exception())
+            except Exception as exc:
+                # As for the 404 page: a request mangled enough (no valid Host, a multipart
+                # body without a boundary) can break rendering the HTML page; it must still
+                # get its own status, never a 500.
+                logger.warning("%d page could not be rendered: %s", status, type(exc).__name__)
+                return HttpResponse(message, status=status, content_type="text/plain")
         if exception is not None and not isinstance(exception, Http404):
             return error_response(exception)
         return django_outcome_response(status, _outcome([issue(message, code=code)]))

@@ -86,11 +86,12 @@ def merge(intervals: Iterable[Span]) -> list[Span]:
     """Sorted intervals, overlapping ones merged (so the ends are increasing too).
 
     Touching intervals stay apart: they do not overlap, and a slot between them is free.
-    Empty and inverted intervals are dropped.
+    Inverted intervals are dropped; an empty one is kept, and counts as overlapping a slot
+    it lies strictly inside (``a.start < b.end and b.start < a.end``), as it always did.
     """
     merged: list[Span] = []
     for start, end in sorted(intervals):
-        if end <= start:
+        if end < start:
             continue
         if merged and start < merged[-1][1]:
             if end > merged[-1][1]:
