@@ -402,8 +402,10 @@ class OperationDefinitionView(TenantView):
     def get(self, request: Request, name: str, **kwargs: Any) -> Response:
         from fhir_api.operation_definitions import OPERATIONS, operation_definition
 
+        # Like the CapabilityStatement: tenant-neutral for anonymous callers (no lookup).
+        organization_id = kwargs["organization_id"]
         definition = operation_definition(
-            name, base_url=request.build_absolute_uri(f"/v2/{self.organization.pk}/fhir/R4")
+            name, base_url=request.build_absolute_uri(f"/v2/{organization_id}/fhir/R4")
         )
         if definition is None:
             raise NotFound(

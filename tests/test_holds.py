@@ -428,11 +428,18 @@ def test_lapsed_hold_over_http_reads_cancelled_and_confirm_is_409(
 
     assert slot_over_http() == "busy-tentative"
     clock.advance(timedelta(seconds=9))
-    assert appointment(api.get(read_url), 200)["status"] == "pending"
+    pending = api.get(read_url)
+    assert appointment(pending, 200)["status"] == "pending"
+    etag = pending["ETag"]
+    assert api.get(read_url, HTTP_IF_NONE_MATCH=etag).status_code == 304
     assert slot_over_http() == "busy-tentative"
     clock.advance(timedelta(seconds=1))
     assert slot_over_http() == "free"
-    lapsed = appointment(api.get(read_url), 200)
+    # The row has not changed, but what it reads as has: no 304 for the pending version.
+    lapsed_read = api.get(read_url, HTTP_IF_NONE_MATCH=etag)
+    lapsed = appointment(lapsed_read, 200)
+    assert lapsed_read["ETag"] != etag
+    assert api.get(read_url, HTTP_IF_NONE_MATCH=lapsed_read["ETag"]).status_code == 304
     assert lapsed["status"] == "cancelled"
     assert lapsed["cancelationReason"] == {"text": "hold expired"}
     assert held_until(lapsed) is None

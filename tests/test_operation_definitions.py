@@ -87,7 +87,12 @@ def test_unknown_definition_and_organisation_are_404(
 ) -> None:
     data = assert_outcome(Client().get("/v2/clinic-a/fhir/R4/OperationDefinition/nope"), 404)
     assert "hold" in data["issue"][0]["diagnostics"]
-    assert_outcome(Client().get("/v2/no-such/fhir/R4/OperationDefinition/hold"), 404)
+    # Anonymous callers get the same tenant-neutral answer for any organisation id, as for
+    # the CapabilityStatement, so it tells nothing about which organisations exist.
+    unknown = body(Client().get("/v2/no-such/fhir/R4/OperationDefinition/hold"))
+    known = body(Client().get("/v2/clinic-a/fhir/R4/OperationDefinition/hold"))
+    assert unknown == {**known, "url": unknown["url"]}
+    assert unknown["url"].endswith("/v2/no-such/fhir/R4/OperationDefinition/hold")
     # Like the CapabilityStatement: a caller with another organisation's token is told 404.
     _, token = make_api_client(outsider_org)
     foreign = Client().get(
