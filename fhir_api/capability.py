@@ -146,6 +146,14 @@ def capability_statement(
                         "operation": capability_operations(base_url=base_url),
                     },
                     {
+                        "type": "OperationDefinition",
+                        "documentation": (
+                            "The definitions of the operations named above, readable by "
+                            "OperationDefinition/{name}."
+                        ),
+                        "interaction": [{"code": "read"}],
+                    },
+                    {
                         "type": "AppointmentResponse",
                         "documentation": "POST below Patient/{id}/AppointmentResponse.",
                         "interaction": [{"code": "create"}],
