@@ -1,4 +1,5 @@
-"""Benchmark ``$book-slot`` contention the way production runs it (issue 5).
+"""Benchmark ``$book-slot`` contention (and ``$hold``, ``$reschedule``) the way production
+runs it (issue 5).
 
     .venv/bin/python bench/bench_booking.py [--uncontended 200] [--rounds 30] [--clients 32]
 
@@ -16,6 +17,9 @@
      all requests; every round must have exactly one 201 and the rest 409);
    - throughput: ``--clients`` concurrent clients booking distinct slots spread over the
      schedules (bookings per second);
+   - ``$hold``: one client holds distinct free slots one after another (p50/p95);
+   - ``$reschedule``: one client moves the uncontended phase's bookings, one after
+     another, each to a free slot of its own (p50/p95);
 
 4. prints the figures and the ratio contended p95 / uncontended p95 against the target
    (<= 3x), then stops the server and drops the database, also on errors or Ctrl-C.
@@ -77,6 +81,11 @@ def _summary(latencies: list[float], statuses: Counter[int]) -> dict[str, Any]:
     }
 
 
+def _patient_of(slot: list[str], patients: list[str]) -> str:
+    """The patient who books a slot of schedule ``sched-{k}`` in the concurrent phases."""
+    return patients[int(slot[0].rpartition("-")[2]) % len(patients)]
+
+
 async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     """Run the three phases against the plan's server; return their figures as plain data.
 
@@ -98,41 +107,47 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as session:
+        ids: list[str] = []  # of the uncontended phase's bookings, for $reschedule
 
-        async def book(patient: str, slot: list[str]) -> tuple[int, float]:
+        async def post(url: str, parameters: list[dict[str, str]]) -> tuple[int, float, bytes]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"client time limit of {plan['time_limit']} s reached")
-            schedule, role, start = slot
-            body = json.dumps(
-                {
-                    "resourceType": "Parameters",
-                    "parameter": [
-                        {"name": "start", "valueDateTime": start},
-                        {"name": "schedule", "valueString": schedule},
-                        {"name": "practitionerRole", "valueString": role},
-                        {"name": "status", "valueString": "booked"},
-                    ],
-                }
-            ).encode()
-            url = f"{fhir}/Patient/{patient}/Appointment/$book-slot"
+            body = json.dumps({"resourceType": "Parameters", "parameter": parameters}).encode()
             began = time.perf_counter()
+            content = b""
             try:
                 async with session.post(url, data=body) as response:
-                    await response.read()
+                    content = await response.read()
                     status = response.status
             except (aiohttp.ClientError, TimeoutError):
                 status = 0  # transport error: counted as an error status
-            return status, time.perf_counter() - began
+            return status, time.perf_counter() - began, content
+
+        def slot_parameters(slot: list[str]) -> list[dict[str, str]]:
+            schedule, role, start = slot
+            return [
+                {"name": "start", "valueDateTime": start},
+                {"name": "schedule", "valueString": schedule},
+                {"name": "practitionerRole", "valueString": role},
+            ]
+
+        async def book(patient: str, slot: list[str], keep_id: bool = False) -> tuple[int, float]:
+            url = f"{fhir}/Patient/{patient}/Appointment/$book-slot"
+            parameters = [*slot_parameters(slot), {"name": "status", "valueString": "booked"}]
+            status, seconds, content = await post(url, parameters)
+            if keep_id and status == 201:
+                ids.append(json.loads(content)["id"])
+            return status, seconds
 
         # Open every keep-alive connection (and warm every worker) before measuring, so
         # no measured request pays a TCP handshake or a first-request cost.
         warm = slots["warmup"]
-        await asyncio.gather(*(book(patients[i % clients], slot) for i, slot in enumerate(warm)))
+        await asyncio.gather(*(book(_patient_of(slot, patients), slot) for slot in warm))
 
         quiet: list[float] = []
         quiet_status: Counter[int] = Counter()
         for slot in slots["uncontended"]:
-            status, seconds = await book(patients[0], slot)
+            status, seconds = await book(patients[0], slot, keep_id=True)
             quiet.append(seconds)
             quiet_status[status] += 1
 
@@ -155,7 +170,7 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
         async def booker(index: int) -> None:
             while not queue.empty():
                 slot = queue.get_nowait()
-                status, seconds = await book(patients[index], slot)
+                status, seconds = await book(_patient_of(slot, patients), slot)
                 spread.append(seconds)
                 spread_status[status] += 1
 
@@ -163,7 +178,25 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(booker(i) for i in range(clients)))
         elapsed = time.perf_counter() - began
 
+        held: list[float] = []
+        held_status: Counter[int] = Counter()
+        hold_url = f"{fhir}/Patient/{patients[-1]}/Appointment/$hold"
+        for slot in slots["hold"]:
+            status, seconds, _ = await post(hold_url, slot_parameters(slot))
+            held.append(seconds)
+            held_status[status] += 1
+
+        moved: list[float] = []
+        moved_status: Counter[int] = Counter()
+        for appointment_id, slot in zip(ids, slots["reschedule"], strict=False):
+            url = f"{fhir}/Patient/{patients[0]}/Appointment/{appointment_id}/$reschedule"
+            status, seconds, _ = await post(url, [{"name": "start", "valueDateTime": slot[2]}])
+            moved.append(seconds)
+            moved_status[status] += 1
+
     return {
+        "hold": _summary(held, held_status),
+        "reschedule": _summary(moved, moved_status),
         "uncontended": _summary(quiet, quiet_status),
         "contended": _summary(contended, contended_status) | {"winners": winners},
         "throughput": _summary(spread, spread_status)
@@ -186,7 +219,8 @@ def build_plan(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     from scheduling import models as m
 
     first = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
-    solo = args.uncontended + args.rounds
+    reschedules = min(args.reschedules, args.uncontended)
+    solo = args.uncontended + args.rounds + args.holds + reschedules
     per_schedule = solo + (WARMUP_BOOKINGS + args.throughput) // args.schedules + 1
     with transaction.atomic():
         org = m.Organization.objects.create(id=ORG_ID, name="Booking bench clinic")
@@ -226,13 +260,16 @@ def build_plan(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
         return [f"sched-{k}", roles[k], (first + SLOT * index).isoformat()]
 
     uncontended = [slot(0, i) for i in range(args.uncontended)]
-    contended = [slot(0, i) for i in range(args.uncontended, solo)]
-    spread = [
-        slot(k, i)
-        for i in range(per_schedule)
-        for k in range(args.schedules)
-        if k != 0 or i >= solo
-    ]
+    after_contended = args.uncontended + args.rounds
+    contended = [slot(0, i) for i in range(args.uncontended, after_contended)]
+    holds = [slot(0, i) for i in range(after_contended, after_contended + args.holds)]
+    # Each booking of the uncontended phase moves to a free slot of the same schedule.
+    reschedule = [slot(0, i) for i in range(after_contended + args.holds, solo)]
+    # A patient cannot be in two places at once (the engine refuses it with 409), so the
+    # concurrent phases book times after every sequential and contended one, and each of
+    # their slots is booked by the patient of its schedule (``_patient_of``): never one
+    # patient twice at one time.
+    spread = [slot(k, i) for i in range(solo, per_schedule) for k in range(args.schedules)]
     warmup, throughput = spread[:WARMUP_BOOKINGS], spread[WARMUP_BOOKINGS:]
     if len(throughput) < args.throughput:
         raise RuntimeError("not enough slots planned for the throughput phase")
@@ -248,6 +285,8 @@ def build_plan(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
             "uncontended": uncontended,
             "contended": contended,
             "throughput": throughput[: args.throughput],
+            "hold": holds,
+            "reschedule": reschedule,
         },
     }
 
@@ -296,10 +335,26 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> bool:
         f"p50={spread['p50_ms']:.1f} ms  p95={spread['p95_ms']:.1f} ms  "
         f"statuses={spread['statuses']}"
     )
+    for label, phase, what in (
+        ("$hold", result["hold"], "sequential holds of distinct slots"),
+        ("$reschedule", result["reschedule"], "sequential moves to distinct free slots"),
+    ):
+        print(
+            f"{label:<12} n={phase['count']:4d}  p50={phase['p50_ms']:7.1f} ms  "
+            f"p95={phase['p95_ms']:7.1f} ms  max={phase['max_ms']:7.1f} ms  ({what})  "
+            f"statuses={phase['statuses']}"
+        )
     ratio = contended["p95_ms"] / quiet["p95_ms"] if quiet["p95_ms"] else float("inf")
     one_winner = len(winners) == args.rounds and all(w == 1 for w in winners)
     others: Counter[str] = Counter()
-    for phase, allowed in ((quiet, {"201"}), (contended, {"201", "409"}), (spread, {"201"})):
+    phases = (
+        (quiet, {"201"}),
+        (contended, {"201", "409"}),
+        (spread, {"201"}),
+        (result["hold"], {"201"}),
+        (result["reschedule"], {"200"}),
+    )
+    for phase, allowed in phases:
         for status, count in phase["statuses"].items():
             if status not in allowed:
                 others[status] += count
@@ -333,15 +388,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--throughput", type=int, default=640, help="bookings in the throughput phase"
     )
     parser.add_argument("--schedules", type=int, default=16)
+    parser.add_argument("--holds", type=int, default=200, help="sequential $hold requests")
+    parser.add_argument(
+        "--reschedules",
+        type=int,
+        default=200,
+        help="sequential $reschedule requests (at most --uncontended)",
+    )
     parser.add_argument("--workers", type=int, default=2 * load.CORES + 1)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--time-limit", type=float, default=300.0, help="client, seconds")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--client", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("uncontended", "rounds", "clients", "throughput", "schedules", "workers"):
+    for name in (
+        "uncontended",
+        "rounds",
+        "clients",
+        "throughput",
+        "schedules",
+        "workers",
+        "holds",
+        "reschedules",
+    ):
         if not 1 <= getattr(args, name) <= 10_000:
             parser.error(f"--{name} must be between 1 and 10000")
+    if args.schedules > args.clients:
+        # One patient per schedule at each time (a patient cannot be in two places at once).
+        parser.error("--schedules must not exceed --clients")
     return args
 
 
@@ -411,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             load.wait_until_ready(base_url, server, 120)
             print(
                 f"Client: {WARMUP_BOOKINGS} warm-up bookings, {args.uncontended} sequential, "
-                f"{args.rounds} rounds x {args.clients}, {args.throughput} concurrent ...",
+                f"{args.rounds} rounds x {args.clients}, {args.throughput} concurrent, "
+                f"{args.holds} holds, {min(args.reschedules, args.uncontended)} reschedules ...",
                 flush=True,
             )
             result = run_client(plan_path, args.time_limit)

@@ -269,8 +269,12 @@ def check_access(
     patient_id: str | None,
     resource_type: str,
     interaction: Interaction,
+    also: tuple[Interaction, ...] = (),
 ) -> None:
-    """Raise NotFound for foreign organisations/patients, ScopeMissing for a missing scope."""
+    """Raise NotFound for foreign organisations/patients, ScopeMissing for a missing scope.
+
+    ``also``: further interactions any one of which grants access as well.
+    """
     if organization_id not in principal.organization_ids:
         raise NotFound(f"Organization '{organization_id}' was not found.")
     if principal.patient_id is not None:
@@ -278,7 +282,7 @@ def check_access(
             raise NotFound("Not found.")
         if patient_id is not None and patient_id != principal.patient_id:
             raise NotFound(f"Patient '{patient_id}' was not found.")
-    if not principal.has_scope(resource_type, interaction):
+    if not any(principal.has_scope(resource_type, i) for i in (interaction, *also)):
         raise ScopeMissing(
             f"The access token's scopes do not allow {interaction} on {resource_type}: "
             f"it needs e.g. system/{resource_type}.{_INTERACTION_LETTER[interaction]}."

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_api import includes, mappers
+from fhir_api.operation_definitions import capability_operations
 from scheduling.models import Organization
 
 _SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -18,7 +19,8 @@ _PAGING = [
 _EXTENSIONS_DOC = (
     f"Extensions: {mappers.EXT_RECURRENCE} (complex: rrule, timezone, exdate), "
     f"{mappers.EXT_PARENT_SCHEDULE}, {mappers.EXT_PARENT_APPOINTMENT}, "
-    f"{mappers.EXT_SLOT_DURATION} (valueDuration in minutes)."
+    f"{mappers.EXT_SLOT_DURATION} (valueDuration in minutes), "
+    f"{mappers.EXT_HELD_UNTIL} (valueInstant: when a hold lapses)."
 )
 
 
@@ -41,7 +43,7 @@ _VERSIONED_READ = {"versioning": "versioned", "readHistory": False, "conditional
 def capability_statement(
     *, organization: Organization | None, base_url: str, token_url: str
 ) -> dict[str, Any]:
-    """What this server offers one organisation: resources, searches, $book-slot, security.
+    """What this server offers one organisation: resources, searches, operations, security.
 
     Without an organisation (an anonymous caller) the statement is tenant-neutral: it must
     not tell whether the organisation in the URL exists.
@@ -141,16 +143,15 @@ def capability_statement(
                                 ("status", "token", "Comma = OR."),
                             ]
                         ),
-                        "operation": [
-                            {
-                                "name": "book-slot",
-                                "definition": f"{base_url}/OperationDefinition/book-slot",
-                                "documentation": (
-                                    "POST Patient/{id}/Appointment/$book-slot with Parameters "
-                                    "start, schedule, practitionerRole, status, comment."
-                                ),
-                            }
-                        ],
+                        "operation": capability_operations(base_url=base_url),
+                    },
+                    {
+                        "type": "OperationDefinition",
+                        "documentation": (
+                            "The definitions of the operations named above, readable by "
+                            "OperationDefinition/{name}."
+                        ),
+                        "interaction": [{"code": "read"}],
                     },
                     {
                         "type": "AppointmentResponse",

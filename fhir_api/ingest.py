@@ -33,6 +33,7 @@ from scheduling.services.records import appointment_store
 
 EXT_RECURRENCE = "urn:extension:recurrence"
 EXT_SLOT_DURATION = "urn:extension:slot-duration"
+EXT_HELD_UNTIL = "urn:extension:held-until"
 
 BUNDLE_TYPES = ("collection", "batch", "transaction")
 #: The order rows are written in: every reference points to a type written earlier.
@@ -451,6 +452,8 @@ class _Importer:
             (reason.text or _first_display(reason) or "") if reason is not None else ""
         )
         _set_recurrence(row, res.extension)
+        # A hold keeps its expiry, so an exported hold still lapses after an import.
+        row.held_until = _held_until(res.extension) if row.status == "pending" else None
         # Through the one engine: refused (naming both appointments) if it would
         # double-book its practitioner or patient; audited in the same transaction.
         appointment_store(
@@ -583,6 +586,19 @@ def _first_display(concept: Any) -> str:
 
 def _extensions(extensions: Any, url: str) -> list[Any]:
     return [ext for ext in extensions or [] if ext.url == url]
+
+
+def _held_until(extensions: Any) -> datetime | None:
+    found = _extensions(extensions, EXT_HELD_UNTIL)
+    if not found:
+        return None
+    element = f"extension('{EXT_HELD_UNTIL}')"
+    value = found[0].valueInstant
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise _EntryError(
+            f"{element}: needs a valueInstant with a timezone offset.", expression=element
+        )
+    return value
 
 
 def _slot_minutes(extensions: Any) -> int | None:

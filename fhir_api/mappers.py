@@ -20,11 +20,13 @@ from scheduling.models import (
     Schedule,
     Slot,
 )
+from scheduling.selectors.appointments import HOLD_EXPIRED_REASON
 
 EXT_RECURRENCE = "urn:extension:recurrence"
 EXT_PARENT_SCHEDULE = "urn:extension:parent:schedule"
 EXT_PARENT_APPOINTMENT = "urn:extension:parent:appointment"
 EXT_SLOT_DURATION = "urn:extension:slot-duration"
+EXT_HELD_UNTIL = "urn:extension:held-until"
 UCUM = "http://unitsofmeasure.org"
 
 FHIRDict = dict[str, Any]
@@ -305,13 +307,21 @@ def generated_slot_to_fhir(schedule: Schedule, generated_slot: Any) -> FHIRDict:
     return resource
 
 
-def _appointment_base(a: Appointment, start: datetime, end: datetime, fhir_id: str) -> FHIRDict:
+def _appointment_base(
+    a: Appointment, start: datetime, end: datetime, fhir_id: str, *, lapsed: bool = False
+) -> FHIRDict:
     # An occurrence's id differs from its parent's: only the stored row has a version.
     meta = _meta(a, versioned=fhir_id == a.fhir_id)
+    if lapsed and "versionId" in meta:
+        # A hold lapses without its row changing: its version must change all the same, or
+        # an If-None-Match read would answer 304 to a client that last saw it pending.
+        meta["versionId"] += "-lapsed"
     resource: FHIRDict = {"resourceType": "Appointment", "id": fhir_id, "meta": meta}
-    resource["status"] = a.status
-    if a.cancelation_reason:
-        resource["cancelationReason"] = {"text": a.cancelation_reason}
+    # A lapsed hold reads as cancelled from the instant it lapses, tidied or not.
+    resource["status"] = "cancelled" if lapsed else a.status
+    reason = HOLD_EXPIRED_REASON if lapsed else a.cancelation_reason
+    if reason:
+        resource["cancelationReason"] = {"text": reason}
     _put(resource, "serviceCategory", concepts(a.service_category))
     _put(resource, "description", a.description)
     resource["start"] = instant(start)
@@ -333,11 +343,19 @@ def _appointment_base(a: Appointment, start: datetime, end: datetime, fhir_id: s
     return _drop_empty_meta(resource)
 
 
-def appointment_to_fhir(a: Appointment) -> FHIRDict:
-    """A stored Appointment, recurring ones with their recurrence extension."""
-    resource = _appointment_base(a, a.start, a.end, a.fhir_id)
+def appointment_to_fhir(a: Appointment, *, now: datetime | None = None) -> FHIRDict:
+    """A stored Appointment as it reads at ``now`` (default: the clock): recurring ones with
+    their recurrence extension, a live hold with ``held-until``, a lapsed hold cancelled
+    ("hold expired")."""
+    lapsed = a.hold_lapsed(now or datetime.now(UTC))
+    resource = _appointment_base(a, a.start, a.end, a.fhir_id, lapsed=lapsed)
+    extensions: list[FHIRDict] = []
     if a.rrule:
-        resource["extension"] = [_recurrence_extension(a, _org_timezone(a))]
+        extensions.append(_recurrence_extension(a, _org_timezone(a)))
+    if a.is_held and not lapsed and a.held_until is not None:
+        extensions.append({"url": EXT_HELD_UNTIL, "valueInstant": instant(a.held_until)})
+    if extensions:
+        resource["extension"] = extensions
     return resource
 
 
@@ -358,7 +376,15 @@ def appointment_occurrence_to_fhir(a: Appointment, period: recurrence.Period) ->
 def appointment_response_to_fhir(r: AppointmentResponse) -> FHIRDict:
     """A stored AppointmentResponse."""
     resource: FHIRDict = {"resourceType": "AppointmentResponse", "id": r.fhir_id, "meta": _meta(r)}
-    resource["appointment"] = {"reference": f"Appointment/{r.appointment.fhir_id}"}
+    appointment = r.appointment
+    # A response to one occurrence of a recurring appointment keeps that occurrence's
+    # period in start/end, and names the occurrence.
+    target = (
+        recurrence.occurrence_id(appointment.fhir_id, r.start)
+        if appointment.rrule and r.start is not None
+        else appointment.fhir_id
+    )
+    resource["appointment"] = {"reference": f"Appointment/{target}"}
     if r.start:
         resource["start"] = instant(r.start)
     if r.end:

@@ -69,6 +69,39 @@ ROUTES: dict[str, Route] = {
         ok=(201, "Appointment"),
         scope="Appointment.c",
     ),
+    "fhir-hold": Route(
+        "post",
+        "$hold: keep one slot for the patient until held-until (then it lapses by itself)",
+        body="Parameters",
+        ok=(201, "Appointment"),
+        scope="Appointment.c",
+    ),
+    "fhir-confirm": Route(
+        "post",
+        "$confirm: a live hold becomes booked",
+        body="Parameters",
+        ok=(200, "Appointment"),
+        scope="Appointment.c",
+    ),
+    "fhir-cancel": Route(
+        "post",
+        "$cancel: cancel the appointment and free its slot",
+        body="Parameters",
+        ok=(200, "Appointment"),
+        scope="Appointment.c",
+    ),
+    "fhir-reschedule": Route(
+        "post",
+        "$reschedule: move the appointment (same id) to another slot, atomically",
+        body="Parameters",
+        ok=(200, "Appointment"),
+        scope="Appointment.c",
+    ),
+    "fhir-operation-definition": Route(
+        "get",
+        "OperationDefinition of an operation the CapabilityStatement names",
+        ok=(200, "OperationDefinition"),
+    ),
     "fhir-appointment-response": Route(
         "post",
         "Record the patient's answer (accepted, declined, ...)",
@@ -214,6 +247,7 @@ _RESOURCES = (
     "Appointment",
     "AppointmentResponse",
     "Parameters",
+    "OperationDefinition",
 )
 
 

@@ -1,4 +1,5 @@
-"""Writes over HTTP: ``$book-slot`` (docs/api.md section 6) and AppointmentResponse (section 7).
+"""Writes over HTTP: ``$book-slot`` (docs/api.md section 6), ``$hold``, ``$confirm``,
+``$cancel``, ``$reschedule`` (section 13) and AppointmentResponse (section 7).
 
 The views only turn FHIR JSON into service arguments and the result back into FHIR JSON;
 every rule lives in ``scheduling.services``. Input is parsed with ``fhir.resources.R4B``;
@@ -9,7 +10,7 @@ parameter or element, so a client can fix all of them in one go.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from fhir.resources.R4B.appointmentresponse import AppointmentResponse as FhirAppointmentResponse
@@ -21,9 +22,9 @@ from rest_framework.response import Response
 from fhir_api.errors import InvalidRequest, Issue, issue, issues_from_pydantic
 from fhir_api.mappers import appointment_response_to_fhir, appointment_to_fhir
 from fhir_api.tenancy import TenantView
-from scheduling import services
+from scheduling import selectors, services
 from scheduling.errors import BusinessRuleViolation
-from scheduling.models import ParticipationStatus, Patient
+from scheduling.models import Appointment, ParticipationStatus, Patient
 
 _ID = r"[A-Za-z0-9\-.]{1,64}"
 _APPOINTMENT_REF = re.compile(rf"^Appointment/({_ID})$")
@@ -89,97 +90,174 @@ def _idempotency_key(request: Request) -> str | None:
     return str(raw)
 
 
-class BookingInput:
-    """The five ``$book-slot`` parameters, checked for presence, type and syntax."""
+_START_PARAMETER = ("valueDateTime", True)
+# name -> (value[x] element it must use, required), per operation
+_HOLD_PARAMETERS: dict[str, tuple[str, bool]] = {
+    "start": _START_PARAMETER,
+    "schedule": ("valueString", True),
+    "practitionerRole": ("valueString", True),
+    "comment": ("valueString", False),
+    "holdDuration": ("valueDuration", False),
+}
+_CONFIRM_PARAMETERS: dict[str, tuple[str, bool]] = {}
+_CANCEL_PARAMETERS: dict[str, tuple[str, bool]] = {"reason": ("valueString", False)}
+_RESCHEDULE_PARAMETERS: dict[str, tuple[str, bool]] = {
+    "start": _START_PARAMETER,
+    "schedule": ("valueString", False),
+    "practitionerRole": ("valueString", False),
+}
+#: UCUM codes a holdDuration may use, in seconds.
+_DURATION_UNITS = {"s": 1, "min": 60}
+_UCUM = "http://unitsofmeasure.org"
 
-    def __init__(self, data: Any) -> None:
-        _require_resource_type(data, "Parameters")
-        raw_parameters = data.get("parameter")
-        names: dict[int, str] = {}
-        if isinstance(raw_parameters, list):
-            for index, item in enumerate(raw_parameters):
-                if isinstance(item, dict) and isinstance(item.get("name"), str):
-                    names[index] = item["name"]
-        try:
-            parsed = Parameters.model_validate(data)
-        except PydanticValidationError as exc:
-            raise InvalidRequest(issues_from_pydantic(exc, "Parameters", names)) from None
 
-        issues: list[Issue] = []
-        values: dict[str, Any] = {}
-        for parameter in parsed.parameter or []:
-            name = parameter.name
-            expression = f"Parameters.parameter[{name}]"
-            if name not in _BOOK_PARAMETERS:
-                known = ", ".join(_BOOK_PARAMETERS)
-                issues.append(
-                    _issue(f"Unknown parameter '{name}'; $book-slot takes {known}.", expression)
-                )
-                continue
-            if name in values:
-                issues.append(_issue(f"Parameter '{name}' is given more than once.", expression))
-                continue
-            element = _BOOK_PARAMETERS[name][0]
-            value = getattr(parameter, element, None)
-            if value is None:
-                issues.append(_issue(f"Parameter '{name}' must be given as {element}.", expression))
-                values[name] = None
-                continue
-            values[name] = value
-        for name, (element, required) in _BOOK_PARAMETERS.items():
-            if required and name not in values:
-                issues.append(
-                    _issue(
-                        f"Parameter '{name}' ({element}) is required.",
-                        f"Parameters.parameter[{name}]",
-                        code="required",
-                    )
-                )
+def _is_empty_body(data: Any) -> bool:
+    """An operation that needs no parameters may be POSTed without a body."""
+    return data is None or (hasattr(data, "__len__") and len(data) == 0)
 
-        start = values.get("start")
-        if start is not None and (not isinstance(start, datetime) or start.utcoffset() is None):
+
+def read_parameters(
+    data: Any,
+    spec: dict[str, tuple[str, bool]],
+    operation: str,
+    *,
+    body_optional: bool = False,
+) -> dict[str, Any]:
+    """The values of a Parameters body by name, checked for presence, type, repeats and
+    syntax; references (``Schedule/x``, ``PractitionerRole/x``) resolved to bare ids.
+
+    Every problem becomes one 400 issue (raised together as InvalidRequest) whose
+    ``expression`` is ``Parameters.parameter[name]``.
+    """
+    if body_optional and _is_empty_body(data):
+        data = {"resourceType": "Parameters"}
+    _require_resource_type(data, "Parameters")
+    raw_parameters = data.get("parameter")
+    names: dict[int, str] = {}
+    if isinstance(raw_parameters, list):
+        for index, item in enumerate(raw_parameters):
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                names[index] = item["name"]
+    try:
+        parsed = Parameters.model_validate(data)
+    except PydanticValidationError as exc:
+        raise InvalidRequest(issues_from_pydantic(exc, "Parameters", names)) from None
+
+    issues: list[Issue] = []
+    values: dict[str, Any] = {}
+    for parameter in parsed.parameter or []:
+        name = parameter.name
+        expression = f"Parameters.parameter[{name}]"
+        if name not in spec:
+            known = ", ".join(spec) or "no parameters"
+            issues.append(
+                _issue(f"Unknown parameter '{name}'; {operation} takes {known}.", expression)
+            )
+            continue
+        if name in values:
+            issues.append(_issue(f"Parameter '{name}' is given more than once.", expression))
+            continue
+        element = spec[name][0]
+        value = getattr(parameter, element, None)
+        if value is None:
+            issues.append(_issue(f"Parameter '{name}' must be given as {element}.", expression))
+            values[name] = None
+            continue
+        values[name] = value
+    for name, (element, required) in spec.items():
+        if required and name not in values:
             issues.append(
                 _issue(
-                    "start must be a full date-time with a timezone offset, "
-                    "e.g. 2026-06-01T09:00:00+02:00.",
-                    "Parameters.parameter[start]",
+                    f"Parameter '{name}' ({element}) is required.",
+                    f"Parameters.parameter[{name}]",
+                    code="required",
                 )
             )
-        elif start is not None and not MIN_YEAR <= start.year <= MAX_YEAR:
-            # Converting year 1 or 9999 to UTC overflows; no clinic books that far out.
-            issues.append(
-                _issue(
-                    f"start must lie between the years {MIN_YEAR} and {MAX_YEAR}.",
-                    "Parameters.parameter[start]",
-                )
+
+    start = values.get("start")
+    if start is not None and (not isinstance(start, datetime) or start.utcoffset() is None):
+        issues.append(
+            _issue(
+                "start must be a full date-time with a timezone offset, "
+                "e.g. 2026-06-01T09:00:00+02:00.",
+                "Parameters.parameter[start]",
             )
-        role = values.get("practitionerRole")
+        )
+    elif start is not None and not MIN_YEAR <= start.year <= MAX_YEAR:
+        # Converting year 1 or 9999 to UTC overflows; no clinic books that far out.
+        issues.append(
+            _issue(
+                f"start must lie between the years {MIN_YEAR} and {MAX_YEAR}.",
+                "Parameters.parameter[start]",
+            )
+        )
+    role = values.get("practitionerRole")
+    if role is not None:
         role_match = _ROLE_REF.match(role) if isinstance(role, str) else None
-        if role is not None and role_match is None:
+        if role_match is None:
             issues.append(
                 _issue(
                     "practitionerRole must be a PractitionerRole id or 'PractitionerRole/{id}'.",
                     "Parameters.parameter[practitionerRole]",
                 )
             )
-        schedule = values.get("schedule")
+        else:
+            # The services take bare ids: references are resolved here, at the edge.
+            values["practitionerRole"] = role_match.group(1)
+    schedule = values.get("schedule")
+    if schedule is not None:
         schedule_match = _SCHEDULE_REF.match(schedule) if isinstance(schedule, str) else None
-        if schedule is not None and schedule_match is None:
+        if schedule_match is None:
             issues.append(
                 _issue(
                     "schedule must be a Schedule id or 'Schedule/{id}' (as in Slot.schedule).",
                     "Parameters.parameter[schedule]",
                 )
             )
-        if issues:
-            raise InvalidRequest(issues)
+        else:
+            values["schedule"] = schedule_match.group(1)
+    duration = values.get("holdDuration")
+    if duration is not None:
+        try:
+            values["holdDuration"] = _duration(duration)
+        except InvalidRequest as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise InvalidRequest(issues)
+    return values
 
-        assert start is not None  # a missing start was reported as an issue above
-        assert schedule_match is not None  # likewise a missing or malformed schedule
-        self.start: datetime = start
-        # The service takes bare ids: references are resolved here, at the edge.
-        self.schedule_id: str = schedule_match.group(1)
-        self.practitioner_role_id: str = role_match.group(1) if role_match else ""
+
+def _duration(value: Any) -> timedelta:
+    """A UCUM valueDuration in seconds or minutes -> timedelta (InvalidRequest otherwise)."""
+    expression = "Parameters.parameter[holdDuration]"
+    unit = value.code or value.unit
+    if value.system not in (None, _UCUM) or unit not in _DURATION_UNITS:
+        raise InvalidRequest(
+            [
+                _issue(
+                    "holdDuration must be a UCUM duration in 's' or 'min', e.g. "
+                    '{"value": 5, "unit": "min", "system": "http://unitsofmeasure.org", '
+                    '"code": "min"}.',
+                    expression,
+                )
+            ]
+        )
+    if value.value is None or not value.value.is_finite() or value.value <= 0:
+        raise InvalidRequest([_issue("holdDuration needs a positive value.", expression)])
+    if value.value * _DURATION_UNITS[unit] > 86_400:
+        # Far beyond the 60 minutes the service allows; refused here before any arithmetic.
+        raise InvalidRequest([_issue("holdDuration may be at most 60 min.", expression)])
+    return timedelta(seconds=float(value.value) * _DURATION_UNITS[unit])
+
+
+class BookingInput:
+    """The five ``$book-slot`` parameters, checked for presence, type and syntax."""
+
+    def __init__(self, data: Any) -> None:
+        values = read_parameters(data, _BOOK_PARAMETERS, "$book-slot")
+        self.start: datetime = values["start"]
+        self.schedule_id: str = str(values["schedule"])
+        self.practitioner_role_id: str = str(values["practitionerRole"])
         self.status: str = str(values["status"])
         self.comment: str = str(values.get("comment") or "")
 
@@ -239,6 +317,111 @@ class BookSlotView(_PatientWriteView):
         return Response(
             appointment_to_fhir(appointment), status=201, headers={"Location": location}
         )
+
+
+class HoldView(_PatientWriteView):
+    """POST ``Patient/{pid}/Appointment/$hold``: keep one slot for this patient a while."""
+
+    resource_type: ClassVar[str] = "Appointment"
+    also_interactions: ClassVar = ("update",)
+    parameter_names = frozenset(_HOLD_PARAMETERS)
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        key = _idempotency_key(request)
+        values = read_parameters(request.data, _HOLD_PARAMETERS, "$hold")
+        patient = self.this_patient()
+        now = selectors.utc_now()
+        result = services.appointment_hold(
+            organization=self.organization,
+            patient=patient,
+            schedule_id=str(values["schedule"]),
+            start=values["start"],
+            practitioner_role_id=str(values["practitionerRole"]),
+            comment=str(values.get("comment") or ""),
+            actor=self.actor,
+            hold_duration=values.get("holdDuration") or services.DEFAULT_HOLD_DURATION,
+            idempotency_key=key,
+            now=now,
+        )
+        appointment = result.appointment
+        location = (
+            f"{_fhir_base(request)}/Patient/{patient.fhir_id}/Appointment/{appointment.fhir_id}"
+        )
+        return Response(
+            appointment_to_fhir(appointment, now=now),
+            status=201,
+            headers={"Location": location},
+        )
+
+
+class _AppointmentOperationView(_PatientWriteView):
+    """An operation on one stored appointment of this patient: ``Appointment/{id}/$name``.
+
+    An appointment of another patient or organisation, or a generated occurrence, answers
+    404 before anything else is looked at.
+    """
+
+    resource_type: ClassVar[str] = "Appointment"
+    also_interactions: ClassVar = ("update",)
+
+    def target(self, fhir_id: str) -> Appointment:
+        return selectors.appointment_get(
+            organization=self.organization, patient=self.this_patient(), fhir_id=fhir_id
+        )
+
+    def answer(self, appointment: Appointment) -> Response:
+        return Response(appointment_to_fhir(appointment, now=selectors.utc_now()), status=200)
+
+
+class ConfirmView(_AppointmentOperationView):
+    """POST ``Patient/{pid}/Appointment/{id}/$confirm``: a live hold becomes booked."""
+
+    parameter_names = frozenset(_CONFIRM_PARAMETERS)
+
+    def post(self, request: Request, fhir_id: str, *args: Any, **kwargs: Any) -> Response:
+        read_parameters(request.data, _CONFIRM_PARAMETERS, "$confirm", body_optional=True)
+        appointment = services.appointment_confirm(
+            organization=self.organization, appointment=self.target(fhir_id), actor=self.actor
+        )
+        return self.answer(appointment)
+
+
+class CancelView(_AppointmentOperationView):
+    """POST ``Patient/{pid}/Appointment/{id}/$cancel``: cancel and free the slot."""
+
+    parameter_names = frozenset(_CANCEL_PARAMETERS)
+
+    def post(self, request: Request, fhir_id: str, *args: Any, **kwargs: Any) -> Response:
+        key = _idempotency_key(request)
+        values = read_parameters(request.data, _CANCEL_PARAMETERS, "$cancel", body_optional=True)
+        appointment = services.appointment_cancel(
+            organization=self.organization,
+            appointment=self.target(fhir_id),
+            actor=self.actor,
+            reason=str(values.get("reason") or ""),
+            idempotency_key=key,
+        )
+        return self.answer(appointment)
+
+
+class RescheduleView(_AppointmentOperationView):
+    """POST ``Patient/{pid}/Appointment/{id}/$reschedule``: the same appointment, moved."""
+
+    parameter_names = frozenset(_RESCHEDULE_PARAMETERS)
+
+    def post(self, request: Request, fhir_id: str, *args: Any, **kwargs: Any) -> Response:
+        key = _idempotency_key(request)
+        values = read_parameters(request.data, _RESCHEDULE_PARAMETERS, "$reschedule")
+        appointment = services.appointment_reschedule(
+            organization=self.organization,
+            appointment=self.target(fhir_id),
+            start=values["start"],
+            schedule_id=values.get("schedule"),
+            practitioner_role_id=values.get("practitionerRole"),
+            actor=self.actor,
+            idempotency_key=key,
+        )
+        return self.answer(appointment)
 
 
 class AppointmentResponseView(_PatientWriteView):

@@ -28,6 +28,9 @@ class TenantView(APIView):
 
     resource_type: ClassVar[str] = ""
     interaction: ClassVar[Literal["read", "search", "create"]] = "read"
+    #: Interactions that grant access as well as ``interaction`` (any one of them suffices):
+    #: an operation that changes an existing appointment needs ``.c`` or ``.u``.
+    also_interactions: ClassVar[tuple[auth.Interaction, ...]] = ()
     patient_scoped: ClassVar[bool] = False
     # Only the CapabilityStatement: it must be readable before a client has a token.
     public: ClassVar[bool] = False
@@ -80,6 +83,7 @@ class TenantView(APIView):
                 patient_id=patient_id,
                 resource_type=self.resource_type,
                 interaction=self.interaction,
+                also=self.also_interactions,
             )
         self.organization = organization
         self.tenant = organization

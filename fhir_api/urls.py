@@ -26,6 +26,31 @@ urlpatterns: list[URLPattern] = [
         name="fhir-book-slot",
     ),
     re_path(
+        _BASE + rf"Patient/{_PID}/Appointment/\$hold/?$",
+        views.operation_view("HoldView"),
+        name="fhir-hold",
+    ),
+    re_path(
+        _BASE + rf"Patient/{_PID}/Appointment/{_ID}/\$confirm/?$",
+        views.operation_view("ConfirmView"),
+        name="fhir-confirm",
+    ),
+    re_path(
+        _BASE + rf"Patient/{_PID}/Appointment/{_ID}/\$cancel/?$",
+        views.operation_view("CancelView"),
+        name="fhir-cancel",
+    ),
+    re_path(
+        _BASE + rf"Patient/{_PID}/Appointment/{_ID}/\$reschedule/?$",
+        views.operation_view("RescheduleView"),
+        name="fhir-reschedule",
+    ),
+    re_path(
+        _BASE + r"OperationDefinition/(?P<name>[a-z\-]{1,64})/?$",
+        views.OperationDefinitionView.as_view(),
+        name="fhir-operation-definition",
+    ),
+    re_path(
         _BASE + rf"Patient/{_PID}/AppointmentResponse/?$",
         views.operation_view("AppointmentResponseView"),
         name="fhir-appointment-response",

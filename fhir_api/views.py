@@ -25,7 +25,7 @@ from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
-from scheduling.errors import InvalidSearchValue
+from scheduling.errors import InvalidSearchValue, NotFound
 from scheduling.recurrence import Period
 
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format"})
@@ -314,18 +314,20 @@ class AppointmentSearchView(FHIRSearchView):
                 expression=["date"],
             )
         assert self.patient is not None
+        now = selectors.utc_now()  # one clock per response: a hold lapses for all of it
         results = selectors.patient_appointment_search(
             organization=self.organization,
             patient=self.patient,
             ids=ids,
             window=window,
             statuses=f.get("status"),
+            now=now,
         )
         base = f"{self.base_url(request)}/Patient/{self.patient.fhir_id}"
 
         def entry(r: selectors.AppointmentResult) -> tuple[str, dict[str, Any]]:
             resource = (
-                mappers.appointment_to_fhir(r.appointment)
+                mappers.appointment_to_fhir(r.appointment, now=now)
                 if r.period is None
                 else mappers.appointment_occurrence_to_fhir(r.appointment, r.period)
             )
@@ -366,7 +368,9 @@ class AppointmentReadView(TenantView):
         appointment = selectors.appointment_get(
             organization=self.organization, patient=self.patient, fhir_id=fhir_id
         )
-        return versioned_read(request, mappers.appointment_to_fhir(appointment))
+        # A hold lapses by the clock: the mapper reads it at this instant.
+        now = selectors.utc_now()
+        return versioned_read(request, mappers.appointment_to_fhir(appointment, now=now))
 
 
 class CapabilityView(TenantView):
@@ -387,6 +391,30 @@ class CapabilityView(TenantView):
         )
 
 
+class OperationDefinitionView(TenantView):
+    """GET ``OperationDefinition/{name}``: the operations the CapabilityStatement names.
+    Public like the CapabilityStatement, which links here."""
+
+    resource_type = "OperationDefinition"
+    interaction = "read"
+    public = True
+
+    def get(self, request: Request, name: str, **kwargs: Any) -> Response:
+        from fhir_api.operation_definitions import OPERATIONS, operation_definition
+
+        # Like the CapabilityStatement: tenant-neutral for anonymous callers (no lookup).
+        organization_id = kwargs["organization_id"]
+        definition = operation_definition(
+            name, base_url=request.build_absolute_uri(f"/v2/{organization_id}/fhir/R4")
+        )
+        if definition is None:
+            raise NotFound(
+                f"OperationDefinition '{name}' was not found; this server defines: "
+                f"{', '.join(OPERATIONS)}."
+            )
+        return Response(definition)
+
+
 class NotFoundView(APIView):
     """Anything under /v2/ that is not a route: 404 OperationOutcome for every method."""
 
@@ -398,7 +426,13 @@ class NotFoundView(APIView):
 
     def handle(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         resource = kwargs.get("resource_type")
-        if resource and resource not in ("Schedule", "Slot", "Patient", "metadata"):
+        if resource and resource not in (
+            "Schedule",
+            "Slot",
+            "Patient",
+            "metadata",
+            "OperationDefinition",
+        ):
             message = (
                 f"Resource type '{resource}' is not served here; this server offers "
                 "Schedule, Slot, Patient/{id}/Appointment and Patient/{id}/AppointmentResponse."

@@ -10,8 +10,9 @@ from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
@@ -359,6 +360,53 @@ class AppointmentAdmin(OrganizationScopedAdmin):
     list_select_related = ("patient", "practitioner_role__practitioner", "schedule", "organization")
     date_hierarchy = "start"
     actions = ("cancel_appointments", "mark_noshow")
+    change_form_template = "admin/scheduling/appointment/change_form.html"
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        return (*super().get_list_display(request), "hold")
+
+    @admin.display(description=gettext_lazy("Hold"))
+    def hold(self, obj: Appointment) -> str:
+        """When a pending hold lapses (or lapsed), in the organisation's zone."""
+        if not obj.is_held or obj.held_until is None:
+            return "-"
+        at = timezone.localtime(obj.held_until, obj.organization.zone)
+        if obj.hold_lapsed(timezone.now()):
+            return _("lapsed at %(at)s (reads as cancelled)") % {"at": f"{at:%Y-%m-%d %H:%M:%S}"}
+        return _("held until %(at)s") % {"at": f"{at:%Y-%m-%d %H:%M:%S}"}
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="scheduling_appointment_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST from the change page's Cancel button: cancel with the reason typed there.
+
+        Staff may cancel what the API would refuse (an appointment that has started)."""
+        obj = self.get_object(request, object_id)  # scoped to the user's organisations
+        if obj is None or request.method != "POST" or not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        try:
+            appointment_cancel(
+                organization=obj.organization,
+                appointment=obj,
+                actor=_staff_actor(request),
+                reason=request.POST.get("reason", "").strip(),
+                by_staff=True,
+            )
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(
+                request, _("Appointment %(id)s cancelled.") % {"id": obj.fhir_id}, messages.SUCCESS
+            )
+        return HttpResponseRedirect(reverse("admin:scheduling_appointment_change", args=[obj.pk]))
 
     # Every write goes through the booking services (scheduling/appointment_forms.py): the
     # same engine as the API decides, and each change writes its AuditEvent.
@@ -372,7 +420,8 @@ class AppointmentAdmin(OrganizationScopedAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:
             return ()
-        return ("fhir_id", "patient", "end", "practitioner_role", "slot", "held_until", "rrule")
+        # ``hold``: a hold's expiry (set by $hold, cleared by $confirm), in the clinic's zone.
+        return ("fhir_id", "patient", "end", "practitioner_role", "slot", "hold", "rrule")
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if getattr(form, "written", False):
@@ -408,7 +457,10 @@ class AppointmentAdmin(OrganizationScopedAdmin):
     @admin.action(description=gettext_lazy("Cancel (frees the slot)"), permissions=["change"])
     def cancel_appointments(self, request: HttpRequest, queryset: QuerySet[Appointment]) -> None:
         self._run_service(
-            request, queryset, appointment_cancel, _("%(count)d appointment(s) cancelled.")
+            request,
+            queryset,
+            partial(appointment_cancel, by_staff=True),
+            _("%(count)d appointment(s) cancelled."),
         )
 
     @admin.action(description=gettext_lazy("Mark no-show"), permissions=["change"])

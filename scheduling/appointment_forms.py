@@ -151,8 +151,13 @@ class AppointmentChangeForm(_ServiceForm):
             status = data.get("status")
             reason = data.get("cancelation_reason") or ""
             if status != current.status and status == AppointmentStatus.CANCELLED:
+                # Staff may cancel what the API refuses (an appointment that has started).
                 current = appointment_cancel(
-                    organization=organization, appointment=current, actor=self.actor, reason=reason
+                    organization=organization,
+                    appointment=current,
+                    actor=self.actor,
+                    reason=reason,
+                    by_staff=True,
                 )
             elif status != current.status and status == AppointmentStatus.NOSHOW:
                 current = appointment_mark_noshow(

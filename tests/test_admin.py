@@ -827,3 +827,84 @@ def test_calendar_shows_group_slots_filling_and_buffers(
     buffers = [b for b in blocks if b.kind == "buffer"]
     assert len(buffers) == 2  # one after each booking
     assert all(b.end - b.start == timedelta(minutes=10) for b in buffers)
+
+
+# --- cancel with a reason, holds -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_cancel_button_with_reason_on_the_change_page(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    mine = two_tenants["appointment"]
+    page = staff_client.get(reverse("admin:scheduling_appointment_change", args=[mine.pk]))
+    cancel_url = reverse("admin:scheduling_appointment_cancel", args=[mine.pk])
+    assert page.status_code == 200
+    assert cancel_url in page.content.decode() and 'name="reason"' in page.content.decode()
+    response = staff_client.post(cancel_url, {"reason": "  practitioner ill "}, follow=True)
+    assert response.status_code == 200
+    mine.refresh_from_db()
+    assert (mine.status, mine.cancelation_reason) == ("cancelled", "practitioner ill")
+    event = AuditEvent.objects.get(appointment=mine, action="cancelled")
+    assert event.actor == "staff:staff-a" and event.detail["reason"] == "practitioner ill"
+    # Cancelled: the button is gone, and a repeated POST changes nothing.
+    page = staff_client.get(reverse("admin:scheduling_appointment_change", args=[mine.pk]))
+    assert cancel_url not in page.content.decode()
+    staff_client.post(cancel_url, {"reason": "again"})
+    mine.refresh_from_db()
+    assert mine.cancelation_reason == "practitioner ill"
+    # Staff may cancel what has started (the API refuses it).
+    started = AppointmentFactory(
+        organization=org,
+        start=datetime.now(UTC) - timedelta(minutes=5),
+        end=datetime.now(UTC) + timedelta(minutes=10),
+    )
+    staff_client.post(reverse("admin:scheduling_appointment_cancel", args=[started.pk]), {})
+    started.refresh_from_db()
+    assert started.status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_cancel_button_refuses_foreign_rows_and_get(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    theirs, mine = two_tenants["foreign_appointment"], two_tenants["appointment"]
+    response = staff_client.post(
+        reverse("admin:scheduling_appointment_cancel", args=[theirs.pk]), {"reason": "x"}
+    )
+    assert response.status_code == 403
+    response = staff_client.get(reverse("admin:scheduling_appointment_cancel", args=[mine.pk]))
+    assert response.status_code == 403
+    for row in (theirs, mine):
+        row.refresh_from_db()
+        assert row.status == "booked"
+
+
+@pytest.mark.django_db
+def test_hold_expiry_is_shown_on_pending_appointments(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    schedule = two_tenants["schedule"]
+    live = AppointmentFactory(
+        organization=org,
+        fhir_id="live-hold",
+        status="pending",
+        schedule=schedule,
+        start=schedule.planning_start + timedelta(hours=1),
+        held_until=datetime(2030, 1, 2, 11, 5, 7, tzinfo=UTC),
+    )
+    lapsed = AppointmentFactory(
+        organization=org,
+        fhir_id="lapsed-hold",
+        status="pending",
+        schedule=schedule,
+        start=schedule.planning_start + timedelta(hours=2),
+        held_until=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    page = staff_client.get(reverse("admin:scheduling_appointment_change", args=[live.pk]))
+    # In the organisation's zone (Amsterdam, UTC+1 in January).
+    assert "held until 2030-01-02 12:05:07" in page.content.decode()
+    page = staff_client.get(reverse("admin:scheduling_appointment_change", args=[lapsed.pk]))
+    assert "lapsed at" in page.content.decode()
+    listing = staff_client.get(reverse("admin:scheduling_appointment_changelist")).content.decode()
+    assert "held until 2030-01-02 12:05:07" in listing and "lapsed at" in listing

@@ -283,7 +283,13 @@ def test_capability_statement_is_public_and_valid(data: Any) -> None:
     FCCapabilityStatement(cap)
     rest = cap["rest"][0]
     types = {r["type"]: r for r in rest["resource"]}
-    assert set(types) == {"Schedule", "Slot", "Appointment", "AppointmentResponse"}
+    assert set(types) == {
+        "Schedule",
+        "Slot",
+        "Appointment",
+        "AppointmentResponse",
+        "OperationDefinition",  # read: the definitions of the operations it names
+    }
     assert {p["name"] for p in types["Slot"]["searchParam"]} >= {"start", "schedule", "status"}
     assert types["Appointment"]["operation"][0]["name"] == "book-slot"
     oauth = rest["security"]["extension"][0]["extension"][0]

@@ -150,3 +150,54 @@ def test_appointment_and_response(org: Any) -> None:
     assert out["actor"] == {"reference": f"Patient/{appt.patient.fhir_id}"}
     assert out["participantStatus"] == "accepted"
     both(AppointmentResponse, fc_response.AppointmentResponse, out)
+
+
+def test_holds_live_lapsed_and_confirmed(org: Any) -> None:
+    from datetime import timedelta
+
+    start = datetime(2026, 6, 1, 7, tzinfo=UTC)
+    held = AppointmentFactory(
+        organization=org,
+        status="pending",
+        start=start,
+        end=start + timedelta(minutes=15),
+        held_until=datetime(2026, 5, 30, 12, 0, 30, tzinfo=UTC),
+    )
+    live = mappers.appointment_to_fhir(held, now=datetime(2026, 5, 30, 12, 0, 29, tzinfo=UTC))
+    assert live["status"] == "pending"
+    assert live["extension"] == [
+        {"url": "urn:extension:held-until", "valueInstant": "2026-05-30T12:00:30+00:00"}
+    ]
+    assert "cancelationReason" not in live
+    both(Appointment, fc_appointment.Appointment, live)
+    lapsed = mappers.appointment_to_fhir(held, now=datetime(2026, 5, 30, 12, 0, 30, tzinfo=UTC))
+    assert lapsed["status"] == "cancelled"
+    assert lapsed["cancelationReason"] == {"text": "hold expired"}
+    assert "extension" not in lapsed
+    both(Appointment, fc_appointment.Appointment, lapsed)
+    # Mapping is a read: the row is left as it is.
+    assert held.status == "pending"
+
+
+def test_response_to_one_occurrence_names_it(org: Any) -> None:
+    from datetime import timedelta
+
+    parent = AppointmentFactory(
+        organization=org,
+        fhir_id="series",
+        start=datetime(2026, 6, 1, 7, tzinfo=UTC),
+        end=datetime(2026, 6, 1, 7, 15, tzinfo=UTC),
+        rrule="FREQ=DAILY;COUNT=3",
+    )
+    occurrence_start = parent.start + timedelta(days=1)
+    response = AppointmentResponseFactory(
+        organization=org,
+        appointment=parent,
+        start=occurrence_start,
+        end=occurrence_start + timedelta(minutes=15),
+        participant_status="declined",
+    )
+    data = mappers.appointment_response_to_fhir(response)
+    assert data["appointment"] == {"reference": "Appointment/series-20260602T070000Z"}
+    assert data["start"] == "2026-06-02T07:00:00+00:00"
+    both(AppointmentResponse, fc_response.AppointmentResponse, data)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.appointmentresponse import AppointmentResponse as FhirResponse
 from fhir.resources.R4B.operationoutcome import OperationOutcome as FhirOperationOutcome
+from fhirclient.models.appointmentresponse import AppointmentResponse as FCResponse
+from fhirpy import SyncFHIRClient
 from rest_framework.test import APIClient
 
 from fhir_api.models import ApiClient
@@ -261,16 +264,152 @@ def test_another_patients_appointment_is_404(
     assert snapshot(theirs) == before
 
 
-def test_generated_occurrence_is_404_naming_the_parent(
-    api: APIClient, org: Organization, patient: Patient
-) -> None:
-    parent = AppointmentFactory(
-        organization=org, patient=patient, fhir_id="weekly", rrule="FREQ=WEEKLY;COUNT=4"
+@pytest.fixture
+def weekly(org: Organization, patient: Patient) -> Appointment:
+    """A weekly appointment of the patient (four occurrences) on a weekly schedule of the
+    same practitioner, so each occurrence occupies a slot of that schedule."""
+    schedule = ScheduleFactory(organization=org, fhir_id="weekly-sched", rrule="FREQ=WEEKLY")
+    return AppointmentFactory(
+        organization=org,
+        patient=patient,
+        fhir_id="weekly",
+        schedule=schedule,
+        practitioner_role=schedule.practitioner_role,
+        start=schedule.planning_start,
+        end=schedule.planning_start + timedelta(minutes=15),
+        rrule="FREQ=WEEKLY;COUNT=4",
     )
-    occurrence = f"weekly-{parent.start + timedelta(weeks=1):%Y%m%dT%H%M%SZ}"
-    body = response_body(f"Appointment/{occurrence}", patient.fhir_id)
-    result = outcome(api.post(response_url(org.id, patient.fhir_id), body, format="json"), 404)
-    assert "Appointment/weekly" in result["issue"][0]["diagnostics"]
+
+
+def occurrence_of(parent: Appointment, week: int) -> tuple[str, datetime]:
+    start = parent.start + timedelta(weeks=week)
+    return f"{parent.fhir_id}-{start.astimezone(UTC):%Y%m%dT%H%M%SZ}", start
+
+
+def slot_status_at(org: Organization, schedule: Schedule, start: datetime) -> str:
+    from scheduling import selectors
+    from scheduling.recurrence import Period
+
+    results = selectors.slot_search(
+        organization=org,
+        window=Period(start, start + timedelta(minutes=15)),
+        schedule_ids=[schedule.fhir_id],
+        now=datetime.now(UTC),
+    )
+    return next(str(r.status) for r in results if r.start == start)
+
+
+def occurrence_ids(
+    api: APIClient, org: Organization, patient: Patient, parent: Appointment
+) -> list[str]:
+    window = f"ge{(parent.start - timedelta(days=1)).date()}"
+    data = api.get(
+        f"/v2/{org.id}/fhir/R4/Patient/{patient.fhir_id}/Appointment",
+        {
+            "_id": parent.fhir_id,
+            "date": [window, f"le{(parent.start + timedelta(weeks=5)).date()}"],
+        },
+    ).json()
+    return [entry["resource"]["id"] for entry in data.get("entry", [])]
+
+
+def test_declining_one_occurrence_leaves_it_out_and_frees_its_time(
+    api: APIClient, org: Organization, patient: Patient, weekly: Appointment
+) -> None:
+    occurrence, start = occurrence_of(weekly, 1)
+    schedule = weekly.schedule
+    assert schedule is not None
+    assert slot_status_at(org, schedule, start) == "busy"
+    before = occurrence_ids(api, org, patient, weekly)
+    assert occurrence in before and len(before) == 4
+
+    response = api.post(
+        response_url(org.id, patient.fhir_id),
+        response_body(f"Appointment/{occurrence}", patient.fhir_id, "declined"),
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    FhirResponse.model_validate(body)
+    FCResponse(body)
+    parsed = SyncFHIRClient("http://testserver").resource("AppointmentResponse", **body)
+    assert parsed["appointment"]["reference"] == f"Appointment/{occurrence}"
+    assert body["appointment"] == {"reference": f"Appointment/{occurrence}"}
+    assert datetime.fromisoformat(body["start"]) == start
+
+    weekly.refresh_from_db()
+    assert weekly.status == "booked" and weekly.patient_status == "accepted"
+    assert [d == start for d in weekly.exdate_values()] == [True]
+    assert occurrence_ids(api, org, patient, weekly) == [i for i in before if i != occurrence]
+    assert slot_status_at(org, schedule, start) == "free"
+    assert slot_status_at(org, schedule, start + timedelta(weeks=1)) == "busy"
+    event = AuditEvent.objects.get(appointment=weekly, action="cancelled")
+    assert event.detail["occurrence"] == occurrence
+    # Declined once, it is gone: answering it again is answering an unknown occurrence.
+    again = api.post(
+        response_url(org.id, patient.fhir_id),
+        response_body(f"Appointment/{occurrence}", patient.fhir_id, "declined"),
+        format="json",
+    )
+    assert "not an occurrence" in outcome(again, 404)["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("status", ["accepted", "tentative", "needs-action"])
+def test_other_answers_on_an_occurrence_are_stored_and_change_nothing(
+    api: APIClient, org: Organization, patient: Patient, weekly: Appointment, status: str
+) -> None:
+    occurrence, start = occurrence_of(weekly, 2)
+    before = snapshot(weekly)
+    events = AuditEvent.objects.count()
+    response = api.post(
+        response_url(org.id, patient.fhir_id),
+        response_body(f"Appointment/{occurrence}", patient.fhir_id, status),
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["appointment"] == {"reference": f"Appointment/{occurrence}"}
+    stored = AppointmentResponse.objects.get()
+    assert (stored.appointment_id, stored.participant_status, stored.start) == (
+        weekly.pk,
+        status,
+        start,
+    )
+    assert snapshot(weekly) == before
+    assert AuditEvent.objects.count() == events
+
+
+def test_an_id_between_occurrences_is_404_naming_the_parent(
+    api: APIClient, org: Organization, patient: Patient, weekly: Appointment
+) -> None:
+    between = f"weekly-{weekly.start + timedelta(days=3):%Y%m%dT%H%M%SZ}"
+    after_the_end, _ = occurrence_of(weekly, 4)
+    before = snapshot(weekly)
+    for target in (between, after_the_end):
+        body = response_body(f"Appointment/{target}", patient.fhir_id, "declined")
+        result = outcome(api.post(response_url(org.id, patient.fhir_id), body, format="json"), 404)
+        assert "Appointment/weekly" in result["issue"][0]["diagnostics"]
+        assert expressions(result) == ["AppointmentResponse.appointment"]
+    assert snapshot(weekly) == before
+    assert AppointmentResponse.objects.count() == 0
+
+
+def test_another_patients_occurrence_answers_like_an_unknown_id(
+    api: APIClient, org: Organization, patient: Patient, weekly: Appointment
+) -> None:
+    other = PatientFactory(organization=org, fhir_id="pat-2")
+    occurrence, _ = occurrence_of(weekly, 1)
+    unknown = f"nosuch-{occurrence.rpartition('-')[2]}"
+    before = snapshot(weekly)
+
+    def answer(target: str) -> dict[str, Any]:
+        body = response_body(f"Appointment/{target}", other.fhir_id, "declined")
+        return outcome(api.post(response_url(org.id, other.fhir_id), body, format="json"), 404)
+
+    theirs, missing = answer(occurrence), answer(unknown)
+    assert json.dumps(theirs).replace(occurrence, "X") == json.dumps(missing).replace(unknown, "X")
+    assert "parent" not in json.dumps(theirs) and "occurrence" not in json.dumps(theirs)
+    assert "Appointment/weekly" not in json.dumps(theirs)
+    assert snapshot(weekly) == before
 
 
 def test_outsider_organization_and_patient_are_404(
@@ -304,3 +443,56 @@ def test_patient_app_reaches_only_its_patient(
 
 def test_get_is_405(api: APIClient, org: Organization, patient: Patient) -> None:
     outcome(api.get(response_url(org.id, patient.fhir_id)), 405)
+
+
+def test_declining_within_the_cancellation_cutoff_is_422_and_stores_nothing(
+    api: APIClient, org: Organization, patient: Patient
+) -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    schedule = ScheduleFactory(
+        organization=org,
+        fhir_id="strict",
+        planning_start=soon,
+        planning_end=soon + timedelta(hours=1),
+        rrule="FREQ=DAILY",
+        cancellation_cutoff_hours=48,
+    )
+    single = AppointmentFactory(
+        organization=org,
+        patient=patient,
+        schedule=schedule,
+        fhir_id="single",
+        start=soon,
+        end=soon + timedelta(minutes=15),
+    )
+    daily = AppointmentFactory(
+        organization=org,
+        patient=patient,
+        schedule=schedule,
+        fhir_id="daily",
+        start=soon + timedelta(minutes=30),
+        end=soon + timedelta(minutes=45),
+        rrule="FREQ=DAILY;COUNT=5",
+    )
+    before = (snapshot(single), snapshot(daily))
+    tomorrow, _ = occurrence_of_days(daily, 1)
+    for target in ("single", daily.fhir_id, tomorrow):
+        body = response_body(f"Appointment/{target}", patient.fhir_id, "declined")
+        result = outcome(api.post(response_url(org.id, patient.fhir_id), body, format="json"), 422)
+        assert "cancellationCutoff" in result["issue"][0]["diagnostics"]
+        assert expressions(result) == ["AppointmentResponse.participantStatus"]
+    assert (snapshot(single), snapshot(daily)) == before
+    assert AppointmentResponse.objects.count() == 0
+    # Accepting is not cancelling: no cutoff. A far occurrence may still be declined.
+    accept = response_body("Appointment/single", patient.fhir_id, "accepted")
+    assert api.post(response_url(org.id, patient.fhir_id), accept, format="json").status_code == 201
+    later, _ = occurrence_of_days(daily, 3)
+    body = response_body(f"Appointment/{later}", patient.fhir_id, "declined")
+    assert api.post(response_url(org.id, patient.fhir_id), body, format="json").status_code == 201
+    daily.refresh_from_db()
+    assert len(daily.exdates) == 1
+
+
+def occurrence_of_days(parent: Appointment, days: int) -> tuple[str, datetime]:
+    start = parent.start + timedelta(days=days)
+    return f"{parent.fhir_id}-{start.astimezone(UTC):%Y%m%dT%H%M%SZ}", start

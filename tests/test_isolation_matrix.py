@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -45,6 +45,7 @@ class World:
     role_id: str
     slot_id: str
     appointment_id: str
+    held_id: str
     book_start: str
     # Strings of the outsider organisation's data, none of which may ever be shown to
     # clinic-a's callers.
@@ -65,8 +66,21 @@ def world(org: Organization, outsider_org: Organization) -> World:
         fhir_id="appt-own",
         patient=patient,
         schedule=schedule,
+        practitioner_role=role,
         start=schedule.planning_start + timedelta(minutes=30),
         end=schedule.planning_start + timedelta(minutes=45),
+    )
+    # A live hold (for $confirm): pending, lapsing long after the test.
+    held = AppointmentFactory(
+        organization=org,
+        fhir_id="appt-held",
+        patient=patient,
+        schedule=schedule,
+        practitioner_role=role,
+        status="pending",
+        held_until=datetime.now(UTC) + timedelta(days=1),
+        start=schedule.planning_start + timedelta(minutes=45),
+        end=schedule.planning_start + timedelta(minutes=60),
     )
 
     foreign_patient = PatientFactory(
@@ -92,6 +106,7 @@ def world(org: Organization, outsider_org: Organization) -> World:
         role_id=role.fhir_id,
         slot_id=slot.fhir_id,
         appointment_id=appointment.fhir_id,
+        held_id=held.fhir_id,
         book_start=(schedule.planning_start + timedelta(hours=1)).isoformat(),
         foreign_markers=(
             "xb-",
@@ -100,7 +115,7 @@ def world(org: Organization, outsider_org: Organization) -> World:
             outsider_org.name,
             foreign_role.practitioner.family,
         ),
-        patient_markers=("appt-own", "Olga", "Eigenaar"),
+        patient_markers=("appt-own", "appt-held", "Olga", "Eigenaar"),
     )
 
 
@@ -127,6 +142,11 @@ class Route:
             "appointment-search": f"{p}/Appointment?_id={w.appointment_id}",
             "appointment-read": f"{p}/Appointment/{w.appointment_id}",
             "book-slot": f"{p}/Appointment/$book-slot",
+            "hold": f"{p}/Appointment/$hold",
+            "confirm": f"{p}/Appointment/{w.held_id}/$confirm",
+            "cancel": f"{p}/Appointment/{w.appointment_id}/$cancel",
+            "reschedule": f"{p}/Appointment/{w.appointment_id}/$reschedule",
+            "operation-definition": f"{base}/OperationDefinition/hold",
             "appointment-response": f"{p}/AppointmentResponse",
         }[self.name]
 
@@ -140,6 +160,26 @@ class Route:
                     {"name": "practitionerRole", "valueString": w.role_id},
                     {"name": "status", "valueString": "booked"},
                 ],
+            }
+        if self.name == "hold":
+            start = datetime.fromisoformat(w.book_start) + timedelta(minutes=15)
+            return {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "start", "valueDateTime": start.isoformat()},
+                    {"name": "schedule", "valueString": w.schedule_id},
+                    {"name": "practitionerRole", "valueString": w.role_id},
+                ],
+            }
+        if self.name == "cancel":
+            return {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "reason", "valueString": "matrix"}],
+            }
+        if self.name == "reschedule":
+            return {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "start", "valueDateTime": w.book_start}],
             }
         if self.name == "appointment-response":
             return {
@@ -161,6 +201,11 @@ ROUTES = [
     Route("appointment-read", "GET", "system/Appointment.rs", True, 200),
     Route("book-slot", "POST", "system/Appointment.c", True, 201),
     Route("appointment-response", "POST", "system/AppointmentResponse.c", True, 201),
+    Route("hold", "POST", "system/Appointment.c", True, 201),
+    Route("confirm", "POST", "system/Appointment.c", True, 200),
+    Route("cancel", "POST", "system/Appointment.c", True, 200),
+    Route("reschedule", "POST", "system/Appointment.c", True, 200),
+    Route("operation-definition", "GET", None, False, 200),
 ]
 
 CASES = [
@@ -278,9 +323,19 @@ def test_isolation(
     if case == "other-patient-client":
         for marker in world.patient_markers:
             assert marker not in text, (case, route.name, marker)
-    if expected < 400 and route.name not in ("metadata", "book-slot"):
+    if expected < 400 and route.name not in (
+        "metadata",
+        "book-slot",
+        "hold",
+        "operation-definition",
+    ):
         # A success must really carry this tenant's data, or the no-leak check is empty.
-        assert world.schedule_id in text or world.slot_id in text or world.appointment_id in text
+        assert (
+            world.schedule_id in text
+            or world.slot_id in text
+            or world.appointment_id in text
+            or world.held_id in text
+        )
 
 
 # --- foreign ids smuggled through one's own tenant and patient ------------------------------
@@ -337,6 +392,36 @@ def test_foreign_ids_searched_through_own_organisation_find_nothing(
     data.pop("link")
     for marker in world.foreign_markers:
         assert marker not in str(data), marker
+
+
+@pytest.mark.parametrize("operation", ["confirm", "cancel", "reschedule"])
+@pytest.mark.parametrize(
+    "path",
+    ["Patient/pat-own/Appointment/xb-appointment", "Patient/xb-patient/Appointment/xb-appointment"],
+)
+def test_operations_on_foreign_appointments_through_own_organisation_are_404(
+    world: World, make_api_client: MakeApiClient, operation: str, path: str
+) -> None:
+    from scheduling.models import Appointment
+
+    _, token = make_api_client(world.org)
+    before = list(Appointment.objects.values().order_by("pk"))
+    response = Client().post(
+        f"/v2/{world.org.pk}/fhir/R4/{path}/${operation}",
+        {"resourceType": "Parameters", "parameter": []}
+        if operation != "reschedule"
+        else {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "start", "valueDateTime": world.book_start}],
+        },
+        content_type="application/fhir+json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 404
+    # The diagnostics may echo the ids the caller sent, but nothing it could not know.
+    for marker in world.foreign_markers[1:]:
+        assert marker not in response.content.decode(), marker
+    assert list(Appointment.objects.values().order_by("pk")) == before
 
 
 def test_another_patients_appointment_is_404_for_a_system_client(

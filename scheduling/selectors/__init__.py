@@ -6,6 +6,7 @@ of queries, independent of the number of results.
 """
 
 from scheduling.selectors.appointments import (
+    HOLD_EXPIRED_REASON,
     AppointmentResult,
     appointment_get,
     patient_appointment_search,
@@ -31,6 +32,7 @@ from scheduling.selectors.schedules import (
 from scheduling.selectors.slots import GeneratedSlot, SlotResult, SlotResults, slot_get, slot_search
 
 __all__ = [
+    "HOLD_EXPIRED_REASON",
     "AppointmentResult",
     "GeneratedSlot",
     "ScheduleResult",

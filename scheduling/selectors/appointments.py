@@ -1,4 +1,11 @@
-"""Reads of a patient's appointments: search (recurring ones expanded) and read by id."""
+"""Reads of a patient's appointments: search (recurring ones expanded) and read by id.
+
+A hold whose ``held_until`` has passed reads as cancelled ("hold expired") from that
+instant, whether or not the database has been tidied yet (no background job is needed for
+a client to see a hold lapse): a search's status filter counts it as cancelled at ``now``,
+and the mappers write it so (``Appointment.hold_lapsed(now)``). Rows themselves are
+returned as stored, so a read's version (ETag) can tell the two states apart.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,28 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import (
+    Q,
     QuerySet,
 )
 
 from scheduling import recurrence
 from scheduling.models import (
     Appointment,
+    AppointmentStatus,
     Organization,
     Patient,
 )
 from scheduling.recurrence import Period
-from scheduling.selectors.common import expand_rule, generated_not_found, ids_and_parents, window_q
+from scheduling.selectors.common import (
+    expand_rule,
+    generated_not_found,
+    ids_and_parents,
+    utc_now,
+    window_q,
+)
+
+#: ``cancelationReason.text`` of a hold that lapsed (read so, and written so when tidied).
+HOLD_EXPIRED_REASON = "hold expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,22 @@ def _bind(appointment: Appointment, organization: Organization, patient: Patient
     return appointment
 
 
+def lapsed_hold_q(now: datetime) -> Q:
+    """Rows that are holds whose time ran out by ``now`` (still ``pending`` in the table)."""
+    return Q(status=AppointmentStatus.PENDING, held_until__isnull=False, held_until__lte=now)
+
+
+def _status_q(statuses: Sequence[str], now: datetime) -> Q:
+    """The stored rows that READ with one of ``statuses`` at ``now``."""
+    wanted = set(statuses)
+    q = Q(status__in=sorted(wanted))
+    if AppointmentStatus.PENDING in wanted:
+        q &= ~lapsed_hold_q(now)
+    if AppointmentStatus.CANCELLED in wanted:
+        q |= lapsed_hold_q(now)
+    return q
+
+
 def appointment_get(*, organization: Organization, patient: Patient, fhir_id: str) -> Appointment:
     """A stored appointment of this patient; NotFound otherwise (also for occurrences)."""
     appointment = _appointments(organization, patient).filter(fhir_id=fhir_id).first()
@@ -69,15 +103,18 @@ def patient_appointment_search(
     ids: Sequence[str] | None = None,
     window: Period | None = None,
     statuses: Sequence[str] | None = None,
+    now: datetime | None = None,
 ) -> list[AppointmentResult]:
-    """The patient's appointments; with a window, recurring ones become their occurrences."""
+    """The patient's appointments; with a window, recurring ones become their occurrences.
+    ``statuses`` match as the appointments read at ``now`` (default: the clock)."""
+    now = now or utc_now()
     qs = _appointments(organization, patient)
     wanted: set[str] = set()
     if ids is not None:
         wanted, lookup = ids_and_parents(ids)
         qs = qs.filter(fhir_id__in=lookup if window is not None else wanted)
     if statuses:
-        qs = qs.filter(status__in=list(statuses))
+        qs = qs.filter(_status_q(statuses, now))
     if window is not None:
         qs = qs.filter(window_q(window, "start", "end"))
     results: list[AppointmentResult] = []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 from django.db import transaction
 
-from scheduling import recurrence
+from scheduling import recurrence, selectors
 from scheduling.errors import InvalidInput, NotFound
 from scheduling.models import (
     Appointment,
@@ -15,7 +17,11 @@ from scheduling.models import (
     ParticipationStatus,
     Patient,
 )
+from scheduling.recurrence import Period
+from scheduling.services.claims import cancellation_cutoff_check
 from scheduling.services.common import audit, new_fhir_id
+
+_STATUS_FIELD = "participantStatus"
 
 
 def appointment_respond(
@@ -30,14 +36,17 @@ def appointment_respond(
     """Store the patient's AppointmentResponse and set their participation status.
 
     ``declined`` also cancels the appointment, which frees its slot; nothing else of the
-    appointment changes. Raises NotFound for an appointment that is not this patient's and
-    InvalidInput for an unknown participant status.
+    appointment changes. ``appointment_fhir_id`` may also name a generated occurrence of
+    one of the patient's recurring appointments: ``declined`` then leaves out that one
+    occurrence (an exdate of the parent), and any other status is stored and changes
+    nothing. Raises NotFound for an appointment that is not this patient's and InvalidInput
+    for an unknown participant status.
     """
     if participant_status not in ParticipationStatus.values:
         allowed = ", ".join(ParticipationStatus.values)
         raise InvalidInput(
             f"participantStatus '{participant_status}' is not one of: {allowed}.",
-            expression=["participantStatus"],
+            expression=[_STATUS_FIELD],
         )
     with transaction.atomic():
         appointment = (
@@ -46,9 +55,24 @@ def appointment_respond(
             .first()
         )
         if appointment is None:
-            raise NotFound(
-                _appointment_missing_message(organization, appointment_fhir_id),
-                expression=["appointment"],
+            parent, occurrence = _locked_occurrence(
+                organization=organization, patient=patient, fhir_id=appointment_fhir_id
+            )
+            return _respond_to_occurrence(
+                organization=organization,
+                patient=patient,
+                parent=parent,
+                occurrence=occurrence,
+                participant_status=participant_status,
+                comment=comment,
+                actor=actor,
+            )
+        if participant_status == ParticipationStatus.DECLINED and appointment.is_active:
+            cancellation_cutoff_check(
+                appointment=appointment,
+                now=selectors.utc_now(),
+                action="decline",
+                field=_STATUS_FIELD,
             )
         response = AppointmentResponse(
             organization=organization,
@@ -97,13 +121,101 @@ def appointment_respond(
     return response
 
 
-def _appointment_missing_message(organization: Organization, fhir_id: str) -> str:
+def _locked_occurrence(
+    *, organization: Organization, patient: Patient, fhir_id: str
+) -> tuple[Appointment, Period]:
+    """The patient's recurring appointment (row-locked) and its occurrence named by
+    ``fhir_id``; NotFound otherwise.
+
+    Another patient's appointment answers exactly like an id that does not exist: its
+    existence is not this caller's to learn.
+    """
+    not_found = NotFound(
+        f"Appointment '{fhir_id}' was not found for this patient.",
+        expression=["appointment"],
+    )
     parsed = recurrence.split_occurrence_id(fhir_id)
-    if parsed is not None:
-        parent_id = parsed[0]
-        if Appointment.objects.filter(organization=organization, fhir_id=parent_id).exists():
-            return (
-                f"Appointment '{fhir_id}' is a generated occurrence of Appointment/{parent_id}; "
-                "only stored appointments can be answered."
-            )
-    return f"Appointment '{fhir_id}' was not found for this patient."
+    if parsed is None:
+        raise not_found
+    parent_id, start = parsed
+    parent = (
+        Appointment.objects.select_for_update()
+        .filter(organization=organization, patient=patient, fhir_id=parent_id)
+        .exclude(rrule="")
+        .first()
+    )
+    if parent is None:
+        raise not_found
+    periods = recurrence.expand(
+        rrule=parent.rrule,
+        first_start=parent.start,
+        first_end=parent.end,
+        tzid=parent.rule_timezone(organization),
+        exdates=parent.exdate_values(),
+        window_start=start,
+        window_end=start + timedelta(seconds=1),
+    )
+    for period in periods:
+        if period.start.replace(microsecond=0) == start:
+            return parent, period
+    raise NotFound(
+        f"Appointment '{fhir_id}' is not an occurrence of Appointment/{parent_id}: no "
+        "occurrence of it starts then (or it was left out); search "
+        f"Appointment?_id={parent_id}&date=... for its occurrences.",
+        expression=["appointment"],
+    )
+
+
+def _respond_to_occurrence(
+    *,
+    organization: Organization,
+    patient: Patient,
+    parent: Appointment,
+    occurrence: Period,
+    participant_status: str,
+    comment: str,
+    actor: str,
+) -> AppointmentResponse:
+    declines = participant_status == ParticipationStatus.DECLINED and parent.is_active
+    if declines:
+        cancellation_cutoff_check(
+            appointment=parent,
+            now=selectors.utc_now(),
+            action="decline",
+            field=_STATUS_FIELD,
+            occurrence=(
+                recurrence.occurrence_id(parent.fhir_id, occurrence.start),
+                occurrence.start,
+            ),
+        )
+    # start/end name the occurrence answered (the mapper refers to it by its own id); the
+    # parent's participation status is the series', so an occurrence leaves it alone.
+    response = AppointmentResponse(
+        organization=organization,
+        fhir_id=new_fhir_id(),
+        appointment=parent,
+        patient=patient,
+        participant_status=participant_status,
+        comment=comment or "",
+        client_id=actor[:100],
+        start=occurrence.start,
+        end=occurrence.end,
+    )
+    response.save()
+    if declines:
+        exdate = occurrence.start.astimezone(UTC).isoformat()
+        parent.exdates = [*(parent.exdates or []), exdate]
+        parent.save(update_fields=["exdates", "updated_at"])
+        audit(
+            organization=organization,
+            actor=actor,
+            action=AuditEvent.Action.CANCELLED,
+            appointment=parent,
+            detail={
+                "occurrence": recurrence.occurrence_id(parent.fhir_id, occurrence.start),
+                "exdate": exdate,
+                "reason": "occurrence declined by the patient",
+                "appointmentResponse": response.fhir_id,
+            },
+        )
+    return response

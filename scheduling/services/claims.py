@@ -467,16 +467,23 @@ def seat_for(
 
 
 def cancellation_cutoff_check(
-    *, appointment: Appointment, now: datetime, action: str, field: str
+    *,
+    appointment: Appointment,
+    now: datetime,
+    action: str,
+    field: str,
+    occurrence: tuple[str, datetime] | None = None,
 ) -> None:
     """``$cancel``, ``$reschedule`` and a declining AppointmentResponse of an appointment
     starting sooner than its schedule's cancellation cutoff are refused (staff in the admin
-    are not held to it). BusinessRuleViolation naming the rule."""
+    are not held to it). BusinessRuleViolation naming the rule. ``occurrence``: (id, start)
+    of the one occurrence of a recurring appointment that is meant."""
     schedule = appointment.schedule
     hours = schedule.cancellation_cutoff_hours if schedule is not None else None
-    if hours is not None and appointment.start < now + timedelta(hours=hours):
+    fhir_id, start = occurrence or (appointment.fhir_id, appointment.start)
+    if hours is not None and start < now + timedelta(hours=hours):
         raise BusinessRuleViolation(
-            f"Appointment '{appointment.fhir_id}' starts within {hours} hours; schedule "
+            f"Appointment '{fhir_id}' starts within {hours} hours; schedule "
             f"'{schedule.fhir_id if schedule else ''}' does not let patients {action} it this "
             "late (cancellationCutoff). Call the clinic.",
             expression=[field],
