@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -331,8 +332,18 @@ def token_with_secret(client_id: str, secret: str, address: str = "127.0.0.1") -
     return Client(REMOTE_ADDR=address).post("/oauth/token", form, content_type=FORM)
 
 
+@pytest.fixture
+def one_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting windows are fixed (60 s by default): a test that crossed a boundary would
+    see its counts start again. The throttle's clock stands still in the middle of one."""
+    from fhir_api import throttle
+
+    frozen = (int(throttle.time.time()) // 3600) * 3600 + 30.0
+    monkeypatch.setattr(throttle, "time", SimpleNamespace(time=lambda: frozen))
+
+
 def test_wrong_secrets_hit_429_and_correct_clients_keep_working(
-    org: Organization, settings: Any
+    org: Organization, settings: Any, one_window: None
 ) -> None:
     settings.OAUTH_CLIENT_FAILURE_LIMIT = 10
     settings.OAUTH_ADDRESS_FAILURE_LIMIT = 50
@@ -351,7 +362,9 @@ def test_wrong_secrets_hit_429_and_correct_clients_keep_working(
     assert token_with_secret("victim", "victim-secret", address="10.1.2.3").status_code == 200
 
 
-def test_spraying_client_ids_from_one_address_is_limited(org: Organization, settings: Any) -> None:
+def test_spraying_client_ids_from_one_address_is_limited(
+    org: Organization, settings: Any, one_window: None
+) -> None:
     settings.OAUTH_ADDRESS_FAILURE_LIMIT = 20
     statuses = [token_with_secret(f"id-{i}", "x").status_code for i in range(30)]
     assert statuses[:20] == [401] * 20
@@ -361,7 +374,7 @@ def test_spraying_client_ids_from_one_address_is_limited(org: Organization, sett
 
 
 def test_limits_use_the_trusted_proxy_header_only_when_configured(
-    org: Organization, settings: Any
+    org: Organization, settings: Any, one_window: None
 ) -> None:
     settings.OAUTH_ADDRESS_FAILURE_LIMIT = 3
 
