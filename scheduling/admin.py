@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling import admin_views
+from scheduling import admin_views, front_desk
 from scheduling.appointment_forms import AppointmentBookForm, AppointmentChangeForm
 from scheduling.errors import DomainError
 from scheduling.forms import ScheduleAdminForm, describe_recurrence, upcoming_occurrences
@@ -71,6 +71,37 @@ class CalendarAdminMixin:
                 "<path:object_id>/block/",
                 wrap(partial(self.block_view, model_admin=self)),
                 name=f"{self.calendar_name}_block",
+            ),
+            *super().get_urls(),  # type: ignore[misc]
+        ]
+
+
+class FrontDeskMixin:
+    """The front desk (scheduling/front_desk.py): the day across practitioners, and
+    booking, moving, cancelling and unblocking from it."""
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view  # type: ignore[attr-defined]
+        return [
+            path(
+                "day/",
+                wrap(partial(front_desk.day_view, model_admin=self)),
+                name="scheduling_frontdesk_day",
+            ),
+            path(
+                "day/book/",
+                wrap(partial(front_desk.book_view, model_admin=self)),
+                name="scheduling_frontdesk_book",
+            ),
+            path(
+                "day/appointment/<path:object_id>/",
+                wrap(partial(front_desk.appointment_view, model_admin=self)),
+                name="scheduling_frontdesk_appointment",
+            ),
+            path(
+                "day/blocked/<path:object_id>/",
+                wrap(partial(front_desk.slot_view, model_admin=self)),
+                name="scheduling_frontdesk_slot",
             ),
             *super().get_urls(),  # type: ignore[misc]
         ]
@@ -140,7 +171,7 @@ class PatientAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(Practitioner)
-class PractitionerAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
+class PractitionerAdmin(FrontDeskMixin, CalendarAdminMixin, OrganizationScopedAdmin):
     list_display = (
         "fhir_id",
         "prefix",

@@ -86,6 +86,15 @@ class Block:
     detail: str = ""
     top: float = 0.0
     height: float = 0.0
+    #: For the front desk's day view: what the box stands for (an appointment's or a
+    #: stored slot's pk, the schedule of a generated slot), the status and the reason.
+    obj_pk: int | None = None
+    schedule_pk: int | None = None
+    status: str = ""
+    note: str = ""
+    #: Horizontal place in percent (side-by-side bookings of a group slot).
+    left: float = 0.0
+    width: float = 0.0
 
 
 @dataclass
@@ -109,6 +118,10 @@ def _clip_to_days(block: Block, days: list[Day], tz: zoneinfo.ZoneInfo) -> None:
                     block.label,
                     block.url,
                     block.detail,
+                    obj_pk=block.obj_pk,
+                    schedule_pk=block.schedule_pk,
+                    status=block.status,
+                    note=block.note,
                 )
             )
 
@@ -216,7 +229,9 @@ def week_blocks(
                 slot = result.slot
                 url = reverse("admin:scheduling_slot_change", args=[slot.pk])
                 label = slot.comment or _("Blocked") if kind == "blocked" else _(status)
-                blocks.append(Block(kind, slot.start, slot.end, label, url))
+                blocks.append(
+                    Block(kind, slot.start, slot.end, label, url, obj_pk=slot.pk, status=status)
+                )
             else:
                 generated = result.generated
                 assert generated is not None
@@ -227,7 +242,17 @@ def week_blocks(
                     taken = seats_taken.get((result.schedule.pk, generated.start), 0)
                     detail = _("%(taken)d of %(seats)d booked") % {"taken": taken, "seats": seats}
                     label = f"{label}, {detail}"
-                blocks.append(Block(kind, generated.start, generated.end, label, detail=detail))
+                blocks.append(
+                    Block(
+                        kind,
+                        generated.start,
+                        generated.end,
+                        label,
+                        detail=detail,
+                        schedule_pk=result.schedule.pk,
+                        status=status,
+                    )
+                )
     for appt in rows:
         # A booking's buffers are its practitioner's time too: shown beside it.
         for lo, hi in ((appt.occupied_start, appt.start), (appt.end, appt.occupied_end)):
@@ -238,7 +263,19 @@ def week_blocks(
         status = _("held") if appt.is_held else appt.get_status_display()
         for period in _appointment_periods(appt, organization, window):
             label = f"{appt.patient} ({status})"
-            blocks.append(Block("booking", period.start, period.end, label, url))
+            blocks.append(
+                Block(
+                    "booking",
+                    period.start,
+                    period.end,
+                    label,
+                    url,
+                    obj_pk=appt.pk,
+                    schedule_pk=appt.schedule_id,
+                    status="held" if appt.is_held else appt.status,
+                    note=appt.description or appt.comment,
+                )
+            )
     return blocks
 
 
