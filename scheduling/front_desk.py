@@ -40,6 +40,7 @@ from scheduling.models import (
 )
 from scheduling.recurrence import Period
 from scheduling.selectors import slot_search
+from scheduling.selectors.occupancy import active_appointments_q
 from scheduling.services.blocks import time_unblock
 from scheduling.services.booking import appointment_book, appointment_reschedule
 from scheduling.services.lifecycle import appointment_cancel, appointment_mark_noshow
@@ -546,3 +547,76 @@ def slot_view(
             "back_url": day_url(organization, slot.start.astimezone(tz).date()),
         }
         return render(request, "scheduling/slot_desk.html", context, status=400 if error else 200)
+
+
+@dataclass
+class TodayRow:
+    practitioner: Practitioner
+    appointments: list[tuple[datetime, Appointment, str]]
+    next_free: list[tuple[datetime, str]]
+
+
+def today_overview(request: HttpRequest) -> dict[str, Any] | None:
+    """What the admin's index opens on: today's appointments per practitioner and each
+    one's next free slots (the engine's answer), for the user's first organisation."""
+    if not request.user.has_perm("scheduling.view_practitioner"):
+        return None
+    try:
+        organization = chosen_organization(request)
+    except (PermissionDenied, Http404):
+        return None
+    tz = organization.zone
+    now = timezone.now()
+    today = now.astimezone(tz).date()
+    day_window = Period(
+        datetime.combine(today, time(0), tzinfo=tz),
+        datetime.combine(today + timedelta(days=1), time(0), tzinfo=tz),
+    )
+    ahead = Period(now, now + timedelta(days=14))
+    practitioners = (
+        _model_admin(Practitioner)
+        .get_queryset(request)
+        .filter(organization=organization, active=True)
+        .order_by("family", "given", "pk")
+    )
+    rows = []
+    for practitioner in practitioners:
+        schedules = list(practitioner_schedules(practitioner))
+        appointments = [
+            (a.start.astimezone(tz), a, "held" if a.is_held else a.status)
+            for a in practitioner_appointments(practitioner, schedules)
+            .filter(start__lt=day_window.end, end__gt=day_window.start)
+            .filter(active_appointments_q(now))
+            .select_related("patient")
+            .order_by("start")
+        ]
+        next_free: list[tuple[datetime, str]] = []
+        bookable = [s for s in schedules if s.practitioner_role_id is not None]
+        if bookable:
+            results = slot_search(
+                organization=organization,
+                window=ahead,
+                schedule_ids=[s.fhir_id for s in bookable],
+                statuses=[SlotStatus.FREE],
+                now=now,
+            )
+            for result in results[:3]:
+                if result.generated is not None:
+                    query = urlencode(
+                        {
+                            "schedule": result.schedule.pk,
+                            "start": result.start.astimezone(tz).isoformat(),
+                            "org": organization.pk,
+                        }
+                    )
+                    url = f"{reverse('admin:scheduling_frontdesk_book')}?{query}"
+                    next_free.append((result.start.astimezone(tz), url))
+        rows.append(TodayRow(practitioner, appointments, next_free))
+    return {
+        "organization": organization,
+        "today": today,
+        "rows": rows,
+        "day_url": day_url(organization, today),
+        "tomorrow_url": day_url(organization, today + timedelta(days=1)),
+        "zone": tz,
+    }

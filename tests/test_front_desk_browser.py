@@ -219,6 +219,15 @@ def test_today_shows_the_now_line_and_past_time_apart(
         assert bakker.locator(".dblk-past").count() in (0, 36)
     page.screenshot(path=str(ARTIFACTS / "desk-today.png"), full_page=True)
 
+    # The index opens on today: one card per practitioner, the models in the sidebar.
+    page.goto(f"{base}/admin/")
+    assert page.locator("#today .today-card").count() == 3
+    assert page.locator("#content-related a[href$='/scheduling/appointment/']").count() >= 1
+    assert page.locator("#content-main .app-scheduling").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "desk-index.png"), full_page=True)
+    page.click("#open-day-view")
+    page.wait_for_selector("#day-calendar")
+
 
 def test_the_same_journey_in_dutch(
     live_server: Any, browser_page: Any, desk: dict[str, Any]
