@@ -15,6 +15,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 
 from scheduling.models import Appointment, AuditEvent, Slot, StaffMembership
+from tests import test_admin_browser as admin_browser
 from tests.factories import (
     AppointmentFactory,
     OrganizationFactory,
@@ -22,17 +23,12 @@ from tests.factories import (
     PractitionerRoleFactory,
     ScheduleFactory,
 )
-from tests.test_admin_browser import (
-    AMS,
-    ARTIFACTS,
-    CHROMIUM,
-    PASSWORD,
-    _plain_static_files,  # noqa: F401  (an autouse fixture, used by being imported)
-    browser_page,  # noqa: F401  (a fixture)
-    pytestmark,  # noqa: F401
-)
 
-assert CHROMIUM  # the same browser and marks as the admin's browser tests
+# The same browser, marks and static files as the admin's browser tests.
+AMS, ARTIFACTS, PASSWORD = admin_browser.AMS, admin_browser.ARTIFACTS, admin_browser.PASSWORD
+browser_page = admin_browser.browser_page
+_plain_static_files = admin_browser._plain_static_files
+pytestmark = admin_browser.pytestmark
 
 
 @pytest.fixture
