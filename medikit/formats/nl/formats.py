@@ -1,8 +1,8 @@
 """Dutch dates in the admin: "24 nov 2026, 13:00"."""
 
-DATE_FORMAT = "j M Y"
+DATE_FORMAT = "j b Y"
 TIME_FORMAT = "H:i"
-DATETIME_FORMAT = "j M Y, H:i"
+DATETIME_FORMAT = "j b Y, H:i"
 SHORT_DATE_FORMAT = "d-m-Y"
 SHORT_DATETIME_FORMAT = "d-m-Y H:i"
 MONTH_DAY_FORMAT = "j F"
