@@ -83,25 +83,26 @@ class FrontDeskMixin:
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view  # type: ignore[attr-defined]
+        me: Any = self  # a ModelAdmin once mixed in
         return [
             path(
                 "day/",
-                wrap(partial(front_desk.day_view, model_admin=self)),
+                wrap(partial(front_desk.day_view, model_admin=me)),
                 name="scheduling_frontdesk_day",
             ),
             path(
                 "day/book/",
-                wrap(partial(front_desk.book_view, model_admin=self)),
+                wrap(partial(front_desk.book_view, model_admin=me)),
                 name="scheduling_frontdesk_book",
             ),
             path(
                 "day/appointment/<path:object_id>/",
-                wrap(partial(front_desk.appointment_view, model_admin=self)),
+                wrap(partial(front_desk.appointment_view, model_admin=me)),
                 name="scheduling_frontdesk_appointment",
             ),
             path(
                 "day/blocked/<path:object_id>/",
-                wrap(partial(front_desk.slot_view, model_admin=self)),
+                wrap(partial(front_desk.slot_view, model_admin=me)),
                 name="scheduling_frontdesk_slot",
             ),
             *super().get_urls(),  # type: ignore[misc]

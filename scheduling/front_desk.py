@@ -57,7 +57,7 @@ def _actor(request: HttpRequest) -> str:
 
 
 def _model_admin(model: type[Any]) -> admin.ModelAdmin[Any]:
-    return admin.site._registry[model]  # type: ignore[return-value]
+    return admin.site._registry[model]
 
 
 def scoped(model: type[Any], request: HttpRequest, pk: Any) -> Any:
@@ -290,7 +290,7 @@ def day_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Htt
 
 def _book_url(organization: Organization, b: Block) -> str:
     query = urlencode(
-        {"schedule": b.schedule_pk, "start": b.start.isoformat(), "org": organization.pk}
+        {"schedule": str(b.schedule_pk), "start": b.start.isoformat(), "org": organization.pk}
     )
     return f"{reverse('admin:scheduling_frontdesk_book')}?{query}"
 
@@ -604,7 +604,7 @@ def today_overview(request: HttpRequest) -> dict[str, Any] | None:
                 if result.generated is not None:
                     query = urlencode(
                         {
-                            "schedule": result.schedule.pk,
+                            "schedule": str(result.schedule.pk),
                             "start": result.start.astimezone(tz).isoformat(),
                             "org": organization.pk,
                         }

@@ -16,7 +16,6 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 
 from scheduling.models import (
