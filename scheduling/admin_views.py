@@ -22,6 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import formats, timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
 from scheduling.errors import BlockHitsBookings, DomainError
@@ -423,9 +424,14 @@ def _block_view(
     calendar_url: str,
     title: str,
     initial_schedule: Schedule | None,
+    note: str = "",
 ) -> HttpResponse:
     if not request.user.has_perm("scheduling.add_slot"):
         raise PermissionDenied
+    # Back where the block was asked for (the front desk's day), else the week calendar.
+    back = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = ""
     with timezone.override(organization.zone):
         initial: dict[str, Any] = {"schedule": initial_schedule}
         for name in ("start", "end"):
@@ -474,7 +480,7 @@ def _block_view(
                     },
                 )
                 week = iso_week(slot.start.astimezone(organization.zone).date())
-                return HttpResponseRedirect(f"{calendar_url}?week={week}")
+                return HttpResponseRedirect(back or f"{calendar_url}?week={week}")
             status = 400
         else:
             form = BlockTimeForm(initial=initial, schedules=schedules)
@@ -487,6 +493,8 @@ def _block_view(
             "zone": organization.zone.key,
             "calendar_url": calendar_url,
             "hits": hits,
+            "next": back,
+            "note": note,
         }
         return render(request, "scheduling/block_time.html", context, status=status)
 
@@ -525,4 +533,9 @@ def practitioner_block_view(
         calendar_url=reverse("admin:scheduling_practitioner_calendar", args=[practitioner.pk]),
         title=_("Block time for %(name)s") % {"name": practitioner},
         initial_schedule=schedules.first(),
+        note=_(
+            "A block on any one of their schedules blocks %(name)s on all of them: "
+            "one block covers the whole day, whichever schedule you pick."
+        )
+        % {"name": practitioner},
     )

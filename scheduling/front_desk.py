@@ -207,7 +207,11 @@ def day_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Htt
                 block_url=reverse("admin:scheduling_practitioner_block", args=[practitioner.pk])
                 + "?"
                 + urlencode(
-                    {"start": f"{day.isoformat()}T08:00", "end": f"{day.isoformat()}T18:00"}
+                    {
+                        "start": f"{day.isoformat()}T08:00",
+                        "end": f"{day.isoformat()}T18:00",
+                        "next": day_url(organization, day),
+                    }
                 ),
             )
             holder = [Day(day)]

@@ -360,3 +360,27 @@ def test_dutch_plurals_and_dates() -> None:
         assert formats.date_format(moment, "DATETIME_FORMAT") == "24 nov 2026, 13:00"
     with translation.override("en"), timezone.override(AMS):
         assert formats.date_format(moment, "DATETIME_FORMAT") == "24 Nov 2026, 13:00"
+
+
+def test_block_from_the_day_returns_to_the_day_but_never_off_site(two: dict[str, Any]) -> None:
+    mine, client = two["mine"], two["client"]
+    url = f"/admin/scheduling/practitioner/{mine['practitioner'].pk}/block/"
+    day = mine["tomorrow"].isoformat()
+    data = {
+        "schedule": mine["schedule"].pk,
+        "start": f"{day}T12:00",
+        "end": f"{day}T13:00",
+        "comment": "Lunch",
+    }
+    back = f"{DAY_URL}?date={day}"
+    response = client.post(url, {**data, "next": back})
+    assert response.status_code == 302 and response["Location"] == back
+    response = client.post(
+        url,
+        {**data, "start": f"{day}T13:00", "end": f"{day}T14:00", "next": "https://evil.example/"},
+    )
+    assert response.status_code == 302
+    assert response["Location"].startswith(
+        f"/admin/scheduling/practitioner/{mine['practitioner'].pk}/calendar/"
+    )
+    assert Slot.objects.filter(comment="Lunch").count() == 2

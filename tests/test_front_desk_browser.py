@@ -179,11 +179,12 @@ def test_book_move_cancel_and_block_from_the_day_view(
     assert "Yogi0" in page.inner_text("#block-hits")
     assert not Slot.objects.filter(comment="Training").exists()
     page.screenshot(path=str(ARTIFACTS / "desk-block-confirm.png"), full_page=True)
+    assert "all of them" in page.inner_text("#block-note")
     page.check("#id_confirm")
     page.click("input[name=_block]")
-    page.wait_for_selector("#week-calendar")
+    # Back on the day it was asked from.
+    page.wait_for_selector("#day-calendar")
     assert Slot.objects.filter(comment="Training", status="busy-unavailable").count() == 1
-    page.goto(f"{base}/admin/scheduling/practitioner/day/?date={tomorrow.isoformat()}")
     smit = column(page, desk, "group-yoga")
     assert smit.locator(".dblk-booking").count() == 2  # a block never hides a booking
     assert smit.locator("a.dblk-free[data-start='11:00']").count() == 0
