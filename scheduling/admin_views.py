@@ -71,7 +71,7 @@ def parse_week(params: Any, *, today: date) -> date:
     return today - timedelta(days=today.weekday())
 
 
-_DRAW_ORDER = ["window", "free", "busy", "held", "blocked", "buffer", "booking"]
+_DRAW_ORDER = ["window", "past", "free", "busy", "held", "blocked", "buffer", "booking"]
 
 
 @dataclass
@@ -237,6 +237,13 @@ def week_blocks(
                 generated = result.generated
                 assert generated is not None
                 label = {"free": _("free"), "held": _("held")}.get(kind, _("busy"))
+                if (
+                    kind == "busy"
+                    and generated.start < now
+                    and not seats_taken.get((result.schedule.pk, generated.start))
+                ):
+                    # Started, not taken: past time, drawn apart from taken time.
+                    kind, label = "past", _("past")
                 seats = capacity.get(result.schedule.pk, 1)
                 detail = ""
                 if seats > 1:
@@ -346,6 +353,7 @@ def _render_week(
                 ("window", _("Availability")),
                 ("free", _("Free slot")),
                 ("busy", _("Busy slot")),
+                ("past", _("Past")),
                 ("held", _("Held (pending confirmation)")),
                 ("booking", _("Booking")),
                 ("buffer", _("Buffer (before or after a booking)")),

@@ -49,7 +49,6 @@ from scheduling.tenancy_admin import user_organizations
 #: Pixels per minute: a 15-minute slot is 45 px, room for a name and a reason.
 PX_PER_MINUTE = 3
 _DEFAULT_HOURS = (8, 18)
-_LEFT_KINDS = {"free", "busy", "held", "past"}
 
 
 def _actor(request: HttpRequest) -> str:
@@ -224,8 +223,6 @@ def day_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Htt
             ):
                 _clip_to_days(b, holder, tz)
             for b in holder[0].blocks:
-                if b.kind == "busy" and b.start < now and b.obj_pk is None:
-                    b.kind = "past"  # started, not taken: only time has passed
                 if b.kind == "free":
                     b.url = _book_url(organization, b) if can_book else ""
                 elif b.kind == "booking" and b.obj_pk is not None:

@@ -126,8 +126,8 @@ def test_book_move_cancel_and_block_from_the_day_view(
 
     # --- book from a free slot: click, search, pick, book ----------------------------
     bakker.locator("a.dblk-free[data-start='09:00']").click()
-    page.fill("#id_q", "viss")
-    page.press("#id_q", "Enter")
+    # Search as you type: no Enter, the list follows the typing.
+    page.locator("#id_q").press_sequentially("viss", delay=40)
     page.wait_for_selector("#patient-results")
     assert page.locator("#patient-results li").count() == 1
     page.fill("#id_comment", "Knee check")
