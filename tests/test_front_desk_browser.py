@@ -259,3 +259,15 @@ def test_the_same_journey_in_dutch(
     assert "geannuleerd" in page.inner_text(".messagelist")
     page.screenshot(path=str(ARTIFACTS / "desk-cancelled-nl.png"), full_page=True)
     assert Appointment.objects.get(patient=desk["visser"]).status == "cancelled"
+
+    # Lists for people, in Dutch: time, patient, practitioner, coloured status first.
+    page.goto(f"{base}/admin/scheduling/appointment/")
+    headers = [h.strip() for h in page.locator("#result_list thead th").all_inner_texts()]
+    assert [h for h in headers if h][:4] == ["TIJD", "PATIËNT", "ZORGVERLENER", "STATUS"]
+    assert page.locator("#result_list .status-pill.st-cancelled").count() == 1
+    assert "Selecteer afspraak om te wijzigen" in page.inner_text("#content")
+    page.screenshot(path=str(ARTIFACTS / "desk-appointments-nl.png"), full_page=True)
+    # The patient page lists the patient's appointments.
+    page.goto(f"{base}/admin/scheduling/patient/{desk['visser'].pk}/change/")
+    assert "Geannuleerd" in page.inner_text("#appointments-group")
+    page.screenshot(path=str(ARTIFACTS / "desk-patient-nl.png"), full_page=True)
