@@ -7,8 +7,10 @@ STAMP := $(VENV)/.install-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/medikit
+# Test processes (pytest-xdist): one per core. TEST_JOBS=0 runs in this process (debugging).
+TEST_JOBS ?= auto
 
-.PHONY: install run serve test test-sqlite test-postgres bench bench-load fuzz lint format migrate clean
+.PHONY: install run serve test test-full test-sqlite test-postgres bench bench-load fuzz lint format migrate clean
 
 install: $(STAMP)
 
@@ -32,7 +34,11 @@ serve: install
 	DATABASE_URL=$${DATABASE_URL:-$(PG_URL)} bash scripts/serve.sh
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
+
+# Release check: the property tests with many more examples, and a long fuzz campaign.
+test-full: install
+	MEDIKIT_PROPERTY_EXAMPLES=300 $(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python bench/bench_engine.py

@@ -94,7 +94,7 @@ def _no_store(response: HttpResponse) -> HttpResponse:
 
 def _error_response(exc: OAuthError) -> HttpResponse:
     # RFC 6749 5.2 members for OAuth clients, and the same error as an OperationOutcome
-    # (CONTRACT section 3: every error is one) for clients that read FHIR errors.
+    # (docs/api.md section 3: every error is one) for clients that read FHIR errors.
     outcome_issue = issue(
         exc.description,
         code=_ISSUE_CODES.get(exc.error, "invalid"),

@@ -53,6 +53,12 @@ def run_journey(name: str, base_url: str) -> subprocess.CompletedProcess[str]:
     test_only = {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "STATIC_MANIFEST"}
     env = {k: v for k, v in os.environ.items() if k not in test_only and "COOKIE" not in k}
     env["DATABASE_URL"] = _database_url()
+    # ...and the server's client-secret pepper: under make run the shell and the server share
+    # one configuration (DEBUG=1), so a client the shell creates can get a token. The test
+    # server runs with the test SECRET_KEY, from which the pepper would otherwise differ.
+    from django.conf import settings
+
+    env["CLIENT_SECRET_PEPPER"] = settings.CLIENT_SECRET_PEPPER
     return subprocess.run(
         ["bash", "-c", script],
         cwd=ROOT,
