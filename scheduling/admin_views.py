@@ -22,7 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import formats, timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 
 from scheduling.errors import BlockHitsBookings, DomainError
@@ -317,6 +317,7 @@ def _render_week(
         datetime.combine(monday + timedelta(days=7), time(0), tzinfo=tz),
     )
     days = [Day(monday + timedelta(days=i)) for i in range(7)]
+    can_book = request.user.has_perm("scheduling.add_appointment")
     with timezone.override(tz):
         for block in week_blocks(
             organization=organization,
@@ -325,6 +326,16 @@ def _render_week(
             window=window,
             now=timezone.now(),
         ):
+            if block.kind == "free" and can_book and block.schedule_pk is not None:
+                # A free slot is a link to book it (the front desk's booking page).
+                query = urlencode(
+                    {
+                        "schedule": str(block.schedule_pk),
+                        "start": block.start.astimezone(tz).isoformat(),
+                        "org": organization.pk,
+                    }
+                )
+                block.url = f"{reverse('admin:scheduling_frontdesk_book')}?{query}"
             _clip_to_days(block, days, tz)
         lo, hi = _hours_shown(days)
         _layout(days, lo, hi, tz)

@@ -1,10 +1,11 @@
 """The front desk in the admin: a day across practitioners, and booking, moving,
 cancelling, no-shows and unblocking from it.
 
-Server-rendered HTML with real links and forms, no JavaScript: it works under the admin's
-CSP (``script-src 'self'``), with a keyboard and a screen reader, and needs no vendored
-calendar library. Which slot is free is the engine's answer (the calendar's ``week_blocks``,
-which reads Slot search); every write goes through the services, which lock, check again
+Server-rendered HTML with real links and forms: it works under the admin's CSP
+(``script-src 'self'``), with a keyboard and a screen reader, and needs no vendored
+calendar library; one optional static script makes the patient search follow the typing.
+Which slot is free is the engine's answer (the calendar's ``week_blocks``, which reads
+Slot search); every write goes through the services, which lock, check again
 and write the AuditEvent. Every object is looked up through its ModelAdmin's queryset, the
 organisation fence: another organisation's id is a 404.
 """
