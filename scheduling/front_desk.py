@@ -110,13 +110,27 @@ def practitioner_appointments(
     )
 
 
+class BadDay(ValueError):
+    """A ``?date=`` that is not a date."""
+
+
 def parse_day(value: str | None, *, today: date) -> date:
     if not value:
         return today
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
-        raise Http404(_("'%(value)s' is not a date: use YYYY-MM-DD.") % {"value": value}) from None
+        raise BadDay(value) from None
+
+
+def _bad_day(request: HttpRequest, model_admin: admin.ModelAdmin[Any], value: str) -> HttpResponse:
+    message = _("'%(value)s' is not a date: use YYYY-MM-DD.") % {"value": value}
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": _("Day view"),
+        "message": message,
+    }
+    return render(request, "scheduling/calendar_error.html", context, status=400)
 
 
 def day_url(organization: Organization, day: date) -> str:
@@ -185,7 +199,10 @@ def day_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Htt
     tz = organization.zone
     now = timezone.now()
     today = now.astimezone(tz).date()
-    day = parse_day(request.GET.get("date"), today=today)
+    try:
+        day = parse_day(request.GET.get("date"), today=today)
+    except BadDay as exc:
+        return _bad_day(request, model_admin, exc.args[0])
     window = Period(
         datetime.combine(day, time(0), tzinfo=tz),
         datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz),
@@ -489,7 +506,10 @@ def appointment_view(
         else:
             messages.success(request, done)
             return HttpResponseRedirect(day_url(organization, local_start.date()))
-    move_day = parse_day(request.GET.get("move_date"), today=local_start.date())
+    try:
+        move_day = parse_day(request.GET.get("move_date"), today=local_start.date())
+    except BadDay as exc:
+        return _bad_day(request, model_admin, exc.args[0])
     free, practitioner = (
         _free_slots(appointment, move_day, now) if appointment.is_active else ([], None)
     )

@@ -123,7 +123,8 @@ def test_day_view_shows_the_practitioners_bookings_and_blocks(two: dict[str, Any
     assert "Theirsdoc" not in body and "Theirspatient" not in body
     # 08:00-17:00 in 15 minutes, less the booking and the blocked hour.
     assert body.count('data-kind="free"') == 36 - 1 - 4
-    assert two["client"].get(DAY_URL, {"date": "tomorrow"}).status_code == 404
+    bad = two["client"].get(DAY_URL, {"date": "tomorrow"})
+    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.content.decode()
 
 
 def test_booking_from_a_free_slot_goes_through_the_service(two: dict[str, Any]) -> None:
