@@ -439,3 +439,45 @@ def test_a_free_slot_of_the_week_calendar_books_it(two: dict[str, Any]) -> None:
     link = html.escape(book_url(mine["schedule"], start, org=two["org"].pk))
     assert link in body
     assert body.count(f"{DAY_URL}book/") >= 31  # tomorrow's free slots at least
+
+
+def test_holds_and_statuses_are_coloured_in_the_day_view(two: dict[str, Any]) -> None:
+    mine, client = two["mine"], two["client"]
+    start = datetime.combine(mine["tomorrow"], time(12), tzinfo=AMS)
+    AppointmentFactory(
+        organization=two["org"],
+        patient=PatientFactory(organization=two["org"], family="Holder"),
+        schedule=mine["schedule"],
+        practitioner_role=mine["role"],
+        start=start,
+        end=start + timedelta(minutes=15),
+        status="pending",
+        held_until=timezone.now() + timedelta(minutes=5),
+    )
+    body = client.get(DAY_URL, {"date": mine["tomorrow"].isoformat()}).content.decode()
+    assert body.count('data-status="held"') == 1
+    assert body.count('data-status="booked"') == 1
+    assert 'class="dblk dblk-booking st-held"' in body
+
+
+def test_appointment_list_for_people_and_generated_ids(two: dict[str, Any]) -> None:
+    mine, theirs, client = two["mine"], two["theirs"], two["client"]
+    listing = client.get("/admin/scheduling/appointment/").content.decode()
+    headers = re.findall(r'<th scope="col" class="(?:sortable )?column-(\w+)', listing)
+    assert headers[:4] == ["when", "patient", "practitioner", "status_badge"]
+    assert "status-pill st-booked" in listing
+    # Filter by practitioner: only mine are offered, and filtering works.
+    assert f"?practitioner={mine['practitioner'].pk}" in listing
+    assert f"?practitioner={theirs['practitioner'].pk}" not in listing
+    filtered = client.get(
+        "/admin/scheduling/appointment/", {"practitioner": mine["practitioner"].pk}
+    ).content.decode()
+    assert "Minepatient" in filtered
+    # New patients and schedules get a generated id to keep; a saved one is read-only.
+    for model in ("patient", "schedule"):
+        add = client.get(f"/admin/scheduling/{model}/add/").content.decode()
+        assert re.search(r'name="fhir_id" value="[0-9a-f]{32}"', add), model
+    change = client.get(f"/admin/scheduling/patient/{mine['patient'].pk}/change/").content
+    assert b'name="fhir_id"' not in change and b"mine-pat" in change
+    # The patient page lists their appointments.
+    assert b"Flu shot" in change
