@@ -481,3 +481,17 @@ def test_appointment_list_for_people_and_generated_ids(two: dict[str, Any]) -> N
     assert b'name="fhir_id"' not in change and b"mine-pat" in change
     # The patient page lists their appointments.
     assert b"Flu shot" in change
+
+
+def test_staff_of_two_organisations_pick_one(two: dict[str, Any]) -> None:
+    theirs = two["theirs"]
+    user = make_staff("desk-both", two["org"])
+    StaffMembership.objects.create(organization=theirs["schedule"].organization, user=user)
+    client = Client()
+    client.force_login(user)
+    day = theirs["tomorrow"].isoformat()
+    default = client.get(DAY_URL, {"date": day}).content.decode()
+    assert 'id="day-org"' in default
+    assert "Minedoc" in default and "Theirsdoc" not in default  # one organisation a page
+    other = client.get(DAY_URL, {"date": day, "org": theirs["schedule"].organization_id})
+    assert "Theirsdoc" in other.content.decode() and "Minedoc" not in other.content.decode()
