@@ -247,7 +247,13 @@ def day_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Htt
                     b.url = reverse("admin:scheduling_frontdesk_appointment", args=[b.obj_pk])
                 elif b.kind == "blocked" and b.obj_pk is not None:
                     b.url = reverse("admin:scheduling_frontdesk_slot", args=[b.obj_pk])
-            column.blocks = holder[0].blocks
+            # A slot taken by a booking shown beside it needs no grey "busy" box as well.
+            taken = {(b.start, b.end) for b in holder[0].blocks if b.kind == "booking"}
+            column.blocks = [
+                b
+                for b in holder[0].blocks
+                if not (b.kind == "busy" and b.obj_pk is None and (b.start, b.end) in taken)
+            ]
             columns.append(column)
         lo, hi = _hours(columns, day)
         base = datetime.combine(day, time(lo), tzinfo=tz)
