@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from scheduling import admin_views
+from scheduling import admin_views, front_desk
 from scheduling.appointment_forms import AppointmentBookForm, AppointmentChangeForm
 from scheduling.errors import DomainError
 from scheduling.forms import ScheduleAdminForm, describe_recurrence, upcoming_occurrences
@@ -37,6 +37,7 @@ from scheduling.models import (
 )
 from scheduling.selectors.schedules import schedules_overlapping
 from scheduling.services import appointment_cancel, appointment_mark_noshow
+from scheduling.services.common import new_fhir_id
 from scheduling.tenancy_admin import OrganizationScopedAdmin, user_single_organization
 
 admin.site.site_header = gettext_lazy("MediKIT scheduling")
@@ -75,6 +76,93 @@ class CalendarAdminMixin:
             ),
             *super().get_urls(),  # type: ignore[misc]
         ]
+
+
+class FrontDeskMixin:
+    """The front desk (scheduling/front_desk.py): the day across practitioners, and
+    booking, moving, cancelling and unblocking from it."""
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view  # type: ignore[attr-defined]
+        me: Any = self  # a ModelAdmin once mixed in
+        return [
+            path(
+                "day/",
+                wrap(partial(front_desk.day_view, model_admin=me)),
+                name="scheduling_frontdesk_day",
+            ),
+            path(
+                "day/book/",
+                wrap(partial(front_desk.book_view, model_admin=me)),
+                name="scheduling_frontdesk_book",
+            ),
+            path(
+                "day/appointment/<path:object_id>/",
+                wrap(partial(front_desk.appointment_view, model_admin=me)),
+                name="scheduling_frontdesk_appointment",
+            ),
+            path(
+                "day/blocked/<path:object_id>/",
+                wrap(partial(front_desk.slot_view, model_admin=me)),
+                name="scheduling_frontdesk_slot",
+            ),
+            *super().get_urls(),  # type: ignore[misc]
+        ]
+
+
+class GeneratedIdMixin:
+    """A new row's FHIR id is generated and shown (it may be kept or replaced); once saved
+    it is read-only, since every API URL and integration names it."""
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)  # type: ignore[misc]
+        initial.setdefault("fhir_id", new_fhir_id())
+        return initial  # type: ignore[no-any-return]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        return fields if obj is None else (*fields, "fhir_id")
+
+
+class PatientAppointmentsInline(admin.TabularInline):  # type: ignore[type-arg]
+    """The patient's appointments on the patient page, read-only (changes go through the
+    appointment page and its services)."""
+
+    model = Appointment
+    fk_name = "patient"
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("-start",)
+    fields = ("start", "end", "status", "practitioner_role", "schedule", "comment")
+    readonly_fields = fields
+    verbose_name = gettext_lazy("appointment")
+    verbose_name_plural = gettext_lazy("appointments")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PractitionerListFilter(admin.SimpleListFilter):
+    """Appointments by practitioner (whatever role or schedule they were booked on)."""
+
+    title = gettext_lazy("practitioner")
+    parameter_name = "practitioner"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        practitioners = admin.site._registry[Practitioner].get_queryset(request)
+        return [(str(p.pk), str(p)) for p in practitioners.order_by("family", "given")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if not self.value():
+            return queryset
+        return queryset.filter(
+            Q(practitioner_role__practitioner_id=self.value())
+            | Q(schedule__practitioner_id=self.value())
+        ).distinct()
 
 
 class ReadOnlyAdminMixin:
@@ -134,14 +222,15 @@ class StaffMembershipAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(Patient)
-class PatientAdmin(OrganizationScopedAdmin):
-    list_display = ("fhir_id", "family", "given", "birth_date", "gender", "active", "organization")
+class PatientAdmin(GeneratedIdMixin, OrganizationScopedAdmin):
+    list_display = ("family", "given", "birth_date", "gender", "active", "fhir_id")
+    inlines = (PatientAppointmentsInline,)
     list_filter = ("active", "gender", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("fhir_id", "family", "given", "email", "phone")
 
 
 @admin.register(Practitioner)
-class PractitionerAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
+class PractitionerAdmin(FrontDeskMixin, CalendarAdminMixin, OrganizationScopedAdmin):
     list_display = (
         "fhir_id",
         "prefix",
@@ -172,7 +261,7 @@ class PractitionerRoleAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(CalendarAdminMixin, OrganizationScopedAdmin):
+class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmin):
     form = ScheduleAdminForm
     change_form_template = "admin/scheduling/schedule/change_form.html"
     list_display = (
@@ -340,22 +429,24 @@ class SlotAdmin(OrganizationScopedAdmin):
 
 @admin.register(Appointment)
 class AppointmentAdmin(OrganizationScopedAdmin):
+    change_list_template = "admin/scheduling/appointment/change_list.html"
+    # People first: when, who, with whom, how it stands; the long id last.
     list_display = (
-        "fhir_id",
+        "when",
         "patient",
-        "start",
-        "end",
-        "status",
-        "practitioner_role",
+        "practitioner",
+        "status_badge",
         "schedule",
-        "organization",
+        "fhir_id",
     )
+    list_display_links = ("when",)
     list_filter = (
         ("start", admin.DateFieldListFilter),
+        PractitionerListFilter,
         "status",
-        ("practitioner_role", admin.RelatedOnlyFieldListFilter),
         ("organization", admin.RelatedOnlyFieldListFilter),
     )
+    ordering = ("-start",)
     search_fields = ("fhir_id", "patient__fhir_id", "patient__family", "patient__given")
     list_select_related = ("patient", "practitioner_role__practitioner", "schedule", "organization")
     date_hierarchy = "start"
@@ -407,6 +498,24 @@ class AppointmentAdmin(OrganizationScopedAdmin):
                 request, _("Appointment %(id)s cancelled.") % {"id": obj.fhir_id}, messages.SUCCESS
             )
         return HttpResponseRedirect(reverse("admin:scheduling_appointment_change", args=[obj.pk]))
+
+    @admin.display(description=gettext_lazy("time"), ordering="start")
+    def when(self, obj: Appointment) -> str:
+        start = timezone.localtime(obj.start)
+        end = timezone.localtime(obj.end)
+        day = f"{formats.date_format(start, 'D')} {formats.date_format(start, 'DATE_FORMAT')}"
+        return f"{day}, {start:%H:%M}\u2013{end:%H:%M}"
+
+    @admin.display(description=gettext_lazy("practitioner"))
+    def practitioner(self, obj: Appointment) -> str:
+        role = obj.practitioner_role
+        return str(role.practitioner) if role is not None else "\u2014"
+
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def status_badge(self, obj: Appointment) -> str:
+        css = "held" if obj.is_held else obj.status
+        label = _("held") if obj.is_held else obj.get_status_display()
+        return format_html('<span class="status-pill st-{}">{}</span>', css, label)
 
     # Every write goes through the booking services (scheduling/appointment_forms.py): the
     # same engine as the API decides, and each change writes its AuditEvent.

@@ -22,6 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import formats, timezone
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 
 from scheduling.errors import BlockHitsBookings, DomainError
@@ -70,7 +71,7 @@ def parse_week(params: Any, *, today: date) -> date:
     return today - timedelta(days=today.weekday())
 
 
-_DRAW_ORDER = ["window", "free", "busy", "held", "blocked", "buffer", "booking"]
+_DRAW_ORDER = ["window", "past", "free", "busy", "held", "blocked", "buffer", "booking"]
 
 
 @dataclass
@@ -86,6 +87,15 @@ class Block:
     detail: str = ""
     top: float = 0.0
     height: float = 0.0
+    #: For the front desk's day view: what the box stands for (an appointment's or a
+    #: stored slot's pk, the schedule of a generated slot), the status and the reason.
+    obj_pk: int | None = None
+    schedule_pk: int | None = None
+    status: str = ""
+    note: str = ""
+    #: Horizontal place in percent (side-by-side bookings of a group slot).
+    left: float = 0.0
+    width: float = 0.0
 
 
 @dataclass
@@ -109,6 +119,10 @@ def _clip_to_days(block: Block, days: list[Day], tz: zoneinfo.ZoneInfo) -> None:
                     block.label,
                     block.url,
                     block.detail,
+                    obj_pk=block.obj_pk,
+                    schedule_pk=block.schedule_pk,
+                    status=block.status,
+                    note=block.note,
                 )
             )
 
@@ -216,18 +230,37 @@ def week_blocks(
                 slot = result.slot
                 url = reverse("admin:scheduling_slot_change", args=[slot.pk])
                 label = slot.comment or _("Blocked") if kind == "blocked" else _(status)
-                blocks.append(Block(kind, slot.start, slot.end, label, url))
+                blocks.append(
+                    Block(kind, slot.start, slot.end, label, url, obj_pk=slot.pk, status=status)
+                )
             else:
                 generated = result.generated
                 assert generated is not None
                 label = {"free": _("free"), "held": _("held")}.get(kind, _("busy"))
+                if (
+                    kind == "busy"
+                    and generated.start < now
+                    and not seats_taken.get((result.schedule.pk, generated.start))
+                ):
+                    # Started, not taken: past time, drawn apart from taken time.
+                    kind, label = "past", _("past")
                 seats = capacity.get(result.schedule.pk, 1)
                 detail = ""
                 if seats > 1:
                     taken = seats_taken.get((result.schedule.pk, generated.start), 0)
                     detail = _("%(taken)d of %(seats)d booked") % {"taken": taken, "seats": seats}
                     label = f"{label}, {detail}"
-                blocks.append(Block(kind, generated.start, generated.end, label, detail=detail))
+                blocks.append(
+                    Block(
+                        kind,
+                        generated.start,
+                        generated.end,
+                        label,
+                        detail=detail,
+                        schedule_pk=result.schedule.pk,
+                        status=status,
+                    )
+                )
     for appt in rows:
         # A booking's buffers are its practitioner's time too: shown beside it.
         for lo, hi in ((appt.occupied_start, appt.start), (appt.end, appt.occupied_end)):
@@ -238,7 +271,19 @@ def week_blocks(
         status = _("held") if appt.is_held else appt.get_status_display()
         for period in _appointment_periods(appt, organization, window):
             label = f"{appt.patient} ({status})"
-            blocks.append(Block("booking", period.start, period.end, label, url))
+            blocks.append(
+                Block(
+                    "booking",
+                    period.start,
+                    period.end,
+                    label,
+                    url,
+                    obj_pk=appt.pk,
+                    schedule_pk=appt.schedule_id,
+                    status="held" if appt.is_held else appt.status,
+                    note=appt.description or appt.comment,
+                )
+            )
     return blocks
 
 
@@ -272,6 +317,7 @@ def _render_week(
         datetime.combine(monday + timedelta(days=7), time(0), tzinfo=tz),
     )
     days = [Day(monday + timedelta(days=i)) for i in range(7)]
+    can_book = request.user.has_perm("scheduling.add_appointment")
     with timezone.override(tz):
         for block in week_blocks(
             organization=organization,
@@ -280,6 +326,16 @@ def _render_week(
             window=window,
             now=timezone.now(),
         ):
+            if block.kind == "free" and can_book and block.schedule_pk is not None:
+                # A free slot is a link to book it (the front desk's booking page).
+                query = urlencode(
+                    {
+                        "schedule": str(block.schedule_pk),
+                        "start": block.start.astimezone(tz).isoformat(),
+                        "org": organization.pk,
+                    }
+                )
+                block.url = f"{reverse('admin:scheduling_frontdesk_book')}?{query}"
             _clip_to_days(block, days, tz)
         lo, hi = _hours_shown(days)
         _layout(days, lo, hi, tz)
@@ -308,6 +364,7 @@ def _render_week(
                 ("window", _("Availability")),
                 ("free", _("Free slot")),
                 ("busy", _("Busy slot")),
+                ("past", _("Past")),
                 ("held", _("Held (pending confirmation)")),
                 ("booking", _("Booking")),
                 ("buffer", _("Buffer (before or after a booking)")),
@@ -386,9 +443,14 @@ def _block_view(
     calendar_url: str,
     title: str,
     initial_schedule: Schedule | None,
+    note: str = "",
 ) -> HttpResponse:
     if not request.user.has_perm("scheduling.add_slot"):
         raise PermissionDenied
+    # Back where the block was asked for (the front desk's day), else the week calendar.
+    back = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = ""
     with timezone.override(organization.zone):
         initial: dict[str, Any] = {"schedule": initial_schedule}
         for name in ("start", "end"):
@@ -437,7 +499,7 @@ def _block_view(
                     },
                 )
                 week = iso_week(slot.start.astimezone(organization.zone).date())
-                return HttpResponseRedirect(f"{calendar_url}?week={week}")
+                return HttpResponseRedirect(back or f"{calendar_url}?week={week}")
             status = 400
         else:
             form = BlockTimeForm(initial=initial, schedules=schedules)
@@ -450,6 +512,8 @@ def _block_view(
             "zone": organization.zone.key,
             "calendar_url": calendar_url,
             "hits": hits,
+            "next": back,
+            "note": note,
         }
         return render(request, "scheduling/block_time.html", context, status=status)
 
@@ -488,4 +552,9 @@ def practitioner_block_view(
         calendar_url=reverse("admin:scheduling_practitioner_calendar", args=[practitioner.pk]),
         title=_("Block time for %(name)s") % {"name": practitioner},
         initial_schedule=schedules.first(),
+        note=_(
+            "A block on any one of their schedules blocks %(name)s on all of them: "
+            "one block covers the whole day, whichever schedule you pick."
+        )
+        % {"name": practitioner},
     )

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy
 
 
 def _ensure_stamp_triggers(sender: Any, using: str = "default", **kwargs: Any) -> None:
@@ -18,7 +19,7 @@ def _ensure_version_triggers(sender: Any, using: str = "default", **kwargs: Any)
 
 class SchedulingConfig(AppConfig):
     name = "scheduling"
-    verbose_name = "Scheduling"
+    verbose_name = gettext_lazy("Scheduling")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -134,19 +134,25 @@ class AdministrativeGender(models.TextChoices):
 class Organization(models.Model):
     """A tenant: a clinic. Its id is the FHIR logical id used in every API URL."""
 
-    id = models.CharField(primary_key=True, max_length=64, validators=[validate_fhir_id])
-    name = models.CharField(max_length=200)
+    id = models.CharField(
+        primary_key=True, max_length=64, validators=[validate_fhir_id], verbose_name=_("id")
+    )
+    name = models.CharField(max_length=200, verbose_name=_("name"))
     timezone = models.CharField(
-        max_length=64, default="Europe/Amsterdam", validators=[validate_timezone_name]
+        max_length=64,
+        default="Europe/Amsterdam",
+        validators=[validate_timezone_name],
+        verbose_name=_("timezone"),
     )
     staff = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         through="StaffMembership",
         related_name="organizations",
         blank=True,
+        verbose_name=_("staff"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
         ordering = ["id"]
@@ -164,14 +170,19 @@ class Organization(models.Model):
 class StaffMembership(models.Model):
     """A staff user works for an organisation and may manage its data in the admin."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, verbose_name=_("organization")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, verbose_name=_("user")
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["organization", "user"], name="uniq_staff_membership")
         ]
         verbose_name = _("staff membership")
+        verbose_name_plural = _("staff memberships")
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.organization_id}"
@@ -180,17 +191,22 @@ class StaffMembership(models.Model):
 class TenantModel(models.Model):
     """Base of every row that belongs to an organisation and has a FHIR logical id."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
-    fhir_id = models.CharField(
-        "FHIR id", max_length=64, validators=[validate_fhir_id], db_index=False
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, verbose_name=_("organization")
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    fhir_id = models.CharField(
+        _("FHIR id"),
+        max_length=64,
+        validators=[validate_fhir_id],
+        db_index=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
     #: FHIR ``meta.versionId``. A database trigger (migration 0005) adds one on every UPDATE,
     #: whatever the path (services, admin, import, a raw SQL fix), so the ETag of a read
     #: can never outlive a change. Django never decides it: inserts take the database
     #: default, updates are overruled by the trigger.
-    version = models.IntegerField(db_default=1, editable=False)
+    version = models.IntegerField(db_default=1, editable=False, verbose_name=_("version"))
 
     class Meta:
         abstract = True
@@ -218,17 +234,21 @@ class TenantModel(models.Model):
 class Patient(TenantModel):
     family = models.CharField(_("family name"), max_length=200, blank=True)
     given = models.CharField(_("given names"), max_length=200, blank=True)
-    gender = models.CharField(max_length=16, choices=AdministrativeGender.choices, blank=True)
-    birth_date = models.DateField(null=True, blank=True)
-    email = models.EmailField(blank=True)
-    phone = models.CharField(max_length=64, blank=True)
-    active = models.BooleanField(default=True)
+    gender = models.CharField(
+        max_length=16, choices=AdministrativeGender.choices, blank=True, verbose_name=_("gender")
+    )
+    birth_date = models.DateField(null=True, blank=True, verbose_name=_("birth date"))
+    email = models.EmailField(blank=True, verbose_name=_("email"))
+    phone = models.CharField(max_length=64, blank=True, verbose_name=_("phone"))
+    active = models.BooleanField(default=True, verbose_name=_("active"))
 
     class Meta:
         ordering = ["organization", "fhir_id"]
         constraints = [
             models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_patient_id")
         ]
+        verbose_name = _("patient")
+        verbose_name_plural = _("patients")
 
     def __str__(self) -> str:
         return self.display or self.fhir_id
@@ -241,14 +261,16 @@ class Patient(TenantModel):
 class Practitioner(TenantModel):
     family = models.CharField(_("family name"), max_length=200, blank=True)
     given = models.CharField(_("given names"), max_length=200, blank=True)
-    prefix = models.CharField(max_length=50, blank=True)
-    active = models.BooleanField(default=True)
+    prefix = models.CharField(max_length=50, blank=True, verbose_name=_("prefix"))
+    active = models.BooleanField(default=True, verbose_name=_("active"))
 
     class Meta:
         ordering = ["organization", "fhir_id"]
         constraints = [
             models.UniqueConstraint(fields=["organization", "fhir_id"], name="uniq_practitioner_id")
         ]
+        verbose_name = _("practitioner")
+        verbose_name_plural = _("practitioners")
 
     def __str__(self) -> str:
         return self.display or self.fhir_id
@@ -260,12 +282,17 @@ class Practitioner(TenantModel):
 
 class PractitionerRole(TenantModel):
     practitioner = models.ForeignKey(
-        Practitioner, on_delete=models.PROTECT, null=True, blank=True, related_name="roles"
+        Practitioner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="roles",
+        verbose_name=_("practitioner"),
     )
     # The role as a coded concept, e.g. {"system": "...", "code": "...", "display": "GP"}.
-    code = models.JSONField(default=list, blank=True)
-    specialty = models.JSONField(default=list, blank=True)
-    active = models.BooleanField(default=True)
+    code = models.JSONField(default=list, blank=True, verbose_name=_("code"))
+    specialty = models.JSONField(default=list, blank=True, verbose_name=_("specialty"))
+    active = models.BooleanField(default=True, verbose_name=_("active"))
 
     class Meta:
         ordering = ["organization", "fhir_id"]
@@ -275,6 +302,7 @@ class PractitionerRole(TenantModel):
             )
         ]
         verbose_name = _("practitioner role")
+        verbose_name_plural = _("practitioner roles")
 
     def __str__(self) -> str:
         name = self.practitioner.display if self.practitioner else ""
@@ -293,7 +321,7 @@ class RecurrenceFields(models.Model):
     """Optional recurrence: an RRULE in an IANA zone, repeating the first period."""
 
     rrule = models.CharField(
-        "RRULE",
+        _("RRULE"),
         max_length=500,
         blank=True,
         validators=[validate_rrule_value],
@@ -343,7 +371,7 @@ MAX_CAPACITY = 1000
 class Schedule(TenantModel, RecurrenceFields):
     """A practitioner's availability; with a recurrence its period is the first window."""
 
-    active = models.BooleanField(default=True)
+    active = models.BooleanField(default=True, verbose_name=_("active"))
     practitioner_role = models.ForeignKey(
         PractitionerRole,
         on_delete=models.PROTECT,
@@ -351,14 +379,22 @@ class Schedule(TenantModel, RecurrenceFields):
         blank=True,
         related_name="schedules",
         help_text=_("The actor whose availability this is."),
+        verbose_name=_("practitioner role"),
     )
     practitioner = models.ForeignKey(
-        Practitioner, on_delete=models.PROTECT, null=True, blank=True, related_name="schedules"
+        Practitioner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="schedules",
+        verbose_name=_("practitioner"),
     )
     # Coded concepts: [{"system": ..., "code": ..., "display": ...}].
-    service_category = models.JSONField(default=list, blank=True)
-    service_type = models.JSONField(default=list, blank=True)
-    specialty = models.JSONField(default=list, blank=True)
+    service_category = models.JSONField(
+        default=list, blank=True, verbose_name=_("service category")
+    )
+    service_type = models.JSONField(default=list, blank=True, verbose_name=_("service type"))
+    specialty = models.JSONField(default=list, blank=True, verbose_name=_("specialty"))
     planning_start = models.DateTimeField(_("start of (first) window"))
     planning_end = models.DateTimeField(_("end of (first) window"))
     slot_minutes = models.PositiveIntegerField(
@@ -367,7 +403,7 @@ class Schedule(TenantModel, RecurrenceFields):
         blank=True,
         help_text=_("Cut each availability window into slots of this many minutes."),
     )
-    comment = models.TextField(blank=True)
+    comment = models.TextField(blank=True, verbose_name=_("comment"))
 
     # Booking rules (urn:extension:booking-rules); empty means "no such rule". The engine
     # applies them, so search never offers what a booking would refuse.
@@ -429,6 +465,8 @@ class Schedule(TenantModel, RecurrenceFields):
                 fields=["organization", "active", "planning_start"], name="schedule_org_start"
             ),
         ]
+        verbose_name = _("schedule")
+        verbose_name_plural = _("schedules")
 
     def __str__(self) -> str:
         return self.fhir_id
@@ -469,13 +507,17 @@ class Schedule(TenantModel, RecurrenceFields):
 
 
 class Slot(TenantModel):
-    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="slots")
-    status = models.CharField(max_length=20, choices=SlotStatus.choices)
-    start = models.DateTimeField()
-    end = models.DateTimeField()
-    service_category = models.JSONField(default=list, blank=True)
-    overbooked = models.BooleanField(default=False)
-    comment = models.TextField(blank=True)
+    schedule = models.ForeignKey(
+        Schedule, on_delete=models.CASCADE, related_name="slots", verbose_name=_("schedule")
+    )
+    status = models.CharField(max_length=20, choices=SlotStatus.choices, verbose_name=_("status"))
+    start = models.DateTimeField(verbose_name=_("start"))
+    end = models.DateTimeField(verbose_name=_("end"))
+    service_category = models.JSONField(
+        default=list, blank=True, verbose_name=_("service category")
+    )
+    overbooked = models.BooleanField(default=False, verbose_name=_("overbooked"))
+    comment = models.TextField(blank=True, verbose_name=_("comment"))
 
     class Meta:
         ordering = ["organization", "start", "fhir_id"]
@@ -493,6 +535,8 @@ class Slot(TenantModel):
             # Overlap searches bound ``end`` from below: only rows not yet over are read.
             models.Index(fields=["organization", "end"], name="slot_org_end"),
         ]
+        verbose_name = _("slot")
+        verbose_name_plural = _("slots")
 
     def __str__(self) -> str:
         return self.fhir_id
@@ -504,12 +548,21 @@ class Slot(TenantModel):
 
 
 class Appointment(TenantModel, RecurrenceFields):
-    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="appointments")
-    status = models.CharField(max_length=20, choices=AppointmentStatus.choices)
-    start = models.DateTimeField()
-    end = models.DateTimeField()
+    patient = models.ForeignKey(
+        Patient, on_delete=models.PROTECT, related_name="appointments", verbose_name=_("patient")
+    )
+    status = models.CharField(
+        max_length=20, choices=AppointmentStatus.choices, verbose_name=_("status")
+    )
+    start = models.DateTimeField(verbose_name=_("start"))
+    end = models.DateTimeField(verbose_name=_("end"))
     schedule = models.ForeignKey(
-        Schedule, on_delete=models.PROTECT, null=True, blank=True, related_name="appointments"
+        Schedule,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="appointments",
+        verbose_name=_("schedule"),
     )
     practitioner_role = models.ForeignKey(
         PractitionerRole,
@@ -517,36 +570,56 @@ class Appointment(TenantModel, RecurrenceFields):
         null=True,
         blank=True,
         related_name="appointments",
+        verbose_name=_("practitioner role"),
     )
     slot = models.ForeignKey(
-        Slot, on_delete=models.SET_NULL, null=True, blank=True, related_name="appointments"
+        Slot,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="appointments",
+        verbose_name=_("slot"),
     )
     patient_status = models.CharField(
-        max_length=20, choices=ParticipationStatus.choices, default=ParticipationStatus.ACCEPTED
+        max_length=20,
+        choices=ParticipationStatus.choices,
+        default=ParticipationStatus.ACCEPTED,
+        verbose_name=_("patient status"),
     )
     practitioner_status = models.CharField(
         max_length=20,
         choices=ParticipationStatus.choices,
         default=ParticipationStatus.NEEDS_ACTION,
+        verbose_name=_("practitioner status"),
     )
-    service_category = models.JSONField(default=list, blank=True)
-    description = models.CharField(max_length=500, blank=True)
-    comment = models.TextField(blank=True)
-    cancelation_reason = models.CharField(max_length=200, blank=True)
+    service_category = models.JSONField(
+        default=list, blank=True, verbose_name=_("service category")
+    )
+    description = models.CharField(max_length=500, blank=True, verbose_name=_("description"))
+    comment = models.TextField(blank=True, verbose_name=_("comment"))
+    cancelation_reason = models.CharField(
+        max_length=200, blank=True, verbose_name=_("cancelation reason")
+    )
     #: Who this appointment occupies (``occupant_key``): the practitioner, or the role when
     #: it has none. Denormalised so the database can refuse overlaps per person.
-    occupant = models.CharField(max_length=40, blank=True, editable=False)
+    occupant = models.CharField(
+        max_length=40, blank=True, editable=False, verbose_name=_("occupant")
+    )
     #: Which of the slot's places it takes (0 unless the schedule has a capacity above 1):
     #: the exclusion constraint refuses two overlapping appointments of one occupant in the
     #: same seat, so at most ``capacity`` can overlap whatever the concurrency.
-    seat = models.PositiveSmallIntegerField(default=0, editable=False)
+    seat = models.PositiveSmallIntegerField(default=0, editable=False, verbose_name=_("seat"))
     #: A hold (status pending) lapses by itself at this instant: from then on it reads as
     #: cancelled ("hold expired") and occupies nothing, with no job needed to make it so.
-    held_until = models.DateTimeField(null=True, blank=True)
+    held_until = models.DateTimeField(null=True, blank=True, verbose_name=_("held until"))
     #: What it occupies of its occupant's time: start and end widened by its schedule's
     #: buffers (equal to start and end without buffers). Derived in ``clean``.
-    occupied_start = models.DateTimeField(null=True, blank=True, editable=False)
-    occupied_end = models.DateTimeField(null=True, blank=True, editable=False)
+    occupied_start = models.DateTimeField(
+        null=True, blank=True, editable=False, verbose_name=_("occupied start")
+    )
+    occupied_end = models.DateTimeField(
+        null=True, blank=True, editable=False, verbose_name=_("occupied end")
+    )
 
     class Meta:
         ordering = ["organization", "start", "fhir_id"]
@@ -584,6 +657,8 @@ class Appointment(TenantModel, RecurrenceFields):
                 name="appt_org_recurring_start",
             ),
         ]
+        verbose_name = _("appointment")
+        verbose_name_plural = _("appointments")
 
     def __str__(self) -> str:
         return self.fhir_id
@@ -628,13 +703,22 @@ class Appointment(TenantModel, RecurrenceFields):
 
 
 class AppointmentResponse(TenantModel):
-    appointment = models.ForeignKey(Appointment, on_delete=models.CASCADE, related_name="responses")
-    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="responses")
-    participant_status = models.CharField(max_length=20, choices=ParticipationStatus.choices)
-    comment = models.TextField(blank=True)
-    start = models.DateTimeField(null=True, blank=True)
-    end = models.DateTimeField(null=True, blank=True)
-    client_id = models.CharField(max_length=100, blank=True)
+    appointment = models.ForeignKey(
+        Appointment,
+        on_delete=models.CASCADE,
+        related_name="responses",
+        verbose_name=_("appointment"),
+    )
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, related_name="responses", verbose_name=_("patient")
+    )
+    participant_status = models.CharField(
+        max_length=20, choices=ParticipationStatus.choices, verbose_name=_("participant status")
+    )
+    comment = models.TextField(blank=True, verbose_name=_("comment"))
+    start = models.DateTimeField(null=True, blank=True, verbose_name=_("start"))
+    end = models.DateTimeField(null=True, blank=True, verbose_name=_("end"))
+    client_id = models.CharField(max_length=100, blank=True, verbose_name=_("client id"))
 
     class Meta:
         ordering = ["organization", "created_at", "fhir_id"]
@@ -644,6 +728,7 @@ class AppointmentResponse(TenantModel):
             )
         ]
         verbose_name = _("appointment response")
+        verbose_name_plural = _("appointment responses")
 
     def __str__(self) -> str:
         return self.fhir_id
@@ -672,6 +757,8 @@ class IdempotencyKey(models.Model):
                 fields=["organization", "client_id", "patient", "key"], name="uniq_idempotency_key"
             )
         ]
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
 
 
 class AuditEvent(models.Model):
@@ -692,15 +779,24 @@ class AuditEvent(models.Model):
         BLOCKED = "blocked", _("Time blocked")
         UNBLOCKED = "unblocked", _("Time unblocked")
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE)
-    at = models.DateTimeField(auto_now_add=True)
-    actor = models.CharField(max_length=200, help_text=_("API client id or staff user"))
-    action = models.CharField(max_length=32, choices=Action.choices)
-    appointment = models.ForeignKey(
-        Appointment, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, verbose_name=_("organization")
     )
-    appointment_fhir_id = models.CharField(max_length=64)
-    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True, verbose_name=_("at"))
+    actor = models.CharField(
+        max_length=200, help_text=_("API client id or staff user"), verbose_name=_("actor")
+    )
+    action = models.CharField(max_length=32, choices=Action.choices, verbose_name=_("action"))
+    appointment = models.ForeignKey(
+        Appointment,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+        verbose_name=_("appointment"),
+    )
+    appointment_fhir_id = models.CharField(max_length=64, verbose_name=_("appointment fhir id"))
+    detail = models.JSONField(default=dict, blank=True, verbose_name=_("detail"))
 
     class Meta:
         ordering = ["organization", "-at"]
@@ -708,6 +804,7 @@ class AuditEvent(models.Model):
             models.Index(fields=["organization", "appointment_fhir_id"], name="audit_org_appt"),
         ]
         verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.appointment_fhir_id}"
@@ -743,10 +840,11 @@ class OccupantLock(models.Model):
     key = models.CharField(max_length=40)
 
     class Meta:
-        verbose_name = _("occupant lock")
         constraints = [
             models.UniqueConstraint(fields=["organization", "key"], name="uniq_occupant_lock")
         ]
+        verbose_name = _("occupant lock")
+        verbose_name_plural = _("occupant locks")
 
     def __str__(self) -> str:
         return f"{self.organization_id}: {self.key}"
@@ -774,6 +872,7 @@ class DataStamp(models.Model):
 
     class Meta:
         verbose_name = _("data stamp")
+        verbose_name_plural = _("data stamps")
 
     def __str__(self) -> str:
         return f"{self.organization_id}: {self.schedules}/{self.bookings}"

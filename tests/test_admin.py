@@ -538,6 +538,48 @@ def test_calendars_of_another_organisation_are_404(
 
 
 @pytest.mark.django_db
+def test_front_desk_views_of_another_organisation_are_404_and_change_nothing(
+    staff_client: Client, two_tenants: dict[str, Any]
+) -> None:
+    foreign_schedule = two_tenants["foreign_schedule"]
+    foreign_appt: Appointment = two_tenants["foreign_appointment"]
+    foreign_block = Slot.objects.create(
+        organization=foreign_schedule.organization,
+        fhir_id="their-block",
+        schedule=foreign_schedule,
+        status="busy-unavailable",
+        start=foreign_schedule.planning_start,
+        end=foreign_schedule.planning_end,
+    )
+    start = foreign_schedule.planning_start.isoformat()
+    book = reverse("admin:scheduling_frontdesk_book")
+    desk = reverse("admin:scheduling_frontdesk_appointment", args=[foreign_appt.pk])
+    unblock = reverse("admin:scheduling_frontdesk_slot", args=[foreign_block.pk])
+    day = reverse("admin:scheduling_frontdesk_day")
+    assert staff_client.get(day, {"org": foreign_schedule.organization_id}).status_code == 404
+    assert "Vreemd" not in staff_client.get(day).content.decode()
+    assert (
+        staff_client.get(book, {"schedule": foreign_schedule.pk, "start": start}).status_code == 404
+    )
+    assert staff_client.get(desk).status_code == 404
+    assert staff_client.get(unblock).status_code == 404
+    booking = {
+        "schedule": foreign_schedule.pk,
+        "start": start,
+        "patient": two_tenants["foreign_patient"].pk,
+    }
+    assert staff_client.post(book, booking).status_code == 404
+    for action in ({"action": "cancel", "reason": "x"}, {"action": "noshow"}):
+        assert staff_client.post(desk, action).status_code == 404
+    assert staff_client.post(unblock).status_code == 404
+    foreign_appt.refresh_from_db()
+    assert foreign_appt.status == "booked"
+    assert Slot.objects.filter(pk=foreign_block.pk).exists()
+    assert Appointment.objects.filter(organization=foreign_schedule.organization).count() == 1
+    assert not AuditEvent.objects.exists()
+
+
+@pytest.mark.django_db
 def test_bad_week_is_400(staff_client: Client, two_tenants: dict[str, Any]) -> None:
     url = reverse("admin:scheduling_schedule_calendar", args=[two_tenants["schedule"].pk])
     response = staff_client.get(url, {"week": "2026-W99"})

@@ -1,0 +1,10 @@
+"""Dutch dates in the admin: "24 nov 2026, 13:00"."""
+
+DATE_FORMAT = "j b Y"
+TIME_FORMAT = "H:i"
+DATETIME_FORMAT = "j b Y, H:i"
+SHORT_DATE_FORMAT = "d-m-Y"
+SHORT_DATETIME_FORMAT = "d-m-Y H:i"
+MONTH_DAY_FORMAT = "j F"
+YEAR_MONTH_FORMAT = "F Y"
+FIRST_DAY_OF_WEEK = 1
