@@ -41,6 +41,7 @@ from scheduling.models import (
     SlotStatus,
 )
 from scheduling.recurrence import Period
+from scheduling.selectors.appointments import HOLD_EXPIRED_REASON
 from scheduling.selectors.occupancy import (
     active_appointments_q,
     occupancies,
@@ -66,8 +67,8 @@ __all__ = [
     "slot_find",
 ]
 
-#: ``cancelationReason`` of a hold that lapsed.
-HOLD_EXPIRED = "hold expired"
+#: ``cancelationReason`` of a hold that lapsed (the same text reads show before tidying).
+HOLD_EXPIRED = HOLD_EXPIRED_REASON
 
 #: Constraints whose violation means "that time is taken" (PostgreSQL names them; SQLite
 #: names the unique index's columns instead, see :func:`integrity_conflict`).
