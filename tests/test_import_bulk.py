@@ -164,3 +164,20 @@ def test_buffers_count_between_appointments_of_one_bundle(org: m.Organization) -
     assert excinfo.value.message.startswith("entry 9 (Appointment/a1):"), excinfo.value.message
     assert "the practitioner already has" in excinfo.value.message
     assert row_counts(org) == dict.fromkeys(row_counts(org), 0)
+
+
+@pytest.mark.django_db
+def test_export_streams_the_same_text_as_one_dump(org: m.Organization) -> None:
+    import json
+
+    from fhir_api.management.commands.export_fhir import organization_bundle, write_bundle
+    from tests.test_import_export import demo_bundle
+
+    empty = OrganizationFactory()
+    bundle_import(organization=org, data=demo_bundle())
+    for organization in (org, empty):
+        parts: list[str] = []
+        count = write_bundle(parts.append, organization=organization)
+        whole = organization_bundle(organization=organization)
+        assert "".join(parts) == json.dumps(whole, indent=2, ensure_ascii=False) + "\n"
+        assert count == len(whole["entry"])
