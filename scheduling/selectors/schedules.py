@@ -13,6 +13,7 @@ from django.db.models import (
 
 from scheduling import recurrence
 from scheduling.db import search_cache
+from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.models import (
     Organization,
     Schedule,
@@ -162,9 +163,20 @@ def _schedule_search(
     return results
 
 
+#: (organisation id, schedule id): the one stored schedule, as ``_schedules`` loads it.
+_SCHEDULE_BY_ID = CompiledModelQuery(
+    lambda organization_id, fhir_id: (
+        Schedule.objects.filter(organization_id=organization_id, fhir_id=fhir_id)
+        .select_related("practitioner_role__practitioner", "practitioner")
+        .order_by()
+    ),
+    kinds="ss",
+)
+
+
 def schedule_get(*, organization: Organization, fhir_id: str) -> Schedule:
     """A stored schedule; NotFound (naming the parent) for a generated occurrence id."""
-    schedule = _schedules(organization).filter(fhir_id=fhir_id).first()
+    schedule: Schedule | None = _SCHEDULE_BY_ID.first(organization.pk, fhir_id)
     if schedule is not None:
         schedule.organization = organization
         return schedule
