@@ -24,6 +24,7 @@ from scheduling.selectors.references import (
 )
 from scheduling.selectors.schedules import (
     ScheduleResult,
+    ScheduleResults,
     schedule_availability,
     schedule_get,
     schedule_search,
@@ -34,6 +35,7 @@ __all__ = [
     "AppointmentResult",
     "GeneratedSlot",
     "ScheduleResult",
+    "ScheduleResults",
     "SlotResult",
     "SlotResults",
     "Token",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import (
     Q,
@@ -48,6 +49,18 @@ class ScheduleResult:
         return self.period.start if self.period else self.schedule.planning_start
 
 
+class ScheduleResults(list[ScheduleResult]):
+    """A Schedule search's results, and ``memo``: the resources the API layer mapped for
+    them, kept with the (cached) list so the searches it serves map each result once. The
+    results and the resources are shared: neither may be changed."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self, results: Sequence[ScheduleResult] = ()) -> None:
+        super().__init__(results)
+        self.memo: dict[Any, Any] = {}
+
+
 def schedule_availability(
     *, schedule: Schedule, organization: Organization, window_start: datetime, window_end: datetime
 ) -> list[Period]:
@@ -78,7 +91,7 @@ def schedule_search(
     active: bool | None = None,
     service_category: Sequence[Token] | None = None,
     window: Period | None = None,
-) -> list[ScheduleResult]:
+) -> ScheduleResults:
     """Schedules of ``organization``; with a window, recurring ones become their occurrences.
 
     ``ids`` (OR) may name stored schedules or, with a window, generated occurrences.
@@ -94,7 +107,7 @@ def schedule_search(
         (window.start, window.end) if window is not None else None,
     )
 
-    def build() -> tuple[list[ScheduleResult], int]:
+    def build() -> tuple[ScheduleResults, int]:
         results = _schedule_search(
             organization=organization,
             ids=ids,
@@ -103,7 +116,7 @@ def schedule_search(
             service_category=service_category,
             window=window,
         )
-        return results, len(results)
+        return ScheduleResults(results), len(results)
 
     # The cached list and its schedules are shared: the mappers only read them. Schedule
     # resources do not depend on bookings, so bookings do not discard the entry.
