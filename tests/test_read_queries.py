@@ -113,3 +113,29 @@ def test_unknown_ids_are_still_404(
     response = api.get(url(path))
     assert response.status_code == 404
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+#: A winning $book-slot: token and organisation, patient, schedule (read once), the early
+#: check, a savepoint, the lock (one statement), the stored slot, the occupant's time
+#: (appointments, blocked time), the patient's, lapsed holds, the insert, its AuditEvent,
+#: the release. Was 16 before issue 19 (the schedule read twice, the lock in two).
+BOOKING_QUERIES = {"postgresql": 14, "sqlite": 14}
+
+
+@pytest.mark.django_db
+def test_a_winning_booking_is_pinned(api: APIClient, org: Organization) -> None:
+    from datetime import timedelta
+
+    from tests.test_one_truth import _book
+
+    schedule = ScheduleFactory(organization=org, slot_minutes=15)
+    PatientFactory(organization=org, fhir_id="p1")
+    PatientFactory(organization=org, fhir_id="p2")
+    first = _book(api, org, "p2", schedule, schedule.planning_start + timedelta(minutes=15))
+    assert first.status_code == 201
+    with CaptureQueriesContext(connection) as captured:
+        response = _book(api, org, "p1", schedule, schedule.planning_start)
+    assert response.status_code == 201, response.content
+    assert len(captured) == BOOKING_QUERIES[connection.vendor], [
+        q["sql"][:120] for q in captured.captured_queries
+    ]

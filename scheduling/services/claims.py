@@ -93,16 +93,14 @@ def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
     wanted = sorted(k for k in keys if k)
     if not wanted:
         return
+    # One statement: a missing row is created (and locked, being new), an existing one is
+    # "updated" to itself, which locks it as SELECT ... FOR UPDATE would. Rows are taken
+    # in the order given, key order, the same for every writer.
     OccupantLock.objects.bulk_create(
         [OccupantLock(organization=organization, key=key) for key in wanted],
-        ignore_conflicts=True,
-    )
-    # ORDER BY key: rows are locked in the order they are read, the same for every writer.
-    list(
-        OccupantLock.objects.select_for_update()
-        .filter(organization=organization, key__in=wanted)
-        .order_by("key")
-        .values_list("pk", flat=True)
+        update_conflicts=True,
+        unique_fields=["organization", "key"],
+        update_fields=["key"],
     )
 
 
