@@ -22,6 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError as PydanticValidationError
 
@@ -153,6 +154,19 @@ _MODELS: dict[str, type[Any]] = {
 #: one query per row); the models' ``clean()`` still refuses another organisation's rows.
 _NOT_VALIDATED: dict[type[Any], list[str]] = {
     model: ["version", *(f.name for f in model._meta.concrete_fields if f.is_relation)]
+    for model in _MODELS.values()
+}
+
+
+#: Rows per UPDATE statement when an import updates existing ids.
+UPDATE_BATCH_SIZE = 200
+#: What an update writes: every column but the key, the creation time and the version.
+_UPDATED_FIELDS: dict[type[Any], list[str]] = {
+    model: [
+        f.name
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name not in ("organization", "fhir_id", "created_at", "version")
+    ]
     for model in _MODELS.values()
 }
 
@@ -384,9 +398,7 @@ class _Importer:
             self.rows[(resource_type, entry.fhir_id)] = row
         if model is m.Appointment:
             self._check_appointments(written, [row.pk for _, row in changed])
-        for entry, row in changed:
-            with _blame(entry), transaction.atomic():
-                row.save()
+        self._update(model, changed)
         self._insert(model, new)
         if model is m.Appointment:
             self._audit(written)
@@ -405,6 +417,26 @@ class _Importer:
             )
             found.update((row.fhir_id, row) for row in rows)
         return found
+
+    def _update(self, model: type[Any], pairs: list[tuple[_Entry, Any]]) -> None:
+        """Existing rows, validated above, written back in batches (``bulk_update``); the
+        version trigger moves each one's version on as for any UPDATE."""
+        if not pairs:
+            return
+        fields = _UPDATED_FIELDS[model]
+        now = timezone.now()
+        for _, row in pairs:
+            row.updated_at = now  # what auto_now does on save()
+        for i in range(0, len(pairs), UPDATE_BATCH_SIZE):
+            chunk = pairs[i : i + UPDATE_BATCH_SIZE]
+            try:
+                with transaction.atomic():
+                    model.objects.bulk_update([row for _, row in chunk], fields)
+            except IntegrityError:
+                # The database refused one of them: find which, to name its entry.
+                for entry, row in chunk:
+                    with _blame(entry), transaction.atomic():
+                        model.objects.bulk_update([row], fields)
 
     def _insert(self, model: type[Any], pairs: list[tuple[_Entry, Any]]) -> None:
         copy = connection.vendor == "postgresql"

@@ -181,3 +181,21 @@ def test_export_streams_the_same_text_as_one_dump(org: m.Organization) -> None:
         whole = organization_bundle(organization=organization)
         assert "".join(parts) == json.dumps(whole, indent=2, ensure_ascii=False) + "\n"
         assert count == len(whole["entry"])
+
+
+@pytest.mark.django_db
+def test_importing_again_updates_in_batches_and_moves_versions(org: m.Organization) -> None:
+    bundle_import(organization=org, data=collection(*_clinic(), *_booked(3)))
+    before = {s.fhir_id: (s.version, s.updated_at) for s in m.Slot.objects.filter(organization=org)}
+    again = collection(*_clinic(), *_booked(3))
+    again["entry"][4]["resource"]["comment"] = "moved on"  # aslot0
+    summary = bundle_import(organization=org, data=again)
+    assert (summary.created, summary.updated) == (0, 12)
+    slots = {s.fhir_id: s for s in m.Slot.objects.filter(organization=org)}
+    assert slots["aslot0"].comment == "moved on"
+    for fhir_id, (version, updated_at) in before.items():
+        assert slots[fhir_id].version == version + 1
+        assert slots[fhir_id].updated_at > updated_at
+    # Still one appointment each, each audited once per import.
+    assert m.Appointment.objects.filter(organization=org).count() == 3
+    assert m.AuditEvent.objects.filter(organization=org, action="imported").count() == 6
