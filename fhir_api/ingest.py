@@ -202,6 +202,41 @@ def _copy(model: type[Any], rows: list[Any]) -> None:
         row._state.db = connection.alias
 
 
+def _copy_update(model: type[Any], rows: list[Any], fields: list[str]) -> None:
+    """PostgreSQL: write ``fields`` of existing ``rows`` (validated) back: COPY into a
+    temporary table shaped like the table, then one UPDATE ... FROM it. The version
+    trigger moves each row's version on as for any UPDATE."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    pk = meta.pk
+    columns = [pk, *(meta.get_field(name) for name in fields)]
+    table, temporary = quote(meta.db_table), quote(f"import_{meta.db_table}")
+    names = ", ".join(quote(f.column) for f in columns)
+    assignments = ", ".join(f"{quote(f.column)} = t.{quote(f.column)}" for f in columns[1:])
+    # Only quoted names of the model's own table and columns go into the SQL; values are
+    # copied.
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {temporary} AS SELECT {names} FROM {table} WITH NO DATA"  # noqa: S608
+        )
+        with cursor.cursor.copy(f"COPY {temporary} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        row.pk,
+                        *(
+                            f.get_db_prep_save(f.pre_save(row, False), connection)
+                            for f in columns[1:]
+                        ),
+                    ]
+                )
+        cursor.execute(
+            f"UPDATE {table} SET {assignments} FROM {temporary} AS t "  # noqa: S608
+            f"WHERE {table}.{quote(pk.column)} = t.{quote(pk.column)}"
+        )
+        cursor.execute(f"DROP TABLE {temporary}")
+
+
 def _analyze(summary: ImportSummary) -> None:
     if connection.vendor != "postgresql":
         return
@@ -419,19 +454,24 @@ class _Importer:
         return found
 
     def _update(self, model: type[Any], pairs: list[tuple[_Entry, Any]]) -> None:
-        """Existing rows, validated above, written back in batches (``bulk_update``); the
-        version trigger moves each one's version on as for any UPDATE."""
+        """Existing rows, validated above, written back in batches (``bulk_update``; on
+        PostgreSQL COPY into a temporary table and one UPDATE); the version trigger moves
+        each one's version on as for any UPDATE."""
         if not pairs:
             return
         fields = _UPDATED_FIELDS[model]
         now = timezone.now()
         for _, row in pairs:
             row.updated_at = now  # what auto_now does on save()
-        for i in range(0, len(pairs), UPDATE_BATCH_SIZE):
-            chunk = pairs[i : i + UPDATE_BATCH_SIZE]
+        size = COPY_SIZE if connection.vendor == "postgresql" else UPDATE_BATCH_SIZE
+        for i in range(0, len(pairs), size):
+            chunk = pairs[i : i + size]
             try:
                 with transaction.atomic():
-                    model.objects.bulk_update([row for _, row in chunk], fields)
+                    if connection.vendor == "postgresql":
+                        _copy_update(model, [row for _, row in chunk], fields)
+                    else:
+                        model.objects.bulk_update([row for _, row in chunk], fields)
             except IntegrityError:
                 # The database refused one of them: find which, to name its entry.
                 for entry, row in chunk:
