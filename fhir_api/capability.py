@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from fhir_api import includes, mappers
@@ -47,8 +48,16 @@ def capability_statement(
 
     Without an organisation (an anonymous caller) the statement is tenant-neutral: it must
     not tell whether the organisation in the URL exists.
+
+    It changes only with the code, the organisation's name and the URLs, so it is built
+    once per process for each of those (the dict is shared: never change it).
     """
-    description = "MediKIT scheduling" + (f" for {organization.name}" if organization else "")
+    return _statement(organization.name if organization else None, base_url, token_url)
+
+
+@lru_cache(maxsize=512)
+def _statement(name: str | None, base_url: str, token_url: str) -> dict[str, Any]:
+    description = "MediKIT scheduling" + (f" for {name}" if name is not None else "")
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -13,14 +13,16 @@ are written in dependency order, not in bundle order.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError as PydanticValidationError
 
@@ -28,8 +30,13 @@ from fhir_api.booking_rules import EXT_BOOKING_RULES, RuleError, parse_booking_r
 from scheduling import models as m
 from scheduling import recurrence
 from scheduling.errors import InvalidInput, SlotTaken
-from scheduling.services.claims import integrity_conflict
-from scheduling.services.records import appointment_store
+from scheduling.selectors.common import utc_now
+from scheduling.services.claims import (
+    ClashCheck,
+    expire_lapsed_holds,
+    integrity_conflict,
+    lock_occupants,
+)
 
 EXT_RECURRENCE = "urn:extension:recurrence"
 EXT_SLOT_DURATION = "urn:extension:slot-duration"
@@ -103,30 +110,157 @@ def bundle_import(
     Existing rows with the same ids are updated. Raises InvalidInput naming the first
     entry at fault (``entry 3 (Schedule/abc): rrule: ...``); nothing is changed then.
     ``on_entry`` is called once per entry written (for a progress bar).
+
+    Set-wise: each resource type is read, validated and resolved in memory (references to
+    rows of the bundle need no query; stored rows are read once each), new rows are written
+    with ``bulk_create`` in batches and existing ones updated one by one, all in one
+    transaction. Appointments are checked together by the engine
+    (:class:`~scheduling.services.claims.ClashCheck`) under the locks of every occupant and
+    patient involved, and each gets its AuditEvent.
     """
     entries = _parse_bundle(data)
     summary = ImportSummary()
     by_url = {e.full_url: e for e in entries if e.full_url}
     importer = _Importer(organization=organization, by_url=by_url, summary=summary)
-    ordered = sorted(entries, key=lambda e: (IMPORT_ORDER.index(e.resource_type), e.index))
+    by_type: dict[str, list[_Entry]] = defaultdict(list)
+    for entry in entries:
+        by_type[entry.resource_type].append(entry)
     with transaction.atomic():
-        for entry in ordered:
-            try:
-                # A savepoint per entry keeps PostgreSQL usable after an IntegrityError
-                # so the error can be reported; the outer block still rolls back all.
-                with transaction.atomic():
-                    importer.write(entry)
-            except _EntryError as exc:
-                raise _invalid(entry, exc.message, exc.expression) from None
-            except ValidationError as exc:
-                raise _invalid(entry, _validation_message(exc), "") from None
-            except IntegrityError as exc:
-                raise _invalid(entry, _integrity_message(exc), "") from None
-            except (InvalidInput, SlotTaken) as exc:
-                raise _invalid(entry, exc.message, ".".join(exc.expression)) from None
-            if on_entry is not None:
-                on_entry()
+        for resource_type in IMPORT_ORDER:
+            if by_type[resource_type]:
+                importer.write_all(resource_type, by_type[resource_type], on_entry)
+    if len(entries) >= ANALYZE_THRESHOLD:
+        _analyze(summary)
     return summary
+
+
+#: Rows written per INSERT statement (per COPY on PostgreSQL).
+BATCH_SIZE = 1000
+COPY_SIZE = 10_000
+#: Above this many entries, PostgreSQL's planner statistics of the tables filled are
+#: refreshed at once (autovacuum would do it, later).
+ANALYZE_THRESHOLD = 1000
+
+_MODELS: dict[str, type[Any]] = {
+    "Patient": m.Patient,
+    "Practitioner": m.Practitioner,
+    "PractitionerRole": m.PractitionerRole,
+    "Schedule": m.Schedule,
+    "Slot": m.Slot,
+    "Appointment": m.Appointment,
+    "AppointmentResponse": m.AppointmentResponse,
+}
+#: Not validated per row by ``full_clean``: the version (the database's), and the foreign
+#: keys, which the importer resolved itself within the organisation (a FK's validation is
+#: one query per row); the models' ``clean()`` still refuses another organisation's rows.
+_NOT_VALIDATED: dict[type[Any], list[str]] = {
+    model: ["version", *(f.name for f in model._meta.concrete_fields if f.is_relation)]
+    for model in _MODELS.values()
+}
+
+
+#: Rows per UPDATE statement when an import updates existing ids.
+UPDATE_BATCH_SIZE = 200
+#: What an update writes: every column but the key, the creation time and the version.
+_UPDATED_FIELDS: dict[type[Any], list[str]] = {
+    model: [
+        f.name
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name not in ("organization", "fhir_id", "created_at", "version")
+    ]
+    for model in _MODELS.values()
+}
+
+
+def _copy(model: type[Any], rows: list[Any]) -> None:
+    """PostgreSQL: insert ``rows`` (new, validated) with COPY, ids drawn from the table's
+    sequence first so every row knows its primary key, as after ``bulk_create``. Values
+    are prepared by the model's own fields (auto_now, JSON); ``version`` takes its
+    database default."""
+    meta = model._meta
+    pk = meta.pk
+    fields = [f for f in meta.concrete_fields if f is not pk and f.name != "version"]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in (pk, *fields))
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [meta.db_table, pk.column, len(rows)],
+        )
+        ids = [value for (value,) in cursor.fetchall()]
+        with cursor.cursor.copy(
+            f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
+        ) as copy:
+            for row, row_id in zip(rows, ids, strict=True):
+                setattr(row, pk.attname, row_id)
+                copy.write_row(
+                    [
+                        row_id,
+                        *(f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields),
+                    ]
+                )
+    for row in rows:
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+def _copy_update(model: type[Any], rows: list[Any], fields: list[str]) -> None:
+    """PostgreSQL: write ``fields`` of existing ``rows`` (validated) back: COPY into a
+    temporary table shaped like the table, then one UPDATE ... FROM it. The version
+    trigger moves each row's version on as for any UPDATE."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    pk = meta.pk
+    columns = [pk, *(meta.get_field(name) for name in fields)]
+    table, temporary = quote(meta.db_table), quote(f"import_{meta.db_table}")
+    names = ", ".join(quote(f.column) for f in columns)
+    assignments = ", ".join(f"{quote(f.column)} = t.{quote(f.column)}" for f in columns[1:])
+    # Only quoted names of the model's own table and columns go into the SQL; values are
+    # copied.
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {temporary} AS SELECT {names} FROM {table} WITH NO DATA"  # noqa: S608
+        )
+        with cursor.cursor.copy(f"COPY {temporary} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        row.pk,
+                        *(
+                            f.get_db_prep_save(f.pre_save(row, False), connection)
+                            for f in columns[1:]
+                        ),
+                    ]
+                )
+        cursor.execute(
+            f"UPDATE {table} SET {assignments} FROM {temporary} AS t "  # noqa: S608
+            f"WHERE {table}.{quote(pk.column)} = t.{quote(pk.column)}"
+        )
+        cursor.execute(f"DROP TABLE {temporary}")
+
+
+def _analyze(summary: ImportSummary) -> None:
+    if connection.vendor != "postgresql":
+        return
+    tables = [_MODELS[t]._meta.db_table for t in IMPORT_ORDER if summary.counts[t]]
+    if summary.counts["Appointment"]:
+        tables.append(m.AuditEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {', '.join(tables)}")
+
+
+@contextmanager
+def _blame(entry: _Entry) -> Iterator[None]:
+    """Any refusal inside names ``entry``."""
+    try:
+        yield
+    except _EntryError as exc:
+        raise _invalid(entry, exc.message, exc.expression) from None
+    except ValidationError as exc:
+        raise _invalid(entry, _validation_message(exc), "") from None
+    except IntegrityError as exc:
+        raise _invalid(entry, _integrity_message(exc), "") from None
+    except (InvalidInput, SlotTaken) as exc:
+        raise _invalid(entry, exc.message, ".".join(exc.expression)) from None
 
 
 def _invalid(entry: _Entry, message: str, expression: str) -> InvalidInput:
@@ -268,21 +402,160 @@ class _Importer:
         self.organization = organization
         self.by_url = by_url
         self.summary = summary
+        #: Rows of this bundle, and stored rows already looked up, by (type, id).
+        self.rows: dict[tuple[str, str], Any] = {}
+        self._role_schedules: dict[int, list[m.Schedule]] = {}
 
-    def write(self, entry: _Entry) -> None:
-        writer = getattr(self, f"_write_{entry.resource_type.lower()}")
-        writer(entry, entry.resource)
-        self.summary.counts[entry.resource_type] += 1
+    def write_all(
+        self, resource_type: str, entries: list[_Entry], on_entry: Callable[[], None] | None
+    ) -> None:
+        """Build and validate every entry of one type in memory, then write them."""
+        model = _MODELS[resource_type]
+        fill = getattr(self, f"_write_{resource_type.lower()}")
+        existing = self._existing(model, [e.fhir_id for e in entries])
+        written: list[tuple[_Entry, Any]] = []
+        new: list[tuple[_Entry, Any]] = []
+        changed: list[tuple[_Entry, Any]] = []
+        for entry in entries:
+            row = existing.get(entry.fhir_id)
+            with _blame(entry):
+                if row is None:
+                    row = model(organization=self.organization, fhir_id=entry.fhir_id)
+                    new.append((entry, row))
+                else:
+                    changed.append((entry, row))
+                fill(entry, entry.resource, row)
+                # Derives what the model derives (an appointment's occupant and occupied
+                # range) and validates every value; references were resolved above.
+                row.full_clean(
+                    validate_unique=False, validate_constraints=False, exclude=_NOT_VALIDATED[model]
+                )
+            written.append((entry, row))
+            self.rows[(resource_type, entry.fhir_id)] = row
+        if model is m.Appointment:
+            self._check_appointments(written, [row.pk for _, row in changed])
+        self._update(model, changed)
+        self._insert(model, new)
+        if model is m.Appointment:
+            self._audit(written)
+        self.summary.counts[resource_type] += len(entries)
+        self.summary.created += len(new)
+        self.summary.updated += len(changed)
+        if on_entry is not None:
+            for _ in entries:
+                on_entry()
+
+    def _existing(self, model: type[Any], ids: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for i in range(0, len(ids), BATCH_SIZE):
+            rows = model.objects.filter(
+                organization=self.organization, fhir_id__in=ids[i : i + BATCH_SIZE]
+            )
+            found.update((row.fhir_id, row) for row in rows)
+        return found
+
+    def _update(self, model: type[Any], pairs: list[tuple[_Entry, Any]]) -> None:
+        """Existing rows, validated above, written back in batches (``bulk_update``; on
+        PostgreSQL COPY into a temporary table and one UPDATE); the version trigger moves
+        each one's version on as for any UPDATE."""
+        if not pairs:
+            return
+        fields = _UPDATED_FIELDS[model]
+        now = timezone.now()
+        for _, row in pairs:
+            row.updated_at = now  # what auto_now does on save()
+        size = COPY_SIZE if connection.vendor == "postgresql" else UPDATE_BATCH_SIZE
+        for i in range(0, len(pairs), size):
+            chunk = pairs[i : i + size]
+            try:
+                with transaction.atomic():
+                    if connection.vendor == "postgresql":
+                        _copy_update(model, [row for _, row in chunk], fields)
+                    else:
+                        model.objects.bulk_update([row for _, row in chunk], fields)
+            except IntegrityError:
+                # The database refused one of them: find which, to name its entry.
+                for entry, row in chunk:
+                    with _blame(entry), transaction.atomic():
+                        model.objects.bulk_update([row], fields)
+
+    def _insert(self, model: type[Any], pairs: list[tuple[_Entry, Any]]) -> None:
+        copy = connection.vendor == "postgresql"
+        for i in range(0, len(pairs), COPY_SIZE if copy else BATCH_SIZE):
+            chunk = pairs[i : i + (COPY_SIZE if copy else BATCH_SIZE)]
+            rows = [row for _, row in chunk]
+            try:
+                with transaction.atomic():
+                    if copy:
+                        _copy(model, rows)
+                    else:
+                        model.objects.bulk_create(rows)
+            except IntegrityError:
+                # The database refused one of them: find which, to name its entry.
+                for entry, row in chunk:
+                    row.pk = None
+                    row._state.adding = True
+                    with _blame(entry), transaction.atomic():
+                        model.objects.bulk_create([row])
+
+    def _check_appointments(
+        self, written: list[tuple[_Entry, m.Appointment]], replaced: list[int]
+    ) -> None:
+        """Refuse the first appointment (in bundle order) that would double-book its
+        practitioner or patient, against what is stored and the appointments before it;
+        as ``appointment_store`` does one at a time: locks, lapsed holds tidied, engine."""
+        now = utc_now()
+        rows = [row for _, row in written]
+        lock_occupants(
+            organization=self.organization,
+            keys={row.occupant for row in rows} | {f"patient:{row.patient_id}" for row in rows},
+        )
+        plain = [r for r in rows if r.is_active and not r.hold_lapsed(now) and not r.rrule]
+        if plain:
+            expire_lapsed_holds(
+                organization=self.organization,
+                now=now,
+                actor="import_fhir",
+                occupants={r.occupant for r in plain if r.occupant},
+                patients={r.patient_id for r in plain},
+                start=min(r.start for r in plain),
+                end=max(r.end for r in plain),
+            )
+        check = ClashCheck(
+            organization=self.organization, appointments=rows, now=now, exclude=replaced
+        )
+        for entry, row in written:
+            clashes = check.check(row)
+            if clashes:
+                with _blame(entry):
+                    raise SlotTaken(
+                        f"Appointment/{row.fhir_id} would double-book: " + "; ".join(clashes) + ".",
+                        expression=["start"],
+                    )
+
+    def _audit(self, written: list[tuple[_Entry, m.Appointment]]) -> None:
+        m.AuditEvent.objects.bulk_create(
+            [
+                m.AuditEvent(
+                    organization=self.organization,
+                    actor="import_fhir",
+                    action=m.AuditEvent.Action.IMPORTED,
+                    appointment=row,
+                    appointment_fhir_id=row.fhir_id,
+                    detail={
+                        "status": row.status,
+                        "start": row.start.isoformat(),
+                        "end": row.end.isoformat(),
+                        "patient": row.patient.fhir_id,
+                        "entry": entry.index,
+                    },
+                )
+                for entry, row in written
+            ],
+            batch_size=BATCH_SIZE,
+        )
 
     # -- helpers ---------------------------------------------------------------------
-
-    def _row(self, model: type[Any], entry: _Entry) -> Any:
-        row = model.objects.filter(organization=self.organization, fhir_id=entry.fhir_id).first()
-        if row is None:
-            self.summary.created += 1
-            return model(organization=self.organization, fhir_id=entry.fhir_id)
-        self.summary.updated += 1
-        return row
 
     def _target(self, reference: Any, element: str) -> tuple[str, str]:
         """(type, id) of a reference: ``Type/id``, an absolute URL or another entry's fullUrl."""
@@ -307,6 +580,21 @@ class _Importer:
             )
         return parts[-2], parts[-1]
 
+    def _lookup(self, model: type[Any], fhir_id: str) -> Any:
+        """The row of this bundle or the stored row (looked up once), or None."""
+        key = (model.__name__, fhir_id)
+        if key not in self.rows:
+            rows = model.objects.filter(organization=self.organization, fhir_id=fhir_id)
+            if model is m.Schedule:
+                rows = rows.select_related("practitioner_role")
+            elif model is m.Slot:
+                rows = rows.select_related("schedule__practitioner_role")
+            row = rows.first()
+            if row is None:
+                return None
+            self.rows[key] = row
+        return self.rows[key]
+
     def _resolve(self, reference: Any, element: str, model: type[Any]) -> Any:
         resource_type, fhir_id = self._target(reference, element)
         expected = model.__name__
@@ -315,7 +603,7 @@ class _Importer:
                 f"{element}: must reference a {expected}, not {resource_type}/{fhir_id}.",
                 expression=element,
             )
-        row = model.objects.filter(organization=self.organization, fhir_id=fhir_id).first()
+        row = self._lookup(model, fhir_id)
         if row is None:
             raise _EntryError(
                 f"{element}: {expected}/{fhir_id} is neither in this bundle nor stored in "
@@ -326,26 +614,21 @@ class _Importer:
 
     # -- resources -------------------------------------------------------------------
 
-    def _write_patient(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.Patient, entry)
+    def _write_patient(self, entry: _Entry, res: Any, row: m.Patient) -> None:
         row.family, row.given = _name(res.name)
         row.gender = res.gender or ""
         row.birth_date = res.birthDate if isinstance(res.birthDate, date) else None
         row.email = _telecom(res.telecom, "email")
         row.phone = _telecom(res.telecom, "phone")
         row.active = res.active if res.active is not None else True
-        row.save()
 
-    def _write_practitioner(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.Practitioner, entry)
+    def _write_practitioner(self, entry: _Entry, res: Any, row: m.Practitioner) -> None:
         row.family, row.given = _name(res.name)
         first = (res.name or [None])[0]
         row.prefix = " ".join(first.prefix or []) if first is not None else ""
         row.active = res.active if res.active is not None else True
-        row.save()
 
-    def _write_practitionerrole(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.PractitionerRole, entry)
+    def _write_practitionerrole(self, entry: _Entry, res: Any, row: m.PractitionerRole) -> None:
         row.practitioner = (
             self._resolve(res.practitioner, "practitioner", m.Practitioner)
             if res.practitioner is not None
@@ -354,10 +637,8 @@ class _Importer:
         row.code = _codings(res.code)
         row.specialty = _codings(res.specialty)
         row.active = res.active if res.active is not None else True
-        row.save()
 
-    def _write_schedule(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.Schedule, entry)
+    def _write_schedule(self, entry: _Entry, res: Any, row: m.Schedule) -> None:
         # The resource's own values first, references last: a broken rule is the more
         # useful message when both are wrong.
         horizon = res.planningHorizon
@@ -393,10 +674,8 @@ class _Importer:
                     "one PractitionerRole and one Practitioner actor.",
                     expression=element,
                 )
-        row.save()
 
-    def _write_slot(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.Slot, entry)
+    def _write_slot(self, entry: _Entry, res: Any, row: m.Slot) -> None:
         row.schedule = self._resolve(res.schedule, "schedule", m.Schedule)
         row.status = res.status
         row.start = _instant(res.start, "start")
@@ -404,10 +683,8 @@ class _Importer:
         row.service_category = _codings(res.serviceCategory)
         row.overbooked = bool(res.overbooked)
         row.comment = res.comment or ""
-        row.save()
 
-    def _write_appointment(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.Appointment, entry)
+    def _write_appointment(self, entry: _Entry, res: Any, row: m.Appointment) -> None:
         row.status = res.status
         if res.start is None or res.end is None:
             raise _EntryError("start and end are required.", expression="start")
@@ -454,21 +731,7 @@ class _Importer:
         _set_recurrence(row, res.extension)
         # A hold keeps its expiry, so an exported hold still lapses after an import.
         row.held_until = _held_until(res.extension) if row.status == "pending" else None
-        # Through the one engine: refused (naming both appointments) if it would
-        # double-book its practitioner or patient; audited in the same transaction.
-        appointment_store(
-            organization=self.organization,
-            appointment=row,
-            actor="import_fhir",
-            action=m.AuditEvent.Action.IMPORTED,
-            detail={
-                "status": row.status,
-                "start": row.start.isoformat(),
-                "end": row.end.isoformat(),
-                "patient": row.patient.fhir_id,
-                "entry": entry.index,
-            },
-        )
+        # Checked set-wise by the engine and audited in write_all.
 
     def _schedule_covering(
         self, role: m.PractitionerRole, start: datetime, end: datetime
@@ -478,8 +741,15 @@ class _Importer:
         FHIR has no Appointment.schedule, yet the schedule is what marks its slots busy: an
         appointment of the role inside exactly one of its windows belongs to that schedule.
         """
+        if role.pk not in self._role_schedules:
+            self._role_schedules[role.pk] = [
+                self.rows.get(("Schedule", schedule.fhir_id), schedule)
+                for schedule in role.schedules.filter(organization=self.organization)
+                .select_related("practitioner_role")
+                .order_by("pk")
+            ]
         covering = []
-        for schedule in role.schedules.filter(organization=self.organization):
+        for schedule in self._role_schedules[role.pk]:
             if schedule.is_recurring:
                 periods = recurrence.expand(
                     rrule=schedule.rrule,
@@ -504,15 +774,13 @@ class _Importer:
                 f"slot[0]: must reference a Slot, not {resource_type}/{fhir_id}.",
                 expression="slot[0]",
             )
-        slot = m.Slot.objects.filter(organization=self.organization, fhir_id=fhir_id).first()
+        slot = self._lookup(m.Slot, fhir_id)
         if slot is not None:
             return slot, slot.schedule
         # A generated slot ({scheduleId}-{start}) is not stored: link its schedule instead.
         parsed = recurrence.split_occurrence_id(fhir_id)
         if parsed is not None:
-            schedule = m.Schedule.objects.filter(
-                organization=self.organization, fhir_id=parsed[0]
-            ).first()
+            schedule = self._lookup(m.Schedule, parsed[0])
             if schedule is not None:
                 return None, schedule
         raise _EntryError(
@@ -520,15 +788,15 @@ class _Importer:
             expression="slot[0]",
         )
 
-    def _write_appointmentresponse(self, entry: _Entry, res: Any) -> None:
-        row = self._row(m.AppointmentResponse, entry)
+    def _write_appointmentresponse(
+        self, entry: _Entry, res: Any, row: m.AppointmentResponse
+    ) -> None:
         row.appointment = self._resolve(res.appointment, "appointment", m.Appointment)
         row.patient = self._resolve(res.actor, "actor", m.Patient)
         row.participant_status = res.participantStatus
         row.comment = res.comment or ""
         row.start = _instant(res.start, "start") if res.start is not None else None
         row.end = _instant(res.end, "end") if res.end is not None else None
-        row.save()
 
 
 # --------------------------------------------------------------------------- values

@@ -18,9 +18,17 @@ from rest_framework.views import APIView
 from fhir_api import auth
 from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
-from scheduling import selectors
+from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.errors import NotFound
 from scheduling.models import Organization, Patient
+
+#: (organisation id, patient id): the patient of a patient-scoped request.
+_PATIENT_BY_ID = CompiledModelQuery(
+    lambda organization_id, fhir_id: Patient.objects.filter(
+        organization_id=organization_id, fhir_id=fhir_id
+    ).order_by(),
+    kinds="ss",
+)
 
 
 class TenantView(APIView):
@@ -53,13 +61,16 @@ class TenantView(APIView):
         organization: Organization | None
         self.tenant = None
         if self.public:
-            self.principal = self._public_principal(request)
-            if self.principal is None:
-                # Anonymous: a tenant-neutral answer, the same for every organisation id,
-                # existing or not, so the answer reveals nothing about which exist.
+            try:
+                # A caller with a usable token: it and the organisation in one query.
+                self.principal, organization = auth.authenticate_for(request, organization_id)
+            except auth.AuthenticationRequired:
+                # Anonymous (or a token that is no use: never an error here): a
+                # tenant-neutral answer, the same for every organisation id, existing or
+                # not, so the answer reveals nothing about which exist.
+                self.principal = None
                 self.patient = None
                 return
-            organization = selectors.organization_get(organization_id=organization_id)
         else:
             # The token first (401), then the organisation (404), in one query. The
             # organisation comes with its data stamps, which key the search caches
@@ -89,15 +100,7 @@ class TenantView(APIView):
         self.tenant = organization
         self.patient = None
         if patient_id is not None:
-            patient = Patient.objects.filter(organization=organization, fhir_id=patient_id).first()
+            patient = _PATIENT_BY_ID.first(organization.pk, patient_id)
             if patient is None:
                 raise NotFound(f"Patient '{patient_id}' was not found.")
             self.patient = patient
-
-    @staticmethod
-    def _public_principal(request: Request) -> auth.Principal | None:
-        """The caller of a public view if it sent a usable token; never an error."""
-        try:
-            return auth.authenticate(request)
-        except auth.AuthenticationRequired:
-            return None

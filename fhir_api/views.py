@@ -153,6 +153,10 @@ class FHIRSearchView(TenantView):
         return params.paging()
 
 
+#: Mapped Schedule resources kept per cached result list (the first pages' worth).
+_SCHEDULE_MEMO_SIZE = 500
+
+
 class ScheduleSearchView(FHIRSearchView):
     resource_type = "Schedule"
     filterset = filters.ScheduleFilterSet
@@ -176,14 +180,20 @@ class ScheduleSearchView(FHIRSearchView):
             window=p.window("date", self.organization.zone),
         )
         base = self.base_url(request)
-        memo: mappers.ScheduleParts = {}
+        parts: mappers.ScheduleParts = {}
+        memo = results.memo  # shared by the searches served from one cached list
 
         def entry(r: selectors.ScheduleResult) -> tuple[str, dict[str, Any]]:
-            resource = (
-                mappers.schedule_to_fhir(r.schedule)
-                if r.period is None
-                else mappers.schedule_occurrence_to_fhir(r.schedule, r.period, memo=memo)
-            )
+            key = (r.schedule.pk, r.period)
+            resource = memo.get(key)
+            if resource is None:
+                resource = (
+                    mappers.schedule_to_fhir(r.schedule)
+                    if r.period is None
+                    else mappers.schedule_occurrence_to_fhir(r.schedule, r.period, memo=parts)
+                )
+                if len(memo) < _SCHEDULE_MEMO_SIZE:
+                    memo[key] = resource
             return f"{base}/Schedule/{resource['id']}", resource
 
         def include(page: Sequence[selectors.ScheduleResult]) -> list[includes.Entry]:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from django.db import connections
 from django.db.models import BigIntegerField, Func, QuerySet
+from django.db.models.query import get_related_populators
 
 
 class CompiledQuery:
@@ -53,6 +54,68 @@ class CompiledQuery:
             cursor.execute(sql, [values[index] for index in order])
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
+
+
+class CompiledModelQuery:
+    """A model queryset (with ``select_related``) compiled to SQL once per process; each
+    call only executes the SQL and builds the instances the way Django's own iterable
+    does (the compiler's converters, ``from_db``, the related populators), so the rows are
+    exactly those of the queryset. For the reads by id every request of that kind runs.
+
+    ``kinds`` names each argument's type: ``s`` text, ``i`` integer (the markers that
+    stand for the arguments while compiling must pass the fields' own preparation).
+    """
+
+    def __init__(self, make: Callable[..., QuerySet[Any]], *, kinds: str = "s") -> None:
+        self._make = make
+        self._markers: tuple[Any, ...] = tuple(
+            f"\x00compiled-query-argument-{i}\x00" if kind == "s" else -7_900_000_001 - i
+            for i, kind in enumerate(kinds)
+        )
+        self._compiled: dict[str, tuple[Any, ...]] = {}
+        self._lock = threading.Lock()
+
+    def _plan(self, alias: str) -> tuple[Any, ...]:
+        found = self._compiled.get(alias)
+        if found is None:
+            compiler = self._make(*self._markers).query.get_compiler(using=alias)
+            sql, params = compiler.as_sql()
+            if any(param not in self._markers for param in params):
+                raise ValueError(
+                    f"A compiled query's parameters must all be its arguments, got {params!r}"
+                )
+            order = tuple(self._markers.index(param) for param in params)
+            if set(order) != set(range(len(self._markers))):
+                raise ValueError("A compiled query must use each of its arguments.")
+            klass_info, select = compiler.klass_info, compiler.select
+            fields = klass_info["select_fields"]
+            start, end = fields[0], fields[-1] + 1
+            init_list = [column[0].target.attname for column in select[start:end]]
+            # (The installed stubs describe a newer signature than Django 5.2's.)
+            populators = get_related_populators(klass_info, select, alias)  # type: ignore[call-arg]
+            plan = (compiler, sql, order, klass_info["model"], init_list, start, end, populators)
+            with self._lock:
+                found = self._compiled.setdefault(alias, plan)
+        return found
+
+    def all(self, *values: Any, alias: str = "default") -> list[Any]:
+        if len(values) != len(self._markers):
+            raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
+        compiler, sql, order, model, init_list, start, end, populators = self._plan(alias)
+        with _cursor(alias) as cursor:
+            cursor.execute(sql, [values[index] for index in order])
+            rows = cursor.fetchall()
+        found = []
+        for row in compiler.results_iter(results=[rows]):
+            obj = model.from_db(alias, init_list, row[start:end])
+            for populator in populators:
+                populator.populate(row, obj)
+            found.append(obj)
+        return found
+
+    def first(self, *values: Any, alias: str = "default") -> Any | None:
+        found = self.all(*values, alias=alias)
+        return found[0] if found else None
 
 
 def _cursor(alias: str) -> Any:

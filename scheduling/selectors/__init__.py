@@ -25,6 +25,7 @@ from scheduling.selectors.references import (
 )
 from scheduling.selectors.schedules import (
     ScheduleResult,
+    ScheduleResults,
     schedule_availability,
     schedule_get,
     schedule_search,
@@ -36,6 +37,7 @@ __all__ = [
     "AppointmentResult",
     "GeneratedSlot",
     "ScheduleResult",
+    "ScheduleResults",
     "SlotResult",
     "SlotResults",
     "Token",

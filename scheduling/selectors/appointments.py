@@ -19,6 +19,7 @@ from django.db.models import (
 )
 
 from scheduling import recurrence
+from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.models import (
     Appointment,
     AppointmentStatus,
@@ -83,9 +84,22 @@ def _status_q(statuses: Sequence[str], now: datetime) -> Q:
     return q
 
 
+#: (organisation id, patient pk, appointment id): as ``_appointments`` loads it.
+_APPOINTMENT_BY_ID = CompiledModelQuery(
+    lambda organization_id, patient_pk, fhir_id: (
+        Appointment.objects.filter(
+            organization_id=organization_id, patient_id=patient_pk, fhir_id=fhir_id
+        )
+        .select_related("slot", "practitioner_role")
+        .order_by()
+    ),
+    kinds="sis",
+)
+
+
 def appointment_get(*, organization: Organization, patient: Patient, fhir_id: str) -> Appointment:
     """A stored appointment of this patient; NotFound otherwise (also for occurrences)."""
-    appointment = _appointments(organization, patient).filter(fhir_id=fhir_id).first()
+    appointment = _APPOINTMENT_BY_ID.first(organization.pk, patient.pk, fhir_id)
     if appointment is not None:
         return _bind(appointment, organization, patient)
     split = recurrence.split_occurrence_id(fhir_id)

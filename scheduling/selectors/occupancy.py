@@ -38,8 +38,10 @@ from scheduling.selectors.common import occurrence_stamps, ts, window_q
 __all__ = [
     "Occupancies",
     "Occupant",
+    "Spans",
     "active_appointments_q",
     "occupancies",
+    "occupancy_spans",
     "occupying_appointments",
     "patient_occupancy",
     "rules_of",
@@ -104,7 +106,8 @@ _EMPTY = Occupancy.of()
 
 
 #: Spans of one group value: (busy, tentative, seats).
-_Spans = tuple[list[tuple[int, int]], list[tuple[int, int]], list[Seat]]
+Spans = tuple[list[tuple[int, int]], list[tuple[int, int]], list[Seat]]
+_Spans = Spans
 
 #: Reads widen their window by the longest buffer a booking may have, so a neighbour's
 #: buffer reaching into the window is seen; the engine then compares exact ranges.
@@ -288,6 +291,41 @@ def patient_occupancy(
     return Occupancy.of([*busy, *tentative])
 
 
+def occupancy_spans(
+    *,
+    organization: Organization,
+    window: Period,
+    now: datetime,
+    occupants: Iterable[str],
+    patients: Iterable[int],
+    exclude_appointments: Iterable[int] = (),
+) -> tuple[dict[str, Spans], dict[str, Spans]]:
+    """The raw (unmerged) spans behind :func:`occupancies` (without blocked time) and
+    :func:`patient_occupancy` for many occupants and patients at once: (per occupant key,
+    per patient pk as text). For set-wise checks (an import) that build the engine's
+    :class:`~scheduling.availability.Occupancy` in memory from these and their own rows.
+    Two queries."""
+    excluded = ~Q(pk__in=sorted(set(exclude_appointments)))
+    keys = sorted({k for k in occupants if k})
+    pks = sorted(set(patients))
+    by_occupant: dict[str, Spans] = {}
+    by_patient: dict[str, Spans] = {}
+    if keys:
+        by_occupant, _ = _appointment_spans(
+            organization, Q(occupant__in=keys) & excluded, "occupant", window, now
+        )
+    if pks:
+        by_patient, _ = _appointment_spans(
+            organization,
+            Q(patient_id__in=pks) & excluded,
+            "patient_id",
+            window,
+            now,
+            occupied=False,
+        )
+    return dict(by_occupant), dict(by_patient)
+
+
 @dataclass(frozen=True, slots=True)
 class Occupant:
     """One active appointment (or one occurrence of a recurring one) that occupies time,
@@ -307,6 +345,7 @@ def occupying_appointments(
     occupant: str | None = None,
     patient_pk: int | None = None,
     exclude_appointment: int | None = None,
+    exclude_appointments: Iterable[int] = (),
 ) -> list[Occupant]:
     """The active appointments of ``occupant`` or of the patient during ``window``, each
     occurrence on its own, with ids: to name a clash the engine found (a cold path)."""
@@ -321,7 +360,7 @@ def occupying_appointments(
         Appointment.objects.filter(who, organization=organization)
         .filter(window_q(window, "start", "end"))
         .filter(active_appointments_q(now))
-        .exclude(pk=exclude_appointment or 0)
+        .exclude(pk__in=[exclude_appointment or 0, *exclude_appointments])
         .select_related("patient")
         .order_by("start", "fhir_id")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db.models import (
     Q,
@@ -13,6 +14,7 @@ from django.db.models import (
 
 from scheduling import recurrence
 from scheduling.db import search_cache
+from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.models import (
     Organization,
     Schedule,
@@ -47,6 +49,18 @@ class ScheduleResult:
         return self.period.start if self.period else self.schedule.planning_start
 
 
+class ScheduleResults(list[ScheduleResult]):
+    """A Schedule search's results, and ``memo``: the resources the API layer mapped for
+    them, kept with the (cached) list so the searches it serves map each result once. The
+    results and the resources are shared: neither may be changed."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self, results: Sequence[ScheduleResult] = ()) -> None:
+        super().__init__(results)
+        self.memo: dict[Any, Any] = {}
+
+
 def schedule_availability(
     *, schedule: Schedule, organization: Organization, window_start: datetime, window_end: datetime
 ) -> list[Period]:
@@ -77,7 +91,7 @@ def schedule_search(
     active: bool | None = None,
     service_category: Sequence[Token] | None = None,
     window: Period | None = None,
-) -> list[ScheduleResult]:
+) -> ScheduleResults:
     """Schedules of ``organization``; with a window, recurring ones become their occurrences.
 
     ``ids`` (OR) may name stored schedules or, with a window, generated occurrences.
@@ -93,7 +107,7 @@ def schedule_search(
         (window.start, window.end) if window is not None else None,
     )
 
-    def build() -> tuple[list[ScheduleResult], int]:
+    def build() -> tuple[ScheduleResults, int]:
         results = _schedule_search(
             organization=organization,
             ids=ids,
@@ -102,7 +116,7 @@ def schedule_search(
             service_category=service_category,
             window=window,
         )
-        return results, len(results)
+        return ScheduleResults(results), len(results)
 
     # The cached list and its schedules are shared: the mappers only read them. Schedule
     # resources do not depend on bookings, so bookings do not discard the entry.
@@ -162,9 +176,20 @@ def _schedule_search(
     return results
 
 
+#: (organisation id, schedule id): the one stored schedule, as ``_schedules`` loads it.
+_SCHEDULE_BY_ID = CompiledModelQuery(
+    lambda organization_id, fhir_id: (
+        Schedule.objects.filter(organization_id=organization_id, fhir_id=fhir_id)
+        .select_related("practitioner_role__practitioner", "practitioner")
+        .order_by()
+    ),
+    kinds="ss",
+)
+
+
 def schedule_get(*, organization: Organization, fhir_id: str) -> Schedule:
     """A stored schedule; NotFound (naming the parent) for a generated occurrence id."""
-    schedule = _schedules(organization).filter(fhir_id=fhir_id).first()
+    schedule: Schedule | None = _SCHEDULE_BY_ID.first(organization.pk, fhir_id)
     if schedule is not None:
         schedule.organization = organization
         return schedule

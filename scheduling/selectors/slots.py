@@ -19,6 +19,7 @@ from django.db.models.functions import Cast
 from scheduling import availability, recurrence
 from scheduling.availability import NO_RULES
 from scheduling.db import search_cache
+from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
     Organization,
@@ -75,13 +76,21 @@ class SlotResult:
         self.status: str = source.status
 
 
+#: (organisation id, slot id): the one stored slot with its schedule; ids are unique per
+#: organisation, so no order is needed.
+_SLOT_BY_ID = CompiledModelQuery(
+    lambda organization_id, fhir_id: (
+        Slot.objects.filter(organization_id=organization_id, fhir_id=fhir_id)
+        .select_related("schedule")
+        .order_by()
+    ),
+    kinds="ss",
+)
+
+
 def slot_get(*, organization: Organization, fhir_id: str) -> Slot:
     """A stored slot; NotFound (naming the schedule) for a generated slot id."""
-    slot = (
-        Slot.objects.filter(organization=organization, fhir_id=fhir_id)
-        .select_related("schedule")
-        .first()
-    )
+    slot: Slot | None = _SLOT_BY_ID.first(organization.pk, fhir_id)
     if slot is not None:
         return slot
     split = recurrence.split_occurrence_id(fhir_id)

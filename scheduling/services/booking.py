@@ -129,7 +129,7 @@ def appointment_book(
         return result
 
     try:
-        _refuse_early(
+        early = _refuse_early(
             organization=organization,
             schedule_id=schedule_id,
             start=start,
@@ -157,6 +157,7 @@ def appointment_book(
                 request_hash=request_hash,
                 held_until=held_until,
                 now=now,
+                loaded=early,
             )
     except _Replayed as replayed:
         return BookingResult(replayed.appointment, created=False)
@@ -215,7 +216,7 @@ def _refuse_early(
     practitioner_role_id: str,
     status: str,
     now: datetime,
-) -> None:
+) -> tuple[Schedule, datetime | None] | None:
     """Answer a request for a time that is plainly taken before queueing for the lock.
 
     Under contention every loser would otherwise wait for the occupant's lock just to find
@@ -224,13 +225,18 @@ def _refuse_early(
     request that gets past this unlocked read, is decided under the lock by the engine, so
     error precedence is unchanged: the rules that need only the schedule are checked
     first, and a past start still gets its 422.
+
+    Returns the schedule it read (and the occurrence start), which the locked part uses
+    rather than reading it again: nothing locks a schedule, so a second read would be no
+    fresher in any way that matters (the occupant's lock guards the time, not the row).
     """
     if start < now:
-        return
-    schedule, _ = _schedule_named(_schedules(), organization=organization, value=schedule_id)
+        return None
+    named = _schedule_named(_schedules(), organization=organization, value=schedule_id)
+    schedule = named[0]
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
     if schedule.seats > 1 or schedule_rules(schedule).clocked:
-        return  # a group slot takes several bookings; a clock rule's 422 comes first
+        return named  # a group slot takes several bookings; a clock rule's 422 comes first
     taken = (
         Appointment.objects.filter(
             organization=organization, occupant=schedule.occupant, start=start, rrule=""
@@ -244,6 +250,7 @@ def _refuse_early(
             "its practitioner is booked then; choose another slot.",
             expression=[_START],
         )
+    return named
 
 
 def _book_locked(
@@ -260,8 +267,9 @@ def _book_locked(
     request_hash: str,
     held_until: datetime | None,
     now: datetime,
+    loaded: tuple[Schedule, datetime | None] | None = None,
 ) -> Appointment:
-    schedule, occurrence_start = _schedule_named(
+    schedule, occurrence_start = loaded or _schedule_named(
         _schedules(), organization=organization, value=schedule_id
     )
     occupant = schedule.occupant

@@ -20,7 +20,9 @@ patient even if a path forgot step 1: an IntegrityError from them is SlotTaken t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError
@@ -43,8 +45,10 @@ from scheduling.models import (
 from scheduling.recurrence import Period
 from scheduling.selectors.appointments import HOLD_EXPIRED_REASON
 from scheduling.selectors.occupancy import (
+    Occupant,
     active_appointments_q,
     occupancies,
+    occupancy_spans,
     occupying_appointments,
     patient_occupancy,
     schedule_rules,
@@ -54,6 +58,7 @@ from scheduling.services.common import audit, iso
 __all__ = [
     "CLASH_HORIZON",
     "HOLD_EXPIRED",
+    "ClashCheck",
     "FoundSlot",
     "appointment_clashes",
     "cancellation_cutoff_check",
@@ -89,16 +94,14 @@ def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
     wanted = sorted(k for k in keys if k)
     if not wanted:
         return
+    # One statement: a missing row is created (and locked, being new), an existing one is
+    # "updated" to itself, which locks it as SELECT ... FOR UPDATE would. Rows are taken
+    # in the order given, key order, the same for every writer.
     OccupantLock.objects.bulk_create(
         [OccupantLock(organization=organization, key=key) for key in wanted],
-        ignore_conflicts=True,
-    )
-    # ORDER BY key: rows are locked in the order they are read, the same for every writer.
-    list(
-        OccupantLock.objects.select_for_update()
-        .filter(organization=organization, key__in=wanted)
-        .order_by("key")
-        .values_list("pk", flat=True)
+        update_conflicts=True,
+        unique_fields=["organization", "key"],
+        update_fields=["key"],
     )
 
 
@@ -247,6 +250,8 @@ def expire_lapsed_holds(
     patient: Patient | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    occupants: Collection[str] = (),
+    patients: Collection[int] = (),
 ) -> int:
     """Mark holds that lapsed by ``now`` as cancelled ("hold expired"), with an AuditEvent
     each; narrowed to an occupant or patient and a time range when given.
@@ -266,6 +271,10 @@ def expire_lapsed_holds(
         who |= Q(occupant=occupant)
     if patient is not None:
         who |= Q(patient=patient)
+    if occupants:
+        who |= Q(occupant__in=sorted(set(occupants)))
+    if patients:
+        who |= Q(patient_id__in=sorted(set(patients)))
     if who:
         lapsed = lapsed.filter(who)
     if start is not None and end is not None:
@@ -394,6 +403,202 @@ def appointment_clashes(
                 f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
             )
     return clashes
+
+
+@dataclass(slots=True)
+class _Line:
+    """What occupies one occupant (or patient), unmerged, ordered by start: stored spans
+    and those of the appointments accepted so far, each with its name when known."""
+
+    starts: list[int] = field(default_factory=list)
+    items: list[tuple[int, int, str, tuple[int, int] | None, Occupant | None]] = field(
+        default_factory=list
+    )
+    longest: int = 0
+
+    def add(
+        self,
+        start: int,
+        end: int,
+        kind: str,
+        seat: tuple[int, int] | None = None,
+        named: Occupant | None = None,
+    ) -> None:
+        at = bisect_right(self.starts, start)
+        self.starts.insert(at, start)
+        self.items.insert(at, (start, end, kind, seat, named))
+        self.longest = max(self.longest, end - start)
+
+    def near(
+        self, lo: int, hi: int
+    ) -> list[tuple[int, int, str, tuple[int, int] | None, Occupant | None]]:
+        first = bisect_left(self.starts, lo - self.longest)
+        last = bisect_left(self.starts, hi)
+        return [item for item in self.items[first:last] if item[1] > lo]
+
+    def occupancy(self, lo: int, hi: int) -> availability.Occupancy:
+        """The engine's view of what occupies this line around ``[lo, hi)``."""
+        busy: list[tuple[int, int]] = []
+        tentative: list[tuple[int, int]] = []
+        seats: list[availability.Seat] = []
+        for s, e, kind, seat, _named in self.near(lo, hi):
+            if seat is not None:
+                seats.append((s, e, seat))
+            elif kind == "tentative":
+                tentative.append((s, e))
+            else:
+                busy.append((s, e))
+        return availability.Occupancy.of(busy, tentative, seats)
+
+
+class ClashCheck:
+    """:func:`appointment_clashes` for many appointments at once (an import): what occupies
+    their occupants and patients is read once for the whole span, then each appointment,
+    in the order given, is checked in memory by the engine against the stored rows and the
+    appointments accepted before it, and added. Same rules and messages as
+    :func:`appointment_clashes`; call under :func:`lock_occupants` of every occupant and
+    patient involved. ``exclude`` (pks) are stored rows the new versions replace."""
+
+    def __init__(
+        self,
+        *,
+        organization: Organization,
+        appointments: Sequence[Appointment],
+        now: datetime,
+        exclude: Collection[int] = (),
+    ) -> None:
+        self.organization = organization
+        self.now = now
+        self.exclude = sorted(set(exclude))
+        self._spans = {id(a): self._live_spans(a) for a in appointments}
+        every = [span for spans in self._spans.values() for span in spans]
+        self._occupants: dict[str, _Line] = {}
+        self._patients: dict[str, _Line] = {}
+        if not every:
+            return
+        reach = timedelta(minutes=MAX_BUFFER_MINUTES)
+        window = Period(
+            datetime.fromtimestamp(min(s for s, _ in every), UTC) - reach,
+            datetime.fromtimestamp(max(e for _, e in every), UTC) + reach,
+        )
+        live = [a for a in appointments if self._spans[id(a)]]
+        by_occupant, by_patient = occupancy_spans(
+            organization=organization,
+            window=window,
+            now=now,
+            occupants={a.occupant for a in live if a.occupant},
+            patients={a.patient_id for a in live if a.patient_id is not None},
+            exclude_appointments=self.exclude,
+        )
+        for lines, stored in ((self._occupants, by_occupant), (self._patients, by_patient)):
+            for key, (busy, tentative, seats) in stored.items():
+                line = lines.setdefault(key, _Line())
+                for s, e in busy:
+                    line.add(s, e, "busy")
+                for s, e in tentative:
+                    line.add(s, e, "tentative")
+                for s, e, seat in seats:
+                    line.add(s, e, "seat", seat)
+
+    def _live_spans(self, appointment: Appointment) -> list[tuple[int, int]]:
+        if not appointment.is_active or appointment.hold_lapsed(self.now):
+            return []
+        return _spans_of(self.organization, appointment)
+
+    def check(self, appointment: Appointment) -> list[str]:
+        """What ``appointment`` would overlap (named), empty if nothing; when empty it is
+        added, so the appointments after it see it."""
+        spans = self._spans.get(id(appointment)) or []
+        if not spans:
+            return []
+        schedule = appointment.schedule
+        rules = schedule_rules(schedule) if schedule is not None else availability.NO_RULES
+        group = schedule.pk if schedule is not None else 0
+        occupant = appointment.occupant
+        patient = str(appointment.patient_id)
+        clashes: list[str] = []
+        if occupant and occupant in self._occupants:
+            line = self._occupants[occupant]
+            hit = [
+                (s, e)
+                for s, e in spans
+                if line.occupancy(s - rules.before, e + rules.after).status(s, e, rules, (group, s))
+                != availability.FREE
+            ]
+            clashes += self._named("the practitioner", hit, line, occupant=occupant)
+        if patient in self._patients:
+            line = self._patients[patient]
+            own = [
+                (s, e) for s, e in spans if line.occupancy(s, e).status(s, e) != availability.FREE
+            ]
+            clashes += self._named("the patient", own, line, patient_pk=appointment.patient_id)
+        if not clashes:
+            self._add(appointment, spans)
+        return clashes
+
+    def _add(self, appointment: Appointment, spans: list[tuple[int, int]]) -> None:
+        # The same shapes the occupancy loader makes of a stored row.
+        before = int(
+            (appointment.start - (appointment.occupied_start or appointment.start)).total_seconds()
+        )
+        after = int(
+            ((appointment.occupied_end or appointment.end) - appointment.end).total_seconds()
+        )
+        schedule = appointment.schedule
+        group = schedule.pk if schedule is not None and schedule.seats > 1 else None
+        kind = "tentative" if appointment.is_held else "busy"
+        occupant = appointment.occupant
+        patient = self._patients.setdefault(str(appointment.patient_id), _Line())
+        line = self._occupants.setdefault(occupant, _Line()) if occupant else None
+        for s, e in spans:
+            named = self._label(appointment, s, e)
+            if line is not None:
+                if group is not None:
+                    line.add(s - before, e + after, "seat", (group, s), named)
+                else:
+                    line.add(s - before, e + after, kind, None, named)
+            patient.add(s, e, kind, None, named)
+
+    def _label(self, appointment: Appointment, s: int, e: int) -> Occupant:
+        if not appointment.rrule:
+            return Occupant(f"Appointment/{appointment.fhir_id}", s, e)
+        occurrence = recurrence.occurrence_id(appointment.fhir_id, datetime.fromtimestamp(s, UTC))
+        return Occupant(
+            f"Appointment/{occurrence} (an occurrence of Appointment/{appointment.fhir_id})", s, e
+        )
+
+    def _named(
+        self,
+        who: str,
+        hit: list[tuple[int, int]],
+        line: _Line,
+        *,
+        occupant: str | None = None,
+        patient_pk: int | None = None,
+    ) -> list[str]:
+        clashes = []
+        for s, e in hit[:3]:
+            found = occupying_appointments(
+                organization=self.organization,
+                window=Period(datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC)),
+                now=self.now,
+                occupant=occupant,
+                patient_pk=patient_pk,
+                exclude_appointments=self.exclude,
+            )
+            found += [item[4] for item in line.near(s, e) if item[4] is not None]
+            names = list(
+                dict.fromkeys(
+                    o.label
+                    for o in sorted(found, key=lambda o: (o.start, o.label))
+                    if o.start < e and s < o.end
+                )
+            )
+            clashes.append(
+                f"{who} already has {', '.join(names) or 'an appointment'} at "
+                f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
+            )
+        return clashes
 
 
 def rules_check(

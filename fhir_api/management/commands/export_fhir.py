@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -58,8 +58,8 @@ _KINDS: tuple[_Kind, ...] = (
 )
 
 
-def _by_id(row: Any) -> str:
-    return str(row.fhir_id)
+#: Rows read and mapped per query.
+_CHUNK = 1000
 
 
 def full_url(
@@ -75,17 +75,23 @@ def full_url(
     return f"urn:uuid:{uuid.uuid5(_NAMESPACE, f'{resource_type}/{fhir_id}')}"
 
 
-def organization_bundle(
+def organization_entries(
     *, organization: m.Organization, base_url: str | None = None
-) -> dict[str, Any]:
-    """Every stored resource of ``organization`` as a collection Bundle, by type then id."""
-    entries: list[dict[str, Any]] = []
+) -> Iterator[dict[str, Any]]:
+    """Every stored resource of ``organization`` as a Bundle entry, by type then id, read
+    and mapped a chunk at a time (only the ids of one type are held in memory)."""
     for resource_type, rows, to_fhir in _KINDS:
         # Sorted in Python: database collations order ids differently (PostgreSQL's locale
         # vs SQLite's bytes), and the file must be the same whichever database wrote it.
-        for row in sorted(rows(organization).iterator(chunk_size=1000), key=_by_id):
-            entries.append(
-                {
+        keys = sorted(
+            rows(organization).order_by().values_list("fhir_id", "pk"), key=lambda k: k[0]
+        )
+        for i in range(0, len(keys), _CHUNK):
+            pks = [pk for _, pk in keys[i : i + _CHUNK]]
+            by_pk = {row.pk: row for row in rows(organization).filter(pk__in=pks)}
+            for pk in pks:
+                row = by_pk[pk]
+                yield {
                     "fullUrl": full_url(
                         organization=organization,
                         resource_type=resource_type,
@@ -94,9 +100,31 @@ def organization_bundle(
                     ),
                     "resource": to_fhir(row),
                 }
-            )
+
+
+def organization_bundle(
+    *, organization: m.Organization, base_url: str | None = None
+) -> dict[str, Any]:
+    """Every stored resource of ``organization`` as a collection Bundle, by type then id."""
+    entries = list(organization_entries(organization=organization, base_url=base_url))
     # No "total": FHIR R4 allows it on searchset and history Bundles only (bdl-1).
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def write_bundle(
+    write: Callable[[str], object], *, organization: m.Organization, base_url: str | None = None
+) -> int:
+    """Write :func:`organization_bundle` to ``handle`` as each entry is read (the same text
+    as ``json.dumps(bundle, indent=2, ensure_ascii=False)`` and a newline) through ``write``;
+    returns how many entries it wrote."""
+    count = 0
+    write('{\n  "resourceType": "Bundle",\n  "type": "collection",\n  "entry": [')
+    for item in organization_entries(organization=organization, base_url=base_url):
+        text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        write(("," if count else "") + "\n    " + text)
+        count += 1
+    write("\n  ]\n}\n" if count else "]\n}\n")
+    return count
 
 
 class Command(BaseCommand):
@@ -118,14 +146,17 @@ class Command(BaseCommand):
         organization = m.Organization.objects.filter(pk=options["organization"]).first()
         if organization is None:
             raise CommandError(f"Organisation {options['organization']!r} does not exist.")
-        bundle = organization_bundle(organization=organization, base_url=options["base_url"])
-        text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+        base_url = options["base_url"]
         if options["output"]:
             try:
                 with open(options["output"], "w", encoding="utf-8") as handle:
-                    handle.write(text)
+                    count = write_bundle(handle.write, organization=organization, base_url=base_url)
             except OSError as exc:
                 raise CommandError(f"Cannot write {options['output']!r}: {exc.strerror}.") from None
-            self.stderr.write(f"Exported {len(bundle['entry'])} resources to {options['output']}.")
+            self.stderr.write(f"Exported {count} resources to {options['output']}.")
         else:
-            self.stdout.write(text, ending="")
+            write_bundle(
+                lambda text: self.stdout.write(text, ending=""),
+                organization=organization,
+                base_url=base_url,
+            )

@@ -1,0 +1,141 @@
+"""Reads by id and metadata cost a fixed, small number of queries (issue 19): the token and
+its organisation in one, then the row (and, below Patient/{id}, the patient)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from fhir_api.capability import capability_statement
+from scheduling.models import Organization
+from tests.api_helpers import url
+from tests.factories import AppointmentFactory, PatientFactory, ScheduleFactory, SlotFactory
+
+AMS = ZoneInfo("Europe/Amsterdam")
+
+
+@pytest.fixture
+def rows(org: Organization) -> dict[str, Any]:
+    schedule = ScheduleFactory(
+        organization=org,
+        fhir_id="sched-v",
+        planning_start=datetime(2030, 6, 3, 9, tzinfo=AMS),
+        planning_end=datetime(2030, 6, 3, 12, tzinfo=AMS),
+    )
+    patient = PatientFactory(organization=org, fhir_id="pat-v")
+    slot = SlotFactory(organization=org, fhir_id="slot-v", schedule=schedule)
+    appointment = AppointmentFactory(
+        organization=org,
+        fhir_id="appt-v",
+        patient=patient,
+        schedule=schedule,
+        practitioner_role=schedule.practitioner_role,
+        start=datetime(2030, 6, 3, 11, tzinfo=AMS),
+    )
+    return {"schedule": schedule, "slot": slot, "appointment": appointment}
+
+
+PINNED = [
+    ("Schedule/sched-v", 2),
+    ("Slot/slot-v", 2),
+    ("Patient/pat-v/Appointment/appt-v", 3),
+    ("metadata", 1),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("path", "queries"), PINNED)
+def test_reads_by_id_and_metadata_are_pinned(
+    api: APIClient,
+    rows: dict[str, Any],
+    path: str,
+    queries: int,
+) -> None:
+    assert api.get(url(path)).status_code == 200  # compiled and warm
+    with CaptureQueriesContext(connection) as captured:
+        response = api.get(url(path))
+    assert response.status_code == 200
+    assert len(captured) == queries, [q["sql"] for q in captured.captured_queries]
+    if path != "metadata":
+        # The ETag and a 304 cost no more.
+        with CaptureQueriesContext(connection) as captured:
+            again = api.get(url(path), HTTP_IF_NONE_MATCH=response["ETag"])
+        assert again.status_code == 304 and len(captured) == queries
+
+
+@pytest.mark.django_db
+def test_anonymous_metadata_asks_the_database_nothing(org: Organization) -> None:
+    client = APIClient()
+    client.get(url("metadata"))
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url("metadata"))
+    assert response.status_code == 200 and len(captured) == 0
+    assert response.json()["implementation"]["description"] == "MediKIT scheduling"
+
+
+@pytest.mark.django_db
+def test_the_cached_statement_follows_the_organisation_name(
+    org: Organization, make_api_client: Callable[..., tuple[Any, str]]
+) -> None:
+    _, token = make_api_client(org)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    first = client.get(url("metadata")).json()
+    assert first["implementation"]["description"] == f"MediKIT scheduling for {org.name}"
+    org.name = "Renamed clinic"
+    org.save()
+    renamed = client.get(url("metadata")).json()
+    assert renamed["implementation"]["description"] == "MediKIT scheduling for Renamed clinic"
+    # Built once per name and URLs: the same object again.
+    kwargs = {"base_url": "http://x/v2/a/fhir/R4", "token_url": "http://x/oauth/token"}
+    assert capability_statement(organization=org, **kwargs) is capability_statement(
+        organization=org, **kwargs
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    ["Slot/nope", "Schedule/nope", "Patient/pat-v/Appointment/nope", "Patient/nope/Appointment/x"],
+)
+def test_unknown_ids_are_still_404(
+    api: APIClient,
+    rows: dict[str, Any],
+    path: str,
+) -> None:
+    response = api.get(url(path))
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+#: A winning $book-slot: token and organisation, patient, schedule (read once), the early
+#: check, a savepoint, the lock (one statement), the stored slot, the occupant's time
+#: (appointments, blocked time), the patient's, lapsed holds, the insert, its AuditEvent,
+#: the release. Was 16 before issue 19 (the schedule read twice, the lock in two).
+BOOKING_QUERIES = {"postgresql": 14, "sqlite": 14}
+
+
+@pytest.mark.django_db
+def test_a_winning_booking_is_pinned(api: APIClient, org: Organization) -> None:
+    from datetime import timedelta
+
+    from tests.test_one_truth import _book
+
+    schedule = ScheduleFactory(organization=org, slot_minutes=15)
+    PatientFactory(organization=org, fhir_id="p1")
+    PatientFactory(organization=org, fhir_id="p2")
+    first = _book(api, org, "p2", schedule, schedule.planning_start + timedelta(minutes=15))
+    assert first.status_code == 201
+    with CaptureQueriesContext(connection) as captured:
+        response = _book(api, org, "p1", schedule, schedule.planning_start)
+    assert response.status_code == 201, response.content
+    assert len(captured) == BOOKING_QUERIES[connection.vendor], [
+        q["sql"][:120] for q in captured.captured_queries
+    ]
