@@ -394,3 +394,30 @@ def test_nonsense_rules_are_refused_on_import_naming_the_entry(
     assert message.startswith("entry 2 (Schedule/group):"), message
     assert expected in message, message
     assert not Schedule.objects.filter(organization=org).exists()
+
+
+@pytest.mark.django_db
+def test_a_lapsed_holds_buffer_does_not_block_the_next_slot(
+    org: Organization, day: datetime
+) -> None:
+    """Found by the one-truth property on PostgreSQL: a lapsed hold whose after-buffer
+    reaches into the next slot is free by the engine, so booking it must tidy that hold
+    too (the exclusion constraint compares occupied ranges and cannot see the clock)."""
+    from scheduling.models import AppointmentStatus
+    from tests.factories import AppointmentFactory
+
+    schedule = ScheduleFactory(organization=org, planning_start=day, buffer_after_minutes=5)
+    now = day - timedelta(days=1)
+    AppointmentFactory(
+        organization=org,
+        schedule=schedule,
+        practitioner_role=schedule.practitioner_role,
+        status=AppointmentStatus.PENDING,
+        start=day,
+        end=day + timedelta(minutes=15),
+        held_until=now - timedelta(minutes=1),
+    )
+    at = day + timedelta(minutes=15)
+    assert _status(org, schedule, at, now) == "free"
+    _book(org, schedule, at, now, None)
+    assert not overlapping_active_pairs()

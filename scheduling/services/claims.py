@@ -278,7 +278,11 @@ def expire_lapsed_holds(
     if who:
         lapsed = lapsed.filter(who)
     if start is not None and end is not None:
-        lapsed = lapsed.filter(start__lt=end, end__gt=start)
+        # Widened by the longest buffer: a lapsed hold's buffers still count for the
+        # occupant exclusion constraint (occupied ranges), and tidying a lapsed hold a little
+        # further away changes nothing anyone can see.
+        reach = timedelta(minutes=MAX_BUFFER_MINUTES)
+        lapsed = lapsed.filter(start__lt=end + reach, end__gt=start - reach)
     count = 0
     for hold in lapsed.select_for_update():
         hold.status = AppointmentStatus.CANCELLED
