@@ -461,9 +461,11 @@ def test_expire_holds_command_tidies_only_lapsed_holds(
     org: Organization, outsider_org: Organization, patient: Patient, schedule: Schedule
 ) -> None:
     now = datetime.now(UTC)
-    lapsed = hold(org, patient, schedule, schedule.planning_start, now=now - timedelta(minutes=6))
+    # The lapsed hold is made last: a booking near a lapsed hold tidies it itself (its
+    # buffers may reach), which would leave nothing for the command.
     live = hold(org, patient, schedule, schedule.planning_start + SLOT, now=now)
     booked = book(org, patient, schedule, schedule.planning_start + 2 * SLOT)
+    lapsed = hold(org, patient, schedule, schedule.planning_start, now=now - timedelta(minutes=6))
     foreign_schedule = ScheduleFactory(organization=outsider_org)
     foreign = hold(
         outsider_org,
