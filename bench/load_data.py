@@ -175,20 +175,37 @@ def build(*, sizes: Sizes, seed: int = 8) -> Dataset:
         )
         past_statuses = ("fulfilled",) * 17 + ("cancelled", "noshow", "booked")
         appointments = []
+        # A person is never in two places at once (the exclusion constraints of migration
+        # 0004): an active appointment takes its practitioner's and its patient's start.
+        occupied: set[tuple[str, datetime]] = set()
         for n, (index, start) in enumerate(chosen):
             spec = specs[index]
+            schedule = schedules[index]
             status = rng.choice(past_statuses) if start < now else "booked"
+            active = status not in ("cancelled", "noshow")
+            if active and (schedule.occupant, start) in occupied:
+                continue
+            patient = patients[rng.randrange(len(patients))]
+            while active and (f"patient:{patient.pk}", start) in occupied:
+                patient = patients[rng.randrange(len(patients))]
+            if active:
+                occupied.update({(schedule.occupant, start), (f"patient:{patient.pk}", start)})
+            end = start + timedelta(minutes=SLOT_MINUTES)
             appointments.append(
                 m.Appointment(
                     organization=org,
                     fhir_id=f"appt-{n}",
-                    patient=patients[rng.randrange(len(patients))],
+                    patient=patient,
                     status=status,
                     start=start,
-                    end=start + timedelta(minutes=SLOT_MINUTES),
-                    schedule=schedules[index],
+                    end=end,
+                    schedule=schedule,
                     practitioner_role=roles[spec.role_index],
-                    service_category=schedules[index].service_category,
+                    service_category=schedule.service_category,
+                    # bulk_create skips clean(), which derives these.
+                    occupant=schedule.occupant,
+                    occupied_start=start,
+                    occupied_end=end,
                 )
             )
         m.Appointment.objects.bulk_create(appointments, batch_size=2_000)
