@@ -26,6 +26,7 @@ from scheduling.models import (
     SlotStatus,
 )
 from scheduling.services import booking as booking_service
+from scheduling.services import claims
 from tests.factories import (
     AppointmentFactory,
     PatientFactory,
@@ -288,7 +289,7 @@ def test_database_constraint_catches_what_the_check_misses(
     """Even with the availability check switched off, the unique constraint refuses a
     second active appointment for the slot, and the service reports SlotTaken."""
     monkeypatch.setattr(booking_service, "_refuse_early", lambda **_: None)
-    monkeypatch.setattr(booking_service, "slot_claim", lambda **_: None)
+    monkeypatch.setattr(claims, "slot_claim", lambda **_: None)
     kwargs: dict[str, Any] = {
         "organization": org,
         "patient": patient,

@@ -24,6 +24,7 @@ from scheduling.errors import BusinessRuleViolation, SlotTaken
 from scheduling.models import Appointment, Organization, SlotStatus
 from scheduling.recurrence import Period
 from scheduling.services import booking as booking_service
+from scheduling.services import claims
 from tests.api_helpers import assert_bundle, assert_outcome, url
 from tests.factories import AppointmentFactory, PatientFactory, ScheduleFactory, SlotFactory
 
@@ -270,7 +271,7 @@ def test_the_constraint_still_decides_past_both_checks(
     """With the early and the locked availability checks both switched off, the unique
     constraint refuses the second active appointment and the service reports SlotTaken."""
     monkeypatch.setattr(booking_service, "_refuse_early", lambda **_: None)
-    monkeypatch.setattr(booking_service, "slot_claim", lambda **_: None)
+    monkeypatch.setattr(claims, "slot_claim", lambda **_: None)
     schedule = ScheduleFactory(organization=org)
     _book(org, schedule)
     with pytest.raises(SlotTaken):

@@ -38,14 +38,11 @@ from scheduling.selectors.common import utc_now
 from scheduling.selectors.occupancy import active_appointments_q, schedule_rules
 from scheduling.services.claims import (
     cancellation_cutoff_check,
-    expire_lapsed_holds,
     integrity_conflict,
     lock_occupants,
     patient_lock_key,
-    rules_check,
     seat_for,
-    slot_claim,
-    slot_find,
+    slot_take,
 )
 from scheduling.services.common import audit, iso, new_fhir_id
 
@@ -289,38 +286,15 @@ def _book_locked(
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
     role = schedule.practitioner_role
     assert role is not None
-    slot = slot_find(
+    slot = slot_take(
         organization=organization,
         schedule=schedule,
         start=start,
         occurrence_start=occurrence_start,
-        field=_START,
-    )
-    rules_check(
-        organization=organization,
-        schedule=schedule,
-        slot=slot,
         patient=patient,
-        now=now,
-        field=_START,
-    )
-    slot_claim(
-        organization=organization,
-        schedule=schedule,
-        slot=slot,
-        patient=patient,
-        now=now,
-        field=_START,
-    )
-    # Lapsed holds read as cancelled, but the database constraints cannot see the clock.
-    expire_lapsed_holds(
-        organization=organization,
         now=now,
         actor=actor,
-        occupant=occupant,
-        patient=patient,
-        start=slot.start,
-        end=slot.end,
+        field=_START,
     )
 
     appointment = Appointment(
@@ -545,39 +519,16 @@ def _reschedule_locked(
     role_id = practitioner_role_id or (role.fhir_id if role is not None else "")
     _check_rules(schedule=schedule, practitioner_role_id=role_id, status=None)
     assert role is not None
-    slot = slot_find(
+    slot = slot_take(
         organization=organization,
         schedule=schedule,
         start=start,
         occurrence_start=occurrence_start,
-        field=_START,
-    )
-    rules_check(
-        organization=organization,
-        schedule=schedule,
-        slot=slot,
         patient=patient,
-        now=now,
-        exclude_appointment=locked.pk,
-        field=_START,
-    )
-    slot_claim(
-        organization=organization,
-        schedule=schedule,
-        slot=slot,
-        patient=patient,
-        now=now,
-        exclude_appointment=locked.pk,
-        field=_START,
-    )
-    expire_lapsed_holds(
-        organization=organization,
         now=now,
         actor=actor,
-        occupant=schedule.occupant,
-        patient=patient,
-        start=slot.start,
-        end=slot.end,
+        exclude_appointment=locked.pk,
+        field=_START,
     )
     before = {
         "start": iso(locked.start),

@@ -70,6 +70,7 @@ __all__ = [
     "seat_for",
     "slot_claim",
     "slot_find",
+    "slot_take",
 ]
 
 #: ``cancelationReason`` of a hold that lapsed (the same text reads show before tidying).
@@ -698,3 +699,57 @@ def cancellation_cutoff_check(
             "late (cancellationCutoff). Call the clinic.",
             expression=[field],
         )
+
+
+def slot_take(
+    *,
+    organization: Organization,
+    schedule: Schedule,
+    start: datetime,
+    patient: Patient,
+    now: datetime,
+    actor: str,
+    occurrence_start: datetime | None = None,
+    exclude_appointment: int | None = None,
+    field: str = "start",
+) -> FoundSlot:
+    """Everything a booking or a move asks before it writes, in order: the slot
+    (:func:`slot_find`), the booking rules (:func:`rules_check`: 422), the engine's verdict for
+    the occupant and the patient (:func:`slot_claim`: 409), then lapsed holds in the way are
+    tidied (the database constraints cannot see the clock). Call under
+    :func:`lock_occupants` of the occupant and the patient."""
+    slot = slot_find(
+        organization=organization,
+        schedule=schedule,
+        start=start,
+        occurrence_start=occurrence_start,
+        field=field,
+    )
+    rules_check(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        exclude_appointment=exclude_appointment,
+        field=field,
+    )
+    slot_claim(
+        organization=organization,
+        schedule=schedule,
+        slot=slot,
+        patient=patient,
+        now=now,
+        exclude_appointment=exclude_appointment,
+        field=field,
+    )
+    expire_lapsed_holds(
+        organization=organization,
+        now=now,
+        actor=actor,
+        occupant=schedule.occupant,
+        patient=patient,
+        start=slot.start,
+        end=slot.end,
+    )
+    return slot
