@@ -342,72 +342,14 @@ def appointment_clashes(
     """What ``appointment`` (saved or not, with its occupant and patient set) would overlap:
     other active appointments of its occupant or of its patient, each named, as the engine
     sees them (blocked time does not count: a block never hides a booking). Empty if none.
+    :class:`ClashCheck` for one appointment, so one store and an import decide alike.
     """
-    spans = _spans_of(organization, appointment)
-    if not spans or not appointment.is_active or appointment.hold_lapsed(now):
-        return []
-    reach = timedelta(minutes=MAX_BUFFER_MINUTES)
-    window = Period(
-        datetime.fromtimestamp(min(s for s, _ in spans), UTC) - reach,
-        datetime.fromtimestamp(max(e for _, e in spans), UTC) + reach,
-    )
-    exclude = appointment.pk
-    checks: list[tuple[availability.Occupancy, str | None, int | None]] = []
-    if appointment.occupant:
-        occupied = occupancies(
-            organization=organization,
-            window=window,
-            now=now,
-            occupants=[appointment.occupant],
-            exclude_appointment=exclude,
-            blocks=False,
-        ).get(appointment.occupant)
-        checks.append((occupied, appointment.occupant, None))
-    patient_pk = appointment.patient_id
-    if patient_pk is not None:
-        own = patient_occupancy(
-            organization=organization,
-            patient_pk=patient_pk,
-            window=window,
-            now=now,
-            exclude_appointment=exclude,
-        )
-        checks.append((own, None, patient_pk))
-    schedule = appointment.schedule
-    rules = schedule_rules(schedule) if schedule is not None else availability.NO_RULES
-    clashes: list[str] = []
-    for occupancy, occupant, patient in checks:
-        if occupant:  # its buffers and its group slot count for the practitioner
-            hit = [
-                (s, e)
-                for s, e in spans
-                if occupancy.status(s, e, rules, (schedule.pk if schedule else 0, s))
-                != availability.FREE
-            ]
-        else:
-            hit = [(s, e) for s, e in spans if occupancy.status(s, e) != availability.FREE]
-        if not hit:
-            continue
-        who = "the practitioner" if occupant else "the patient"
-        for s, e in hit[:3]:
-            span_window = Period(datetime.fromtimestamp(s, UTC), datetime.fromtimestamp(e, UTC))
-            names = [
-                found.label
-                for found in occupying_appointments(
-                    organization=organization,
-                    window=span_window,
-                    now=now,
-                    occupant=occupant,
-                    patient_pk=patient,
-                    exclude_appointment=exclude,
-                )
-                if found.start < e and s < found.end
-            ]
-            clashes.append(
-                f"{who} already has {', '.join(names) or 'an appointment'} at "
-                f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
-            )
-    return clashes
+    return ClashCheck(
+        organization=organization,
+        appointments=[appointment],
+        now=now,
+        exclude=[appointment.pk] if appointment.pk is not None else (),
+    ).check(appointment)
 
 
 @dataclass(slots=True)
@@ -457,7 +399,7 @@ class _Line:
 
 
 class ClashCheck:
-    """:func:`appointment_clashes` for many appointments at once (an import): what occupies
+    """What appointments would overlap, for many at once (an import): what occupies
     their occupants and patients is read once for the whole span, then each appointment,
     in the order given, is checked in memory by the engine against the stored rows and the
     appointments accepted before it, and added. Same rules and messages as
