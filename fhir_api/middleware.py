@@ -8,6 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from fhir_api.errors import (
     API_PREFIXES,
@@ -124,6 +125,32 @@ def _body_unread(request: HttpRequest) -> bool:
     if _content_length(request) == 0:
         return False
     return not getattr(request, "_read_started", False) and not hasattr(request, "_body")
+
+
+class TokenFloodMiddleware:
+    """Refuse token requests from an address already over its failure limit, early.
+
+    Sits right after the security headers so the 429 still carries them, and before
+    everything a refused attempt does not need (sessions, locale, CSRF, auth, axes, URL
+    resolution). Only what this process already knows is refused here (no query); the
+    token view remains the authority for everything else (``fhir_api.throttle``).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.token_path: str | None = None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.token_path is None:
+            self.token_path = reverse("oauth-token")
+        if request.method == "POST" and request.path_info == self.token_path:
+            # Imported here: fhir_api.oauth imports this module (has_control_characters).
+            from fhir_api.oauth import flood_refusal
+
+            refusal = flood_refusal(request)
+            if refusal is not None:
+                return refusal
+        return self.get_response(request)
 
 
 class SecurityHeadersMiddleware:

@@ -37,9 +37,13 @@ def _digest(kind: str, value: str) -> str:
     return hashlib.sha256(f"{kind}\x1f{value}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def address_limit(address: str) -> Limit:
+    return Limit(_digest("address", address), settings.OAUTH_ADDRESS_FAILURE_LIMIT)
+
+
 def token_limits(*, client_id: str | None, address: str) -> list[Limit]:
     """The keys a token request from ``address`` for ``client_id`` is counted under."""
-    limits = [Limit(_digest("address", address), settings.OAUTH_ADDRESS_FAILURE_LIMIT)]
+    limits = [address_limit(address)]
     if client_id:
         limits.append(
             Limit(
@@ -85,6 +89,21 @@ def token_wait_seconds(*, limits: list[Limit], now: float | None = None) -> int 
     for key in reached:
         _BLOCKED[key] = start + size
     return max(1, start + size - int(now))
+
+
+def known_wait_seconds(*, limit: Limit, now: float | None = None) -> int | None:
+    """Seconds to wait when this process already knows ``limit`` is reached, else None.
+
+    No query: this is what lets a flood from a blocked address be refused before the
+    request reaches the session, authentication and URL layers
+    (``fhir_api.middleware.TokenFloodMiddleware``). None means "not known here", not
+    "allowed": the token view still asks the database.
+    """
+    now = time.time() if now is None else now
+    until = _BLOCKED.get(limit.key)
+    if until is not None and until > now:
+        return max(1, until - int(now))
+    return None
 
 
 def token_failure_record(*, limits: list[Limit], now: float | None = None) -> None:

@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "fhir_api.middleware.RequestSizeLimitMiddleware",
     "fhir_api.middleware.SecurityHeadersMiddleware",
+    "fhir_api.middleware.TokenFloodMiddleware",
     "medikit.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

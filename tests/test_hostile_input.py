@@ -373,6 +373,38 @@ def test_spraying_client_ids_from_one_address_is_limited(
     assert token_with_secret("elsewhere", "elsewhere-secret", address="10.9.9.9").status_code == 200
 
 
+def test_a_known_flood_is_refused_before_sessions_auth_and_urls(
+    org: Organization,
+    settings: Any,
+    one_window: None,
+    django_assert_num_queries: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once this process knows an address is over its limit, its next attempts get the
+    token view's own 429 (body, headers) from the middleware, without a query: a
+    brute force then costs the server a fraction of a request (bench_token_abuse.py)."""
+    settings.OAUTH_ADDRESS_FAILURE_LIMIT = 5
+    statuses = [token_with_secret(f"id-{i}", "x").status_code for i in range(6)]
+    assert statuses == [401] * 5 + [429]  # the 6th asked the database and learnt it
+    from fhir_api import throttle
+
+    def view_reached(**_: Any) -> None:
+        raise AssertionError("the token view ran for an address known to be over its limit")
+
+    with monkeypatch.context() as patched, django_assert_num_queries(0):
+        patched.setattr(throttle, "token_wait_seconds", view_reached)
+        early = token_with_secret("id-7", "x")
+    data = assert_token_error(early, 429, "slow_down")
+    assert data["issue"][0]["code"] == "throttled"
+    assert 1 <= int(early["Retry-After"]) <= settings.OAUTH_FAILURE_WINDOW
+    assert early["Cache-Control"] == "no-store"
+    assert "Content-Security-Policy" in early
+    # Only that address: a client elsewhere is served, and GET still answers 405.
+    make_secret_client(org, "elsewhere")
+    assert token_with_secret("elsewhere", "elsewhere-secret", address="10.9.9.9").status_code == 200
+    assert Client(REMOTE_ADDR="127.0.0.1").get("/oauth/token").status_code == 405
+
+
 def test_limits_use_the_trusted_proxy_header_only_when_configured(
     org: Organization, settings: Any, one_window: None
 ) -> None:
