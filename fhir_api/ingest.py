@@ -37,6 +37,7 @@ from scheduling.services.claims import (
     integrity_conflict,
     lock_occupants,
 )
+from scheduling.services.reassign import occupants_rekey
 
 EXT_RECURRENCE = "urn:extension:recurrence"
 EXT_SLOT_DURATION = "urn:extension:slot-duration"
@@ -416,6 +417,7 @@ class _Importer:
         written: list[tuple[_Entry, Any]] = []
         new: list[tuple[_Entry, Any]] = []
         changed: list[tuple[_Entry, Any]] = []
+        holders: dict[str, tuple[int | None, ...]] = {}
         for entry in entries:
             row = existing.get(entry.fhir_id)
             with _blame(entry):
@@ -424,6 +426,7 @@ class _Importer:
                     new.append((entry, row))
                 else:
                     changed.append((entry, row))
+                    holders[entry.fhir_id] = _holder(row)
                 fill(entry, entry.resource, row)
                 # Derives what the model derives (an appointment's occupant and occupied
                 # range) and validates every value; references were resolved above.
@@ -435,6 +438,7 @@ class _Importer:
         if model is m.Appointment:
             self._check_appointments(written, [row.pk for _, row in changed])
         self._update(model, changed)
+        self._rekey([(e, row) for e, row in changed if _holder(row) != holders[e.fhir_id]])
         self._insert(model, new)
         if model is m.Appointment:
             self._audit(written)
@@ -444,6 +448,19 @@ class _Importer:
         if on_entry is not None:
             for _ in entries:
                 on_entry()
+
+    def _rekey(self, handed_over: list[tuple[_Entry, Any]]) -> None:
+        """Schedules and roles given to another practitioner: their stored bookings take
+        the new person's time, as the admin does (``services.reassign``); a clash refuses
+        the import naming the entry."""
+        for entry, row in handed_over:
+            with _blame(entry):
+                occupants_rekey(
+                    organization=self.organization,
+                    schedules=[row] if isinstance(row, m.Schedule) else (),
+                    roles=[row] if isinstance(row, m.PractitionerRole) else (),
+                    actor="import_fhir",
+                )
 
     def _existing(self, model: type[Any], ids: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
@@ -894,6 +911,15 @@ def _slot_minutes(extensions: Any) -> int | None:
             expression=element,
         )
     return int(minutes)
+
+
+def _holder(row: Any) -> tuple[int | None, ...]:
+    """What decides whose time a schedule's or role's bookings take (``occupant_key``)."""
+    if isinstance(row, m.Schedule):
+        return (row.practitioner_id, row.practitioner_role_id)
+    if isinstance(row, m.PractitionerRole):
+        return (row.practitioner_id,)
+    return ()
 
 
 def _set_booking_rules(row: m.Schedule, extensions: Any) -> None:

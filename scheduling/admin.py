@@ -11,18 +11,24 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from scheduling import admin_views, front_desk
 from scheduling.appointment_forms import AppointmentBookForm, AppointmentChangeForm
 from scheduling.errors import DomainError
-from scheduling.forms import ScheduleAdminForm, describe_recurrence, upcoming_occurrences
+from scheduling.forms import (
+    PractitionerRoleAdminForm,
+    ScheduleAdminForm,
+    describe_recurrence,
+    upcoming_occurrences,
+)
 from scheduling.models import (
     Appointment,
     AppointmentResponse,
@@ -38,6 +44,7 @@ from scheduling.models import (
 from scheduling.selectors.schedules import schedules_overlapping
 from scheduling.services import appointment_cancel, appointment_mark_noshow
 from scheduling.services.common import new_fhir_id
+from scheduling.services.reassign import occupants_rekey
 from scheduling.tenancy_admin import OrganizationScopedAdmin, user_single_organization
 
 admin.site.site_header = gettext_lazy("MediKIT scheduling")
@@ -47,6 +54,41 @@ admin.site.index_title = gettext_lazy("Clinic administration")
 
 def _staff_actor(request: HttpRequest) -> str:
     return f"staff:{request.user.get_username()}"
+
+
+def _bookings_follow(
+    request: HttpRequest,
+    model_admin: admin.ModelAdmin[Any],
+    *,
+    schedules: list[Schedule] | None = None,
+    roles: list[PractitionerRole] | None = None,
+) -> None:
+    """After a schedule or role is saved: its bookings take the time of the practitioner
+    it now names (services.reassign). The form already refused a clash; one that appeared
+    since (another desk booking meanwhile) undoes the whole save, in plain words."""
+    organization = (schedules or roles or [None])[0].organization  # type: ignore[union-attr]
+    try:
+        moved = occupants_rekey(
+            organization=organization,
+            schedules=schedules or (),
+            roles=roles or (),
+            actor=_staff_actor(request),
+        )
+    except DomainError as exc:
+        transaction.set_rollback(True)
+        model_admin.message_user(request, exc.message, messages.ERROR)
+        return
+    if moved:
+        model_admin.message_user(
+            request,
+            ngettext(
+                "%(count)d booking now takes the new practitioner's time.",
+                "%(count)d bookings now take the new practitioner's time.",
+                len(moved),
+            )
+            % {"count": len(moved)},
+            messages.INFO,
+        )
 
 
 class CalendarAdminMixin:
@@ -250,6 +292,7 @@ class PractitionerAdmin(FrontDeskMixin, CalendarAdminMixin, OrganizationScopedAd
 
 @admin.register(PractitionerRole)
 class PractitionerRoleAdmin(OrganizationScopedAdmin):
+    form = PractitionerRoleAdminForm
     list_display = ("fhir_id", "__str__", "practitioner", "active", "organization")
     list_filter = ("active", ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = (
@@ -258,6 +301,10 @@ class PractitionerRoleAdmin(OrganizationScopedAdmin):
         "practitioner__given",
         "practitioner__fhir_id",
     )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        _bookings_follow(request, self, roles=[obj])
 
 
 @admin.register(Schedule)
@@ -353,6 +400,7 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        _bookings_follow(request, self, schedules=[obj])
         # Overlapping schedules of one person are allowed (a GP hour and a vaccination
         # hour), but they share that person's time: say so, naming them.
         for other, first in schedules_overlapping(

@@ -21,8 +21,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, pgettext
 
 from scheduling import recurrence
-from scheduling.errors import InvalidRecurrence
-from scheduling.models import Organization, Schedule
+from scheduling.errors import DomainError, InvalidRecurrence
+from scheduling.models import Organization, PractitionerRole, Schedule
+from scheduling.services.reassign import occupants_rekey
 
 WEEKDAY_CODES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
 FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
@@ -407,6 +408,44 @@ class ScheduleAdminForm(_ScheduleModelForm):
         if "exdates" in self.cleaned_data:
             self.instance.exdates = self.cleaned_data["exdates"]
         super()._post_clean()  # type: ignore[misc]
+        refuse_occupant_clash(self, schedules=[self.instance])
+
+
+def refuse_occupant_clash(
+    form: forms.ModelForm[Any],
+    *,
+    schedules: list[Schedule] | None = None,
+    roles: list[PractitionerRole] | None = None,
+) -> None:
+    """A form error when giving this schedule or role to another practitioner would
+    double-book that person with the bookings already made on it (the admin saves
+    re-key them through ``services.reassign.occupants_rekey``, which checks again under
+    the locks)."""
+    instance = form.instance
+    if form.errors or not instance.pk or not getattr(instance, "organization_id", None):
+        return
+    try:
+        occupants_rekey(
+            organization=instance.organization,
+            schedules=schedules or (),
+            roles=roles or (),
+            actor="",
+            check_only=True,
+        )
+    except DomainError as exc:
+        form.add_error(None, exc.message)
+
+
+class PractitionerRoleAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A role's form that refuses handing its bookings to a practitioner busy then."""
+
+    class Meta:
+        model = PractitionerRole
+        fields = ("organization", "fhir_id", "practitioner", "code", "specialty", "active")
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        refuse_occupant_clash(self, roles=[self.instance])
 
 
 class BlockTimeForm(forms.Form):
