@@ -418,8 +418,16 @@ def test_lapsed_hold_over_http_reads_cancelled_and_confirm_is_409(
     start = schedule.planning_start.isoformat()
 
     def slot_over_http() -> str:
-        # The same search each time: a cached answer must not outlive the hold.
-        found = body(api.get(f"/v2/{org.id}/fhir/R4/Slot", {"schedule": schedule.fhir_id}))
+        # The same search each time: a cached answer must not outlive the hold. The day
+        # is named: the schedule may lie past the default seven days (on a Monday morning
+        # the factory's "next Monday" is seven days and some hours away).
+        day = schedule.planning_start.date().isoformat()
+        found = body(
+            api.get(
+                f"/v2/{org.id}/fhir/R4/Slot?schedule={schedule.fhir_id}"
+                f"&start=ge{day}&start=le{day}"
+            )
+        )
         return next(
             e["resource"]["status"]
             for e in found["entry"]
