@@ -403,7 +403,7 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
             try:
                 preview = upcoming_occurrences(obj, after=timezone.now())
             except DomainError as exc:
-                preview, context["preview_error"] = [], exc.message
+                preview, context["preview_error"] = [], exc.translated()
             context.update(
                 summary=self.summary(obj),
                 preview=[(p.start.astimezone(tz), p.end.astimezone(tz)) for p in preview],
@@ -492,7 +492,7 @@ class AppointmentAdmin(OrganizationScopedAdmin):
                 by_staff=True,
             )
         except DomainError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
+            self.message_user(request, exc.translated(), messages.ERROR)
         else:
             self.message_user(
                 request, _("Appointment %(id)s cancelled.") % {"id": obj.fhir_id}, messages.SUCCESS
@@ -555,7 +555,7 @@ class AppointmentAdmin(OrganizationScopedAdmin):
                     actor=_staff_actor(request),
                 )
             except DomainError as exc:
-                failed.append(exc.message)
+                failed.append(exc.translated())
             else:
                 ok += 1
         if ok:

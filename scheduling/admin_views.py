@@ -473,7 +473,7 @@ def _block_view(
                         confirm=data.get("confirm", False),
                     )
                 except BlockHitsBookings as exc:
-                    hits = exc.bookings
+                    hits = exc.bookings_translated()
                     # Ask again, now with the box to tick.
                     form.fields["confirm"].widget = forms.CheckboxInput()
                     form.add_error(
@@ -484,7 +484,7 @@ def _block_view(
                         ),
                     )
                 except DomainError as exc:
-                    form.add_error(None, exc.message)
+                    form.add_error(None, exc.translated())
             if slot is not None:
                 messages.success(
                     request,

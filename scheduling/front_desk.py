@@ -384,7 +384,7 @@ def book_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Ht
                     actor=_actor(request),
                 )
             except DomainError as exc:
-                error = exc.message
+                error = exc.translated()
             else:
                 messages.success(
                     request,
@@ -508,7 +508,7 @@ def appointment_view(
             else:
                 raise Http404(_("Unknown action."))
         except DomainError as exc:
-            error = exc.message
+            error = exc.translated()
         else:
             messages.success(request, done)
             return HttpResponseRedirect(day_url(organization, local_start.date()))
@@ -557,7 +557,7 @@ def slot_view(
         try:
             time_unblock(organization=organization, slot=slot, actor=_actor(request))
         except DomainError as exc:
-            error = exc.message
+            error = exc.translated()
         else:
             messages.success(request, _("Unblocked; the time is free again."))
             return HttpResponseRedirect(day_url(organization, slot.start.astimezone(tz).date()))

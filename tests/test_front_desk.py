@@ -495,3 +495,53 @@ def test_staff_of_two_organisations_pick_one(two: dict[str, Any]) -> None:
     assert "Minedoc" in default and "Theirsdoc" not in default  # one organisation a page
     other = client.get(DAY_URL, {"date": day, "org": theirs["schedule"].organization_id})
     assert "Theirsdoc" in other.content.decode() and "Minedoc" not in other.content.decode()
+
+
+def test_refusals_read_in_dutch_on_a_dutch_admin(two: dict[str, Any]) -> None:
+    """A domain refusal (the engine's, a service's) is shown in the reader's language: the
+    English sentence of the API must not leak onto a Dutch page."""
+    mine, client = two["mine"], two["client"]
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "nl"
+    taken = mine["appointment"].start
+    other = PatientFactory(organization=two["org"], family="Anders")
+    # Book: the slot is taken.
+    refused = client.post(
+        book_url(mine["schedule"], taken),
+        {"schedule": mine["schedule"].pk, "start": taken.isoformat(), "patient": other.pk},
+    )
+    body = html.unescape(refused.content.decode())
+    assert refused.status_code == 400
+    assert "is niet meer vrij: de zorgverlener is dan al geboekt" in body
+    assert "no longer free" not in body
+    # Move another booking onto it: refused in Dutch too, nothing moved.
+    later = taken + timedelta(hours=1)
+    second = AppointmentFactory(
+        organization=two["org"],
+        patient=other,
+        schedule=mine["schedule"],
+        practitioner_role=mine["role"],
+        start=later,
+        end=later + timedelta(minutes=15),
+    )
+    url = f"{DAY_URL}appointment/{second.pk}/"
+    moved = client.post(
+        url, {"action": "move", "slot": f"{mine['schedule'].pk}|{taken.isoformat()}"}
+    )
+    body = html.unescape(moved.content.decode())
+    assert moved.status_code == 400 and "is niet meer vrij" in body and "no longer" not in body
+    second.refresh_from_db()
+    assert second.start == later
+    # No-show before the start: the lifecycle service's refusal.
+    early = client.post(url, {"action": "noshow"})
+    body = html.unescape(early.content.decode())
+    assert "is nog niet begonnen" in body and "has not started" not in body
+    # Block over the booking: the bookings it hits are listed, in Dutch, for confirmation.
+    day = mine["tomorrow"].isoformat()
+    blocked = client.post(
+        f"/admin/scheduling/practitioner/{mine['practitioner'].pk}/block/",
+        {"schedule": mine["schedule"].pk, "start": f"{day}T08:30", "end": f"{day}T09:30"},
+    )
+    body = html.unescape(blocked.content.decode())
+    assert 'id="block-hits"' in body and "Minepatient" in body
+    assert "Deze tijd valt over" in body and "covers" not in body
+    assert not Slot.objects.filter(start__date=mine["tomorrow"], comment="").exists()
