@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from scheduling.errors import BlockHitsBookings, DomainError
 from scheduling.forms import BlockTimeForm
@@ -83,7 +84,8 @@ class Block:
     end: datetime
     label: str
     url: str = ""
-    #: Shown in the box of a slot beside its time (a group slot's "2 of 3 booked").
+    #: Shown in the box of a slot beside its time: a group slot's "3 places free" when
+    #: empty, "2 of 3 booked" when partly or fully booked.
     detail: str = ""
     top: float = 0.0
     height: float = 0.0
@@ -246,10 +248,20 @@ def week_blocks(
                     kind, label = "past", _("past")
                 seats = capacity.get(result.schedule.pk, 1)
                 detail = ""
-                if seats > 1:
+                if seats > 1 and kind != "past":
                     taken = seats_taken.get((result.schedule.pk, generated.start), 0)
-                    detail = _("%(taken)d of %(seats)d booked") % {"taken": taken, "seats": seats}
-                    label = f"{label}, {detail}"
+                    if taken:
+                        detail = _("%(taken)d of %(seats)d booked") % {
+                            "taken": taken,
+                            "seats": seats,
+                        }
+                        label = f"{label}, {detail}"
+                    else:
+                        # An empty group slot: how many can still come, not "0 of 3 booked".
+                        detail = ngettext("%(free)d place free", "%(free)d places free", seats) % {
+                            "free": seats
+                        }
+                        label = detail
                 blocks.append(
                     Block(
                         kind,
