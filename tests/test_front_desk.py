@@ -353,7 +353,7 @@ def test_every_admin_page_renders_in_dutch(two: dict[str, Any]) -> None:
     }
     for name, obj in objects.items():
         urls.append(f"/admin/scheduling/{name}/")
-        if name not in ("appointmentresponse", "auditevent", "organization"):
+        if name not in ("appointmentresponse", "auditevent", "organization", "slot"):
             urls.append(f"/admin/scheduling/{name}/add/")
         if obj is not None:
             urls.append(f"/admin/scheduling/{name}/{obj.pk}/change/")
@@ -545,3 +545,48 @@ def test_refusals_read_in_dutch_on_a_dutch_admin(two: dict[str, Any]) -> None:
     assert 'id="block-hits"' in body and "Minepatient" in body
     assert "Deze tijd valt over" in body and "covers" not in body
     assert not Slot.objects.filter(start__date=mine["tomorrow"], comment="").exists()
+
+
+def test_the_slot_admin_blocks_and_unblocks_only_through_the_block_service(
+    two: dict[str, Any],
+) -> None:
+    """A stored slot made busy in the Slot admin would skip Block time's confirmation and
+    audit: there it is read-only but for its comment, and Delete unblocks, audited."""
+    mine, theirs, client = two["mine"], two["theirs"], two["client"]
+    block: Slot = mine["block"]
+    assert client.get("/admin/scheduling/slot/add/").status_code == 403
+    url = f"/admin/scheduling/slot/{block.pk}/change/"
+    page = client.get(url).content.decode()
+    assert 'id="slot-block-time"' in page and 'id="slot-unblock"' in page
+    assert f"/admin/scheduling/schedule/{mine['schedule'].pk}/block/" in page
+    # A crafted POST cannot free, move or widen the block; the comment is kept.
+    response = client.post(
+        url,
+        {
+            "status": "free",
+            "start": "2030-01-01 08:00",
+            "end": "2030-01-01 18:00",
+            "comment": "Team meeting",
+        },
+    )
+    assert response.status_code == 302
+    before = (block.status, block.start, block.end)
+    block.refresh_from_db()
+    assert (block.status, block.start, block.end) == before
+    assert block.comment == "Team meeting"
+    # Their block: not mine to see or delete.
+    their_block: Slot = theirs["block"]
+    assert client.get(f"/admin/scheduling/slot/{their_block.pk}/change/").status_code == 302
+    client.post(f"/admin/scheduling/slot/{their_block.pk}/delete/", {"post": "yes"})
+    client.post(
+        "/admin/scheduling/slot/",
+        {"action": "delete_selected", "_selected_action": [their_block.pk], "post": "yes"},
+    )
+    assert Slot.objects.filter(pk=their_block.pk).exists()
+    # Delete is the block service's unblock, audited.
+    response = client.post(f"/admin/scheduling/slot/{block.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Slot.objects.filter(pk=block.pk).exists()
+    unblocked = AuditEvent.objects.get(action="unblocked", organization=two["org"])
+    assert unblocked.appointment_fhir_id == f"Slot/{block.fhir_id}"
+    assert unblocked.actor == "staff:desk-a"
