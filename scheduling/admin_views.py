@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from django import forms
@@ -179,6 +179,16 @@ _SLOT_KINDS = {
 }
 
 
+def held_label(appointment: Appointment, tz: tzinfo) -> str:
+    """A hold's status with its expiry in the organisation's time ("held until 10:25")."""
+    if appointment.held_until is None:
+        return _("held")
+    until = f"{appointment.held_until.astimezone(tz):%H:%M}"
+    if appointment.hold_lapsed(timezone.now()):
+        return _("hold lapsed at %(time)s") % {"time": until}
+    return _("held until %(time)s") % {"time": until}
+
+
 def week_blocks(
     *,
     organization: Organization,
@@ -280,7 +290,7 @@ def week_blocks(
                 blocks.append(Block("buffer", lo, hi, _("buffer")))
     for appt in rows:
         url = reverse("admin:scheduling_appointment_change", args=[appt.pk])
-        status = _("held") if appt.is_held else appt.get_status_display()
+        status = held_label(appt, organization.zone) if appt.is_held else appt.get_status_display()
         for period in _appointment_periods(appt, organization, window):
             label = f"{appt.patient} ({status})"
             blocks.append(

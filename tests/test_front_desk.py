@@ -590,3 +590,51 @@ def test_the_slot_admin_blocks_and_unblocks_only_through_the_block_service(
     unblocked = AuditEvent.objects.get(action="unblocked", organization=two["org"])
     assert unblocked.appointment_fhir_id == f"Slot/{block.fhir_id}"
     assert unblocked.actor == "staff:desk-a"
+
+
+def test_a_hold_from_a_free_slot_shows_its_expiry_and_is_confirmed_from_the_booking(
+    two: dict[str, Any],
+) -> None:
+    mine, client = two["mine"], two["client"]
+    start = datetime.combine(mine["tomorrow"], time(10), tzinfo=AMS)
+    url = book_url(mine["schedule"], start)
+    form = client.get(url + "&q=Minepatient").content.decode()
+    assert 'id="hold-button"' in form
+    before = timezone.now()
+    response = client.post(
+        url,
+        {
+            "schedule": mine["schedule"].pk,
+            "start": start.isoformat(),
+            "patient": mine["patient"].pk,
+            "_hold": "1",
+        },
+    )
+    assert response.status_code == 302
+    held = Appointment.objects.get(patient=mine["patient"], start=start)
+    assert held.status == "pending" and held.held_until is not None
+    assert timedelta(minutes=9) < held.held_until - before <= timedelta(minutes=11)
+    assert AuditEvent.objects.filter(appointment=held, action="held").exists()
+    until = f"{held.held_until.astimezone(AMS):%H:%M}"
+    # The day view tells a hold from a booking, with its expiry; the slot is not free.
+    day = client.get(DAY_URL, {"date": mine["tomorrow"].isoformat()}).content.decode()
+    assert f"held until {until}" in day and "st-held" in day
+    assert 'data-kind="free" data-start="10:15"' in day
+    assert 'data-kind="free" data-start="10:00"' not in day
+    # Another patient cannot take the held slot.
+    other = PatientFactory(organization=two["org"], family="Other")
+    taken = client.post(
+        url, {"schedule": mine["schedule"].pk, "start": start.isoformat(), "patient": other.pk}
+    )
+    assert taken.status_code == 400
+    desk = f"{DAY_URL}appointment/{held.pk}/"
+    page = client.get(desk).content.decode()
+    assert 'id="confirm-form"' in page and f"held until {until}" in page
+    assert client.post(desk, {"action": "confirm"}).status_code == 302
+    held.refresh_from_db()
+    assert (held.status, held.held_until) == ("booked", None)
+    assert AuditEvent.objects.filter(appointment=held, action="confirmed").exists()
+    assert 'id="confirm-form"' not in client.get(desk).content.decode()
+    # Confirming again: the service's refusal, in plain words.
+    again = client.post(desk, {"action": "confirm"})
+    assert again.status_code == 400 and "not a held appointment" in again.content.decode()
