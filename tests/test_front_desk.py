@@ -205,7 +205,17 @@ def test_another_organisations_rows_are_invisible_and_untouchable(two: dict[str,
                 "patient": theirs["patient"].pk,
             },
         ),
+        (
+            book_url(theirs["schedule"], start),
+            {
+                "schedule": theirs["schedule"].pk,
+                "start": start.isoformat(),
+                "patient": theirs["patient"].pk,
+                "_hold": "1",
+            },
+        ),
         (f"{DAY_URL}appointment/{appointment.pk}/", {"action": "cancel", "reason": "x"}),
+        (f"{DAY_URL}appointment/{appointment.pk}/", {"action": "confirm"}),
         (f"{DAY_URL}blocked/{theirs['block'].pk}/", {}),
     ]
     for url, data in posts:
