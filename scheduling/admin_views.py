@@ -38,7 +38,7 @@ from scheduling.models import (
 from scheduling.recurrence import Period, expand
 from scheduling.selectors import schedule_availability, slot_search
 from scheduling.selectors.occupancy import active_appointments_q
-from scheduling.services.blocks import time_block
+from scheduling.services.blocks import time_block, time_block_hits
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 _DEFAULT_HOURS = (8, 18)
@@ -494,8 +494,27 @@ def _block_view(
                         actor=f"staff:{request.user.get_username()}",
                         confirm=data.get("confirm", False),
                     )
-                except BlockHitsBookings as exc:
-                    hits = exc.bookings_translated()
+                except BlockHitsBookings:
+                    # The same bookings the service found, at the reader's local time (the
+                    # error's own list is in UTC, for the API).
+                    hits = [
+                        _("%(patient)s, %(when)s (%(appointment)s)")
+                        % {
+                            "appointment": hit.label,
+                            "patient": hit.patient or _("a patient"),
+                            "when": formats.date_format(
+                                datetime.fromtimestamp(hit.start, organization.zone),
+                                "DATETIME_FORMAT",
+                            ),
+                        }
+                        for hit in time_block_hits(
+                            organization=organization,
+                            schedule=data["schedule"],
+                            start=data["start"],
+                            end=data["end"],
+                            now=timezone.now(),
+                        )
+                    ]
                     # Ask again, now with the box to tick.
                     form.fields["confirm"].widget = forms.CheckboxInput()
                     form.add_error(

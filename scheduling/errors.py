@@ -159,12 +159,3 @@ class BlockHitsBookings(Conflict):
     def bookings(self) -> list[str]:
         """The bookings hit, in English (what the API and logs show)."""
         return [str(booking) for booking in self._bookings]
-
-    def bookings_translated(self) -> list[str]:
-        """The bookings hit, in the active language (what the admin shows)."""
-        from django.utils.translation import gettext
-
-        return [
-            booking.render(gettext) if isinstance(booking, Text) else booking
-            for booking in self._bookings
-        ]

@@ -553,6 +553,8 @@ def test_refusals_read_in_dutch_on_a_dutch_admin(two: dict[str, Any]) -> None:
     )
     body = html.unescape(blocked.content.decode())
     assert 'id="block-hits"' in body and "Minepatient" in body
+    hits = body.split('id="block-hits"', 1)[1].split("</div>", 1)[0]
+    assert ", 09:00" in hits and "UTC" not in hits  # the reader's time, not the API's
     assert "Deze tijd valt over" in body and "covers" not in body
     assert not Slot.objects.filter(start__date=mine["tomorrow"], comment="").exists()
 
