@@ -650,3 +650,13 @@ def test_a_hold_from_a_free_slot_shows_its_expiry_and_is_confirmed_from_the_book
     # Confirming again: the service's refusal, in plain words.
     again = client.post(desk, {"action": "confirm"})
     assert again.status_code == 400 and "not a held appointment" in again.content.decode()
+
+
+def test_the_appointment_list_and_add_page_lead_to_booking_in_the_day_view(
+    two: dict[str, Any],
+) -> None:
+    client = two["client"]
+    listing = client.get("/admin/scheduling/appointment/").content.decode()
+    assert f'href="{DAY_URL}" id="book-in-day-view"' in listing
+    add = client.get("/admin/scheduling/appointment/add/").content.decode()
+    assert 'id="book-from-day"' in add and f'href="{DAY_URL}"' in add
