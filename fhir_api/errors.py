@@ -226,7 +226,7 @@ def outcome_for_exception(
     traceback and answered 500.
 
     Diagnostics are English whatever the request's Accept-Language: they are written for
-    the developer of the client (CONTRACT section 3), and clients match on them. So a
+    the developer of the client (docs/api.md, errors), and clients match on them. So a
     domain error gives its English ``message`` here, never ``translated()`` (the admin's).
     """
     if isinstance(exc, ApiError):

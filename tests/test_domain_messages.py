@@ -1,7 +1,7 @@
 """Domain error messages: one English template per sentence, in the Dutch catalogue.
 
 The admin shows a DomainError in the reader's language (``translated()``); the API keeps the
-English ``message`` whatever the request's Accept-Language (docs/api.md, CONTRACT section 3:
+English ``message`` whatever the request's Accept-Language (docs/api.md, errors:
 diagnostics are for the developer of the client).
 """
 
