@@ -224,6 +224,10 @@ def outcome_for_exception(
     (the view's) turns each into the FHIR path of this interaction, e.g.
     ``Parameters.parameter[start]``. Unexpected exceptions are logged once with their
     traceback and answered 500.
+
+    Diagnostics are English whatever the request's Accept-Language: they are written for
+    the developer of the client (docs/api.md, errors), and clients match on them. So a
+    domain error gives its English ``message`` here, never ``translated()`` (the admin's).
     """
     if isinstance(exc, ApiError):
         return exc.status, _outcome(exc.issues), dict(exc.headers)

@@ -29,7 +29,7 @@ from pydantic import ValidationError as PydanticValidationError
 from fhir_api.booking_rules import EXT_BOOKING_RULES, RuleError, parse_booking_rules
 from scheduling import models as m
 from scheduling import recurrence
-from scheduling.errors import InvalidInput, SlotTaken
+from scheduling.errors import InvalidInput, SlotTaken, gettext_noop
 from scheduling.selectors.common import utc_now
 from scheduling.services.claims import (
     ClashCheck,
@@ -546,8 +546,9 @@ class _Importer:
             if clashes:
                 with _blame(entry):
                     raise SlotTaken(
-                        f"Appointment/{row.fhir_id} would double-book: " + "; ".join(clashes) + ".",
+                        gettext_noop("Appointment/%(appointment)s would double-book: %(clashes)s."),
                         expression=["start"],
+                        params={"appointment": row.fhir_id, "clashes": clashes},
                     )
 
     def _audit(self, written: list[tuple[_Entry, m.Appointment]]) -> None:

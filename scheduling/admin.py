@@ -39,10 +39,12 @@ from scheduling.models import (
     PractitionerRole,
     Schedule,
     Slot,
+    SlotStatus,
     StaffMembership,
 )
 from scheduling.selectors.schedules import schedules_overlapping
 from scheduling.services import appointment_cancel, appointment_mark_noshow
+from scheduling.services.blocks import time_unblock
 from scheduling.services.common import new_fhir_id
 from scheduling.services.reassign import occupants_rekey
 from scheduling.tenancy_admin import OrganizationScopedAdmin, user_single_organization
@@ -451,7 +453,7 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
             try:
                 preview = upcoming_occurrences(obj, after=timezone.now())
             except DomainError as exc:
-                preview, context["preview_error"] = [], exc.message
+                preview, context["preview_error"] = [], exc.translated()
             context.update(
                 summary=self.summary(obj),
                 preview=[(p.start.astimezone(tz), p.end.astimezone(tz)) for p in preview],
@@ -473,6 +475,54 @@ class SlotAdmin(OrganizationScopedAdmin):
     )
     search_fields = ("fhir_id", "schedule__fhir_id", "comment")
     date_hierarchy = "start"
+    #: A stored slot changes what is free. Made here it would skip what Block time does
+    #: (list the bookings it hits and ask to confirm, audit it), so only its comment is
+    #: edited here; blocking is Block time, unblocking is the front desk's Unblock (or
+    #: Delete here, which unblocks through the same service).
+    _FIXED = ("fhir_id", "organization", "schedule", "status", "start", "end")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return self._FIXED
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        description = ""
+        if obj is not None:
+            description = format_html(
+                '{} <a href="{}" id="slot-block-time">{}</a> · '
+                '<a href="{}" id="slot-unblock">{}</a>',
+                _(
+                    "Time is blocked and unblocked from the calendar, which lists the "
+                    "bookings a block would hit and asks to confirm:"
+                ),
+                reverse("admin:scheduling_schedule_block", args=[obj.schedule_id]),
+                _("Block time"),
+                reverse("admin:scheduling_frontdesk_slot", args=[obj.pk]),
+                _("Unblock"),
+            )
+        return [(None, {"fields": (*self._FIXED, "comment"), "description": description})]
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        if not self.get_queryset(request).filter(pk=obj.pk).exists():
+            raise PermissionDenied
+        self._delete(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for slot in queryset:  # the changelist's queryset: already this user's organisations
+            self._delete(request, slot)
+
+    def _delete(self, request: HttpRequest, slot: Slot) -> None:
+        # Removing a block frees time: the block service's unblock, audited.
+        if slot.status == SlotStatus.BUSY_UNAVAILABLE:
+            time_unblock(
+                organization=slot.organization,
+                slot=slot,
+                actor=f"staff:{request.user.get_username()}",
+            )
+        else:
+            slot.delete()
 
 
 @admin.register(Appointment)
@@ -540,7 +590,7 @@ class AppointmentAdmin(OrganizationScopedAdmin):
                 by_staff=True,
             )
         except DomainError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
+            self.message_user(request, exc.translated(), messages.ERROR)
         else:
             self.message_user(
                 request, _("Appointment %(id)s cancelled.") % {"id": obj.fhir_id}, messages.SUCCESS
@@ -603,7 +653,7 @@ class AppointmentAdmin(OrganizationScopedAdmin):
                     actor=_staff_actor(request),
                 )
             except DomainError as exc:
-                failed.append(exc.message)
+                failed.append(exc.translated())
             else:
                 ok += 1
         if ok:

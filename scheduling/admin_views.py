@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from django import forms
@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from scheduling.errors import BlockHitsBookings, DomainError
 from scheduling.forms import BlockTimeForm
@@ -37,7 +38,7 @@ from scheduling.models import (
 from scheduling.recurrence import Period, expand
 from scheduling.selectors import schedule_availability, slot_search
 from scheduling.selectors.occupancy import active_appointments_q
-from scheduling.services.blocks import time_block
+from scheduling.services.blocks import time_block, time_block_hits
 
 _WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
 _DEFAULT_HOURS = (8, 18)
@@ -83,7 +84,8 @@ class Block:
     end: datetime
     label: str
     url: str = ""
-    #: Shown in the box of a slot beside its time (a group slot's "2 of 3 booked").
+    #: Shown in the box of a slot beside its time: a group slot's "3 places free" when
+    #: empty, "2 of 3 booked" when partly or fully booked.
     detail: str = ""
     top: float = 0.0
     height: float = 0.0
@@ -177,6 +179,16 @@ _SLOT_KINDS = {
 }
 
 
+def held_label(appointment: Appointment, tz: tzinfo) -> str:
+    """A hold's status with its expiry in the organisation's time ("held until 10:25")."""
+    if appointment.held_until is None:
+        return _("held")
+    until = f"{appointment.held_until.astimezone(tz):%H:%M}"
+    if appointment.hold_lapsed(timezone.now()):
+        return _("hold lapsed at %(time)s") % {"time": until}
+    return _("held until %(time)s") % {"time": until}
+
+
 def week_blocks(
     *,
     organization: Organization,
@@ -246,10 +258,20 @@ def week_blocks(
                     kind, label = "past", _("past")
                 seats = capacity.get(result.schedule.pk, 1)
                 detail = ""
-                if seats > 1:
+                if seats > 1 and kind != "past":
                     taken = seats_taken.get((result.schedule.pk, generated.start), 0)
-                    detail = _("%(taken)d of %(seats)d booked") % {"taken": taken, "seats": seats}
-                    label = f"{label}, {detail}"
+                    if taken:
+                        detail = _("%(taken)d of %(seats)d booked") % {
+                            "taken": taken,
+                            "seats": seats,
+                        }
+                        label = f"{label}, {detail}"
+                    else:
+                        # An empty group slot: how many can still come, not "0 of 3 booked".
+                        detail = ngettext("%(free)d place free", "%(free)d places free", seats) % {
+                            "free": seats
+                        }
+                        label = detail
                 blocks.append(
                     Block(
                         kind,
@@ -268,7 +290,7 @@ def week_blocks(
                 blocks.append(Block("buffer", lo, hi, _("buffer")))
     for appt in rows:
         url = reverse("admin:scheduling_appointment_change", args=[appt.pk])
-        status = _("held") if appt.is_held else appt.get_status_display()
+        status = held_label(appt, organization.zone) if appt.is_held else appt.get_status_display()
         for period in _appointment_periods(appt, organization, window):
             label = f"{appt.patient} ({status})"
             blocks.append(
@@ -472,8 +494,27 @@ def _block_view(
                         actor=f"staff:{request.user.get_username()}",
                         confirm=data.get("confirm", False),
                     )
-                except BlockHitsBookings as exc:
-                    hits = exc.bookings
+                except BlockHitsBookings:
+                    # The same bookings the service found, at the reader's local time (the
+                    # error's own list is in UTC, for the API).
+                    hits = [
+                        _("%(patient)s, %(when)s (%(appointment)s)")
+                        % {
+                            "appointment": hit.label,
+                            "patient": hit.patient or _("a patient"),
+                            "when": formats.date_format(
+                                datetime.fromtimestamp(hit.start, organization.zone),
+                                "DATETIME_FORMAT",
+                            ),
+                        }
+                        for hit in time_block_hits(
+                            organization=organization,
+                            schedule=data["schedule"],
+                            start=data["start"],
+                            end=data["end"],
+                            now=timezone.now(),
+                        )
+                    ]
                     # Ask again, now with the box to tick.
                     form.fields["confirm"].widget = forms.CheckboxInput()
                     form.add_error(
@@ -484,7 +525,7 @@ def _block_view(
                         ),
                     )
                 except DomainError as exc:
-                    form.add_error(None, exc.message)
+                    form.add_error(None, exc.translated())
             if slot is not None:
                 messages.success(
                     request,

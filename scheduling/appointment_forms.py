@@ -58,7 +58,7 @@ class _ServiceForm(_AppointmentModelForm):
         try:
             self.instance = self.write()
         except DomainError as exc:
-            self.add_error(self._field_of(exc), exc.message)
+            self.add_error(self._field_of(exc), exc.translated())
         else:
             self.written = True
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from scheduling.errors import InvalidInput
+from scheduling.errors import InvalidInput, gettext_noop
 from scheduling.recurrence import Period, occurrence_id
 
 __all__ = [
@@ -66,7 +66,9 @@ def cut(
     """
     if step <= 0:
         raise InvalidInput(
-            f"Slot duration must be positive, got {step} s.", expression=["slot-duration"]
+            gettext_noop("Slot duration must be positive, got %(seconds)s s."),
+            expression=["slot-duration"],
+            params={"seconds": step},
         )
     starts: set[int] = set()
     for window_start, window_end in windows:
@@ -309,8 +311,11 @@ def _dt(value: int) -> datetime:
 def _seconds(duration: timedelta) -> int:
     if duration <= timedelta(0) or duration % timedelta(seconds=1):
         raise InvalidInput(
-            f"Slot duration must be a positive whole number of seconds, got {duration}.",
+            gettext_noop(
+                "Slot duration must be a positive whole number of seconds, got %(value)s."
+            ),
             expression=["slot-duration"],
+            params={"value": duration},
         )
     return int(duration.total_seconds())
 

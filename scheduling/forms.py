@@ -336,7 +336,7 @@ class ScheduleAdminForm(_ScheduleModelForm):
         try:
             tz = recurrence.validate_timezone(zone_name) if zone_name else None
         except InvalidRecurrence as exc:
-            self.add_error("recurrence_timezone", exc.message)
+            self.add_error("recurrence_timezone", exc.translated())
             return cleaned
         if tz is None:
             organization = cleaned.get("organization")
@@ -350,7 +350,7 @@ class ScheduleAdminForm(_ScheduleModelForm):
             try:
                 recurrence.validate_rrule(rrule)
             except InvalidRecurrence as exc:
-                self.add_error("rrule" if raw else "frequency", exc.message)
+                self.add_error("rrule" if raw else "frequency", exc.translated())
                 return cleaned
         cleaned["rrule"] = rrule
 

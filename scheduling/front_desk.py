@@ -27,7 +27,7 @@ from django.utils import formats, timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 
-from scheduling.admin_views import Block, Day, _clip_to_days, week_blocks
+from scheduling.admin_views import Block, Day, _clip_to_days, held_label, week_blocks
 from scheduling.errors import DomainError
 from scheduling.models import (
     Appointment,
@@ -44,11 +44,14 @@ from scheduling.selectors import slot_search
 from scheduling.selectors.occupancy import active_appointments_q
 from scheduling.services.blocks import time_unblock
 from scheduling.services.booking import appointment_book, appointment_reschedule
+from scheduling.services.holds import appointment_confirm, appointment_hold
 from scheduling.services.lifecycle import appointment_cancel, appointment_mark_noshow
 from scheduling.tenancy_admin import user_organizations
 
 #: Pixels per minute: a 15-minute slot is 45 px, room for a name and a reason.
 PX_PER_MINUTE = 3
+#: How long a hold placed at the desk keeps a slot (the API's $hold default is 5 min).
+FRONT_DESK_HOLD = timedelta(minutes=10)
 _DEFAULT_HOURS = (8, 18)
 
 
@@ -372,29 +375,38 @@ def book_view(request: HttpRequest, *, model_admin: admin.ModelAdmin[Any]) -> Ht
         elif schedule.practitioner_role is None:
             error = _("This schedule has no practitioner role to book with.")
         else:
+            booking = {
+                "organization": organization,
+                "patient": patient,
+                "schedule_id": schedule.fhir_id,
+                "start": start,
+                "practitioner_role_id": schedule.practitioner_role.fhir_id,
+                "comment": (request.POST.get("comment") or "").strip(),
+                "actor": _actor(request),
+            }
+            done = {
+                "patient": patient,
+                "when": formats.date_format(start.astimezone(tz), "DATETIME_FORMAT"),
+                "who": schedule.practitioner_role.practitioner,
+            }
             try:
-                appointment_book(
-                    organization=organization,
-                    patient=patient,
-                    schedule_id=schedule.fhir_id,
-                    start=start,
-                    practitioner_role_id=schedule.practitioner_role.fhir_id,
-                    status=AppointmentStatus.BOOKED,
-                    comment=(request.POST.get("comment") or "").strip(),
-                    actor=_actor(request),
-                )
+                if "_hold" in request.POST:
+                    # The same service as $hold: the slot is the patient's for a while
+                    # (a caller who must check their diary), then frees itself.
+                    held = appointment_hold(**booking, hold_duration=FRONT_DESK_HOLD).appointment
+                    assert held.held_until is not None
+                    until = held.held_until.astimezone(tz)
+                    message = _(
+                        "Held %(when)s with %(who)s for %(patient)s until %(until)s; "
+                        "confirm it from the calendar."
+                    ) % {**done, "until": formats.time_format(until, "H:i")}
+                else:
+                    appointment_book(**booking, status=AppointmentStatus.BOOKED)
+                    message = _("Booked %(patient)s on %(when)s with %(who)s.") % done
             except DomainError as exc:
-                error = exc.message
+                error = exc.translated()
             else:
-                messages.success(
-                    request,
-                    _("Booked %(patient)s on %(when)s with %(who)s.")
-                    % {
-                        "patient": patient,
-                        "when": formats.date_format(start.astimezone(tz), "DATETIME_FORMAT"),
-                        "who": schedule.practitioner_role.practitioner,
-                    },
-                )
+                messages.success(request, message)
                 return HttpResponseRedirect(day_url(organization, start.astimezone(tz).date()))
     found = list(patient_matches(patients, query)[:25]) if query else []
     context = {
@@ -478,6 +490,9 @@ def appointment_view(
                     reason=(request.POST.get("reason") or "").strip(),
                 )
                 done = _("Appointment cancelled; the slot is free again.")
+            elif action == "confirm":
+                appointment_confirm(organization=organization, appointment=appointment, actor=actor)
+                done = _("Hold confirmed: the appointment is booked.")
             elif action == "noshow":
                 appointment_mark_noshow(
                     organization=organization, appointment=appointment, actor=actor
@@ -508,7 +523,7 @@ def appointment_view(
             else:
                 raise Http404(_("Unknown action."))
         except DomainError as exc:
-            error = exc.message
+            error = exc.translated()
         else:
             messages.success(request, done)
             return HttpResponseRedirect(day_url(organization, local_start.date()))
@@ -526,7 +541,10 @@ def appointment_view(
             "title": _("Appointment of %(patient)s") % {"patient": appointment.patient},
             "appointment": appointment,
             "practitioner": practitioner,
-            "status_label": _("held") if appointment.is_held else appointment.get_status_display(),
+            "status_label": held_label(appointment, tz)
+            if appointment.is_held
+            else appointment.get_status_display(),
+            "live_hold": appointment.is_held and not appointment.hold_lapsed(now),
             "status_class": "held" if appointment.is_held else appointment.status,
             "start": local_start,
             "end": appointment.end.astimezone(tz),
@@ -557,7 +575,7 @@ def slot_view(
         try:
             time_unblock(organization=organization, slot=slot, actor=_actor(request))
         except DomainError as exc:
-            error = exc.message
+            error = exc.translated()
         else:
             messages.success(request, _("Unblocked; the time is free again."))
             return HttpResponseRedirect(day_url(organization, slot.start.astimezone(tz).date()))

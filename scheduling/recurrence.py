@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from scheduling.errors import InvalidRecurrence, WindowTooLarge
+from scheduling.errors import InvalidRecurrence, WindowTooLarge, gettext_noop
 
 __all__ = [
     "FORBIDDEN_FREQS",
@@ -128,15 +128,21 @@ def _int_list(name: str, raw: str, lo: int, hi: int, *, signed: bool) -> tuple[i
     for item in raw.split(","):
         if not re.fullmatch(r"[+-]?\d{1,3}" if signed else r"\d{1,3}", item):
             raise InvalidRecurrence(
-                f"RRULE part {name}={raw!r} is not a comma-separated list of integers.",
+                gettext_noop(
+                    "RRULE part %(name)s=%(value)r is not a comma-separated list of integers."
+                ),
                 expression=["rrule"],
+                params={"name": name, "value": raw},
             )
         value = int(item)
         if not (lo <= abs(value) <= hi) or (not signed and value < 0):
             rng = f"{lo}..{hi}" + (f" or -{hi}..-{lo}" if signed else "")
             raise InvalidRecurrence(
-                f"RRULE part {name} value {item} is out of range (allowed {rng}).",
+                gettext_noop(
+                    "RRULE part %(name)s value %(value)s is out of range (allowed %(range)s)."
+                ),
                 expression=["rrule"],
+                params={"name": name, "value": item, "range": rng},
             )
         values.append(value)
     return tuple(sorted(set(values)))
@@ -146,8 +152,11 @@ def _parse_until(raw: str) -> _Until:
     m = _UNTIL_RE.match(raw)
     if not m:
         raise InvalidRecurrence(
-            f"RRULE UNTIL={raw!r} is not a date (YYYYMMDD) or date-time (YYYYMMDDTHHMMSSZ).",
+            gettext_noop(
+                "RRULE UNTIL=%(value)r is not a date (YYYYMMDD) or date-time (YYYYMMDDTHHMMSSZ)."
+            ),
             expression=["rrule"],
+            params={"value": raw},
         )
     y, mo, d, hh, mi, ss, z = m.groups()
     try:
@@ -157,7 +166,9 @@ def _parse_until(raw: str) -> _Until:
         wall = datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss))
     except ValueError:
         raise InvalidRecurrence(
-            f"RRULE UNTIL={raw!r} is not a valid calendar date or time.", expression=["rrule"]
+            gettext_noop("RRULE UNTIL=%(value)r is not a valid calendar date or time."),
+            expression=["rrule"],
+            params={"value": raw},
         ) from None
     if z:
         return _Until("utc", wall.replace(tzinfo=UTC), None)
@@ -168,50 +179,70 @@ def _parse_until(raw: str) -> _Until:
 def _parse(rrule: str) -> _Rule:
     if not isinstance(rrule, str) or not rrule.strip():
         raise InvalidRecurrence(
-            "The RRULE is empty; give e.g. 'FREQ=WEEKLY;BYDAY=MO'.", expression=["rrule"]
+            gettext_noop("The RRULE is empty; give e.g. 'FREQ=WEEKLY;BYDAY=MO'."),
+            expression=["rrule"],
         )
     text = rrule.strip()
     if text.upper().startswith("RRULE:"):
         raise InvalidRecurrence(
-            "Give the RRULE value without the 'RRULE:' prefix, e.g. 'FREQ=WEEKLY;BYDAY=MO'.",
+            gettext_noop(
+                "Give the RRULE value without the 'RRULE:' prefix, e.g. 'FREQ=WEEKLY;BYDAY=MO'."
+            ),
             expression=["rrule"],
         )
     parts: dict[str, str] = {}
     for chunk in text.split(";"):
         if "=" not in chunk:
             raise InvalidRecurrence(
-                f"RRULE part {chunk!r} is not of the form NAME=VALUE (parts are separated by ';').",
+                gettext_noop(
+                    "RRULE part %(part)r is not of the form NAME=VALUE "
+                    "(parts are separated by ';')."
+                ),
                 expression=["rrule"],
+                params={"part": chunk},
             )
         name, _, value = chunk.partition("=")
         name = name.strip().upper()
         value = value.strip().upper()
         if name not in _KNOWN_PARTS:
             raise InvalidRecurrence(
-                f"RRULE part {name!r} is not supported by RFC 5545 RRULE.", expression=["rrule"]
+                gettext_noop("RRULE part %(name)r is not supported by RFC 5545 RRULE."),
+                expression=["rrule"],
+                params={"name": name},
             )
         if name in parts:
             raise InvalidRecurrence(
-                f"RRULE part {name} is given more than once.", expression=["rrule"]
+                gettext_noop("RRULE part %(name)s is given more than once."),
+                expression=["rrule"],
+                params={"name": name},
             )
         if not value:
-            raise InvalidRecurrence(f"RRULE part {name} has no value.", expression=["rrule"])
+            raise InvalidRecurrence(
+                gettext_noop("RRULE part %(name)s has no value."),
+                expression=["rrule"],
+                params={"name": name},
+            )
         parts[name] = value
 
     freq_name = parts.get("FREQ")
     if freq_name is None:
         raise InvalidRecurrence(
-            "The RRULE has no FREQ; it must say e.g. FREQ=WEEKLY.", expression=["rrule"]
+            gettext_noop("The RRULE has no FREQ; it must say e.g. FREQ=WEEKLY."),
+            expression=["rrule"],
         )
     if freq_name in FORBIDDEN_FREQS:
         raise InvalidRecurrence(
-            f"FREQ={freq_name} is not allowed; use DAILY, WEEKLY, MONTHLY or YEARLY.",
+            gettext_noop("FREQ=%(freq)s is not allowed; use DAILY, WEEKLY, MONTHLY or YEARLY."),
             expression=["rrule"],
+            params={"freq": freq_name},
         )
     if freq_name not in _FREQS:
         raise InvalidRecurrence(
-            f"FREQ={freq_name} is not a known frequency; use DAILY, WEEKLY, MONTHLY or YEARLY.",
+            gettext_noop(
+                "FREQ=%(freq)s is not a known frequency; use DAILY, WEEKLY, MONTHLY or YEARLY."
+            ),
             expression=["rrule"],
+            params={"freq": freq_name},
         )
     freq = _FREQS[freq_name]
 
@@ -221,7 +252,9 @@ def _parse(rrule: str) -> _Rule:
             return None
         if not raw.isdigit() or int(raw) < 1:
             raise InvalidRecurrence(
-                f"RRULE {name}={raw!r} must be a positive integer.", expression=["rrule"]
+                gettext_noop("RRULE %(name)s=%(value)r must be a positive integer."),
+                expression=["rrule"],
+                params={"name": name, "value": raw},
             )
         return int(raw)
 
@@ -230,7 +263,8 @@ def _parse(rrule: str) -> _Rule:
     until = _parse_until(parts["UNTIL"]) if "UNTIL" in parts else None
     if count is not None and until is not None:
         raise InvalidRecurrence(
-            "An RRULE may have COUNT or UNTIL, not both (RFC 5545).", expression=["rrule"]
+            gettext_noop("An RRULE may have COUNT or UNTIL, not both (RFC 5545)."),
+            expression=["rrule"],
         )
 
     def ints(name: str, lo: int, hi: int, *, signed: bool) -> tuple[int, ...] | None:
@@ -253,8 +287,11 @@ def _parse(rrule: str) -> _Rule:
             m = _BYDAY_RE.match(item)
             if not m:
                 raise InvalidRecurrence(
-                    f"RRULE BYDAY item {item!r} is not a weekday such as MO, 1MO or -1FR.",
+                    gettext_noop(
+                        "RRULE BYDAY item %(item)r is not a weekday such as MO, 1MO or -1FR."
+                    ),
                     expression=["rrule"],
+                    params={"item": item},
                 )
             sign, num, day = m.groups()
             ordinal: int | None = None
@@ -262,24 +299,35 @@ def _parse(rrule: str) -> _Rule:
                 ordinal = -int(num) if sign == "-" else int(num)
                 if not 1 <= abs(ordinal) <= 53:
                     raise InvalidRecurrence(
-                        f"RRULE BYDAY item {item!r}: the ordinal must be 1..53 or -53..-1.",
+                        gettext_noop(
+                            "RRULE BYDAY item %(item)r: the ordinal must be 1..53 or -53..-1."
+                        ),
                         expression=["rrule"],
+                        params={"item": item},
                     )
             elif sign:
                 raise InvalidRecurrence(
-                    f"RRULE BYDAY item {item!r} has a sign but no number.", expression=["rrule"]
+                    gettext_noop("RRULE BYDAY item %(item)r has a sign but no number."),
+                    expression=["rrule"],
+                    params={"item": item},
                 )
             if ordinal is not None and freq not in (_MONTHLY, _YEARLY):
                 raise InvalidRecurrence(
-                    f"RRULE BYDAY item {item!r} has an ordinal; ordinals are only allowed"
-                    " with FREQ=MONTHLY or YEARLY.",
+                    gettext_noop(
+                        "RRULE BYDAY item %(item)r has an ordinal; ordinals are only allowed"
+                        " with FREQ=MONTHLY or YEARLY."
+                    ),
                     expression=["rrule"],
+                    params={"item": item},
                 )
             if ordinal is not None and byweekno is not None:
                 raise InvalidRecurrence(
-                    f"RRULE BYDAY item {item!r} has an ordinal; ordinals are not allowed"
-                    " together with BYWEEKNO.",
+                    gettext_noop(
+                        "RRULE BYDAY item %(item)r has an ordinal; ordinals are not allowed"
+                        " together with BYWEEKNO."
+                    ),
                     expression=["rrule"],
+                    params={"item": item},
                 )
             items.append((_DAYS[day], ordinal))
         byday = tuple(sorted(set(items), key=lambda x: (x[0], x[1] or 0)))
@@ -288,29 +336,32 @@ def _parse(rrule: str) -> _Rule:
     if "WKST" in parts:
         if parts["WKST"] not in _DAYS:
             raise InvalidRecurrence(
-                f"RRULE WKST={parts['WKST']!r} must be a weekday code such as MO or SU.",
+                gettext_noop("RRULE WKST=%(value)r must be a weekday code such as MO or SU."),
                 expression=["rrule"],
+                params={"value": parts["WKST"]},
             )
         wkst = _DAYS[parts["WKST"]]
 
     if byweekno is not None and freq != _YEARLY:
         raise InvalidRecurrence(
-            "RRULE BYWEEKNO is only allowed with FREQ=YEARLY.", expression=["rrule"]
+            gettext_noop("RRULE BYWEEKNO is only allowed with FREQ=YEARLY."), expression=["rrule"]
         )
     if byyearday is not None and freq in (_DAILY, _WEEKLY, _MONTHLY):
         raise InvalidRecurrence(
-            "RRULE BYYEARDAY is only allowed with FREQ=YEARLY here.", expression=["rrule"]
+            gettext_noop("RRULE BYYEARDAY is only allowed with FREQ=YEARLY here."),
+            expression=["rrule"],
         )
     if bymonthday is not None and freq == _WEEKLY:
         raise InvalidRecurrence(
-            "RRULE BYMONTHDAY is not allowed with FREQ=WEEKLY.", expression=["rrule"]
+            gettext_noop("RRULE BYMONTHDAY is not allowed with FREQ=WEEKLY."), expression=["rrule"]
         )
     if bysetpos is not None and not any(
         p is not None
         for p in (bysecond, byminute, byhour, byday, bymonthday, byyearday, byweekno, bymonth)
     ):
         raise InvalidRecurrence(
-            "RRULE BYSETPOS needs another BYxxx part to select from.", expression=["rrule"]
+            gettext_noop("RRULE BYSETPOS needs another BYxxx part to select from."),
+            expression=["rrule"],
         )
     if bymonthday is not None and byday is None and byyearday is None and byweekno is None:
         _check_month_days(bymonth, bymonthday)
@@ -342,7 +393,9 @@ def _check_month_days(bymonth: tuple[int, ...] | None, bymonthday: tuple[int, ..
         if any(abs(d) <= _MONTH_LEN[month - 1] for d in bymonthday):
             return
     raise InvalidRecurrence(
-        "The RRULE can never occur: none of its BYMONTHDAY values exists in its BYMONTH months.",
+        gettext_noop(
+            "The RRULE can never occur: none of its BYMONTHDAY values exists in its BYMONTH months."
+        ),
         expression=["rrule"],
     )
 
@@ -366,14 +419,17 @@ def validate_timezone(tzid: str) -> ZoneInfo:
     """Return the IANA zone ``tzid``; raise InvalidRecurrence if it is not a known zone."""
     if not isinstance(tzid, str) or not tzid or tzid != tzid.strip():
         raise InvalidRecurrence(
-            f"Time zone {tzid!r} is not an IANA zone name.", expression=["timezone"]
+            gettext_noop("Time zone %(zone)r is not an IANA zone name."),
+            expression=["timezone"],
+            params={"zone": tzid},
         )
     try:
         return _zone(tzid)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidRecurrence(
-            f"Time zone {tzid!r} is not a known IANA zone (e.g. 'Europe/Amsterdam').",
+            gettext_noop("Time zone %(zone)r is not a known IANA zone (e.g. 'Europe/Amsterdam')."),
             expression=["timezone"],
+            params={"zone": tzid},
         ) from None
 
 
@@ -382,7 +438,11 @@ def validate_timezone(tzid: str) -> ZoneInfo:
 
 def _require_aware(value: datetime, name: str) -> None:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidRecurrence(f"{name} must be a timezone-aware datetime.", expression=[name])
+        raise InvalidRecurrence(
+            gettext_noop("%(name)s must be a timezone-aware datetime."),
+            expression=[name],
+            params={"name": name},
+        )
 
 
 def _local(value: datetime, tz: ZoneInfo) -> datetime:
@@ -645,7 +705,9 @@ def _context(
     _require_aware(first_start, "first_start")
     _require_aware(first_end, "first_end")
     if first_end < first_start:
-        raise InvalidRecurrence("The first occurrence ends before it starts.", expression=["end"])
+        raise InvalidRecurrence(
+            gettext_noop("The first occurrence ends before it starts."), expression=["end"]
+        )
     dtstart = _local(first_start, tz).replace(microsecond=0)
     ex_instants: set[datetime] = set()
     ex_dates: set[date] = set()
@@ -662,7 +724,9 @@ def _context(
             ex_dates.add(ex)
         else:
             raise InvalidRecurrence(
-                f"exdate {ex!r} is not a date or datetime.", expression=["exdate"]
+                gettext_noop("exdate %(value)r is not a date or datetime."),
+                expression=["exdate"],
+                params={"value": ex},
             )
     return _Context(
         text=rrule,
@@ -822,9 +886,12 @@ def _collect(
             room -= 1
             if room == -1:
                 raise WindowTooLarge(
-                    f"The recurrence has more than {max_occurrences} occurrences in the date "
-                    f"window; search a shorter window.",
+                    gettext_noop(
+                        "The recurrence has more than %(limit)s occurrences in the date window; "
+                        "search a shorter window."
+                    ),
                     expression=["date"],
+                    params={"limit": max_occurrences},
                 )
     return out
 
@@ -836,7 +903,9 @@ def _in_range() -> Iterator[None]:
         yield
     except OverflowError:
         raise InvalidRecurrence(
-            "The recurrence reaches dates outside the supported range (years 1 to 9999).",
+            gettext_noop(
+                "The recurrence reaches dates outside the supported range (years 1 to 9999)."
+            ),
             expression=["rrule"],
         ) from None
 

@@ -866,6 +866,12 @@ def test_calendar_shows_group_slots_filling_and_buffers(
     first = next(b for b in blocks if b.kind == "free" and b.start == group.planning_start)
     assert first.detail == "2 of 3 booked"
     assert "2 of 3 booked" in response.content.decode()
+    # An empty group slot says how many can come, not "0 of 3 booked".
+    empty = next(b for b in blocks if b.kind == "free" and b.start > group.planning_start)
+    assert empty.detail == "3 places free"
+    assert "0 of 3" not in response.content.decode()
+    dutch = staff_client.get(url, {"week": week}, HTTP_ACCEPT_LANGUAGE="nl").content.decode()
+    assert "3 plaatsen vrij" in dutch and "2 van 3 geboekt" in dutch
     buffers = [b for b in blocks if b.kind == "buffer"]
     assert len(buffers) == 2  # one after each booking
     assert all(b.end - b.start == timedelta(minutes=10) for b in buffers)

@@ -290,6 +290,8 @@ def test_blocking_over_a_booking_lists_the_patient_and_needs_confirmation(
     hits = page.locator("#block-hits")
     assert "Visser" in hits.inner_text()
     assert "appt-visser" in hits.inner_text()
+    # When, in the clinic's time (the booking is 09:30 Amsterdam), not the API's UTC.
+    assert "09:30" in hits.inner_text() and "UTC" not in hits.inner_text()
     assert not Slot.objects.filter(comment="Fire drill").exists()
     page.screenshot(path=str(ARTIFACTS / "block-over-booking-confirm.png"), full_page=True)
     page.check("#id_confirm")

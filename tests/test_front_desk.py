@@ -205,7 +205,17 @@ def test_another_organisations_rows_are_invisible_and_untouchable(two: dict[str,
                 "patient": theirs["patient"].pk,
             },
         ),
+        (
+            book_url(theirs["schedule"], start),
+            {
+                "schedule": theirs["schedule"].pk,
+                "start": start.isoformat(),
+                "patient": theirs["patient"].pk,
+                "_hold": "1",
+            },
+        ),
         (f"{DAY_URL}appointment/{appointment.pk}/", {"action": "cancel", "reason": "x"}),
+        (f"{DAY_URL}appointment/{appointment.pk}/", {"action": "confirm"}),
         (f"{DAY_URL}blocked/{theirs['block'].pk}/", {}),
     ]
     for url, data in posts:
@@ -353,7 +363,7 @@ def test_every_admin_page_renders_in_dutch(two: dict[str, Any]) -> None:
     }
     for name, obj in objects.items():
         urls.append(f"/admin/scheduling/{name}/")
-        if name not in ("appointmentresponse", "auditevent", "organization"):
+        if name not in ("appointmentresponse", "auditevent", "organization", "slot"):
             urls.append(f"/admin/scheduling/{name}/add/")
         if obj is not None:
             urls.append(f"/admin/scheduling/{name}/{obj.pk}/change/")
@@ -495,3 +505,158 @@ def test_staff_of_two_organisations_pick_one(two: dict[str, Any]) -> None:
     assert "Minedoc" in default and "Theirsdoc" not in default  # one organisation a page
     other = client.get(DAY_URL, {"date": day, "org": theirs["schedule"].organization_id})
     assert "Theirsdoc" in other.content.decode() and "Minedoc" not in other.content.decode()
+
+
+def test_refusals_read_in_dutch_on_a_dutch_admin(two: dict[str, Any]) -> None:
+    """A domain refusal (the engine's, a service's) is shown in the reader's language: the
+    English sentence of the API must not leak onto a Dutch page."""
+    mine, client = two["mine"], two["client"]
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "nl"
+    taken = mine["appointment"].start
+    other = PatientFactory(organization=two["org"], family="Anders")
+    # Book: the slot is taken.
+    refused = client.post(
+        book_url(mine["schedule"], taken),
+        {"schedule": mine["schedule"].pk, "start": taken.isoformat(), "patient": other.pk},
+    )
+    body = html.unescape(refused.content.decode())
+    assert refused.status_code == 400
+    assert "is niet meer vrij: de zorgverlener is dan al geboekt" in body
+    assert "no longer free" not in body
+    # Move another booking onto it: refused in Dutch too, nothing moved.
+    later = taken + timedelta(hours=1)
+    second = AppointmentFactory(
+        organization=two["org"],
+        patient=other,
+        schedule=mine["schedule"],
+        practitioner_role=mine["role"],
+        start=later,
+        end=later + timedelta(minutes=15),
+    )
+    url = f"{DAY_URL}appointment/{second.pk}/"
+    moved = client.post(
+        url, {"action": "move", "slot": f"{mine['schedule'].pk}|{taken.isoformat()}"}
+    )
+    body = html.unescape(moved.content.decode())
+    assert moved.status_code == 400 and "is niet meer vrij" in body and "no longer" not in body
+    second.refresh_from_db()
+    assert second.start == later
+    # No-show before the start: the lifecycle service's refusal.
+    early = client.post(url, {"action": "noshow"})
+    body = html.unescape(early.content.decode())
+    assert "is nog niet begonnen" in body and "has not started" not in body
+    # Block over the booking: the bookings it hits are listed, in Dutch, for confirmation.
+    day = mine["tomorrow"].isoformat()
+    blocked = client.post(
+        f"/admin/scheduling/practitioner/{mine['practitioner'].pk}/block/",
+        {"schedule": mine["schedule"].pk, "start": f"{day}T08:30", "end": f"{day}T09:30"},
+    )
+    body = html.unescape(blocked.content.decode())
+    assert 'id="block-hits"' in body and "Minepatient" in body
+    hits = body.split('id="block-hits"', 1)[1].split("</div>", 1)[0]
+    assert ", 09:00" in hits and "UTC" not in hits  # the reader's time, not the API's
+    assert "Deze tijd valt over" in body and "covers" not in body
+    assert not Slot.objects.filter(start__date=mine["tomorrow"], comment="").exists()
+
+
+def test_the_slot_admin_blocks_and_unblocks_only_through_the_block_service(
+    two: dict[str, Any],
+) -> None:
+    """A stored slot made busy in the Slot admin would skip Block time's confirmation and
+    audit: there it is read-only but for its comment, and Delete unblocks, audited."""
+    mine, theirs, client = two["mine"], two["theirs"], two["client"]
+    block: Slot = mine["block"]
+    assert client.get("/admin/scheduling/slot/add/").status_code == 403
+    url = f"/admin/scheduling/slot/{block.pk}/change/"
+    page = client.get(url).content.decode()
+    assert 'id="slot-block-time"' in page and 'id="slot-unblock"' in page
+    assert f"/admin/scheduling/schedule/{mine['schedule'].pk}/block/" in page
+    # A crafted POST cannot free, move or widen the block; the comment is kept.
+    response = client.post(
+        url,
+        {
+            "status": "free",
+            "start": "2030-01-01 08:00",
+            "end": "2030-01-01 18:00",
+            "comment": "Team meeting",
+        },
+    )
+    assert response.status_code == 302
+    before = (block.status, block.start, block.end)
+    block.refresh_from_db()
+    assert (block.status, block.start, block.end) == before
+    assert block.comment == "Team meeting"
+    # Their block: not mine to see or delete.
+    their_block: Slot = theirs["block"]
+    assert client.get(f"/admin/scheduling/slot/{their_block.pk}/change/").status_code == 302
+    client.post(f"/admin/scheduling/slot/{their_block.pk}/delete/", {"post": "yes"})
+    client.post(
+        "/admin/scheduling/slot/",
+        {"action": "delete_selected", "_selected_action": [their_block.pk], "post": "yes"},
+    )
+    assert Slot.objects.filter(pk=their_block.pk).exists()
+    # Delete is the block service's unblock, audited.
+    response = client.post(f"/admin/scheduling/slot/{block.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Slot.objects.filter(pk=block.pk).exists()
+    unblocked = AuditEvent.objects.get(action="unblocked", organization=two["org"])
+    assert unblocked.appointment_fhir_id == f"Slot/{block.fhir_id}"
+    assert unblocked.actor == "staff:desk-a"
+
+
+def test_a_hold_from_a_free_slot_shows_its_expiry_and_is_confirmed_from_the_booking(
+    two: dict[str, Any],
+) -> None:
+    mine, client = two["mine"], two["client"]
+    start = datetime.combine(mine["tomorrow"], time(10), tzinfo=AMS)
+    url = book_url(mine["schedule"], start)
+    form = client.get(url + "&q=Minepatient").content.decode()
+    assert 'id="hold-button"' in form
+    before = timezone.now()
+    response = client.post(
+        url,
+        {
+            "schedule": mine["schedule"].pk,
+            "start": start.isoformat(),
+            "patient": mine["patient"].pk,
+            "_hold": "1",
+        },
+    )
+    assert response.status_code == 302
+    held = Appointment.objects.get(patient=mine["patient"], start=start)
+    assert held.status == "pending" and held.held_until is not None
+    assert timedelta(minutes=9) < held.held_until - before <= timedelta(minutes=11)
+    assert AuditEvent.objects.filter(appointment=held, action="held").exists()
+    until = f"{held.held_until.astimezone(AMS):%H:%M}"
+    # The day view tells a hold from a booking, with its expiry; the slot is not free.
+    day = client.get(DAY_URL, {"date": mine["tomorrow"].isoformat()}).content.decode()
+    assert f"held until {until}" in day and "st-held" in day
+    assert 'data-kind="free" data-start="10:15"' in day
+    assert 'data-kind="free" data-start="10:00"' not in day
+    # Another patient cannot take the held slot.
+    other = PatientFactory(organization=two["org"], family="Other")
+    taken = client.post(
+        url, {"schedule": mine["schedule"].pk, "start": start.isoformat(), "patient": other.pk}
+    )
+    assert taken.status_code == 400
+    desk = f"{DAY_URL}appointment/{held.pk}/"
+    page = client.get(desk).content.decode()
+    assert 'id="confirm-form"' in page and f"held until {until}" in page
+    assert client.post(desk, {"action": "confirm"}).status_code == 302
+    held.refresh_from_db()
+    assert (held.status, held.held_until) == ("booked", None)
+    assert AuditEvent.objects.filter(appointment=held, action="confirmed").exists()
+    assert 'id="confirm-form"' not in client.get(desk).content.decode()
+    # Confirming again: the service's refusal, in plain words.
+    again = client.post(desk, {"action": "confirm"})
+    assert again.status_code == 400 and "not a held appointment" in again.content.decode()
+
+
+def test_the_appointment_list_and_add_page_lead_to_booking_in_the_day_view(
+    two: dict[str, Any],
+) -> None:
+    client = two["client"]
+    listing = client.get("/admin/scheduling/appointment/").content.decode()
+    assert f'href="{DAY_URL}" id="book-in-day-view"' in listing
+    add = client.get("/admin/scheduling/appointment/add/").content.decode()
+    assert 'id="book-from-day"' in add and f'href="{DAY_URL}"' in add

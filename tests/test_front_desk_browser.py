@@ -120,6 +120,8 @@ def test_book_move_cancel_and_block_from_the_day_view(
     # The group slot says how full it is, and both patients are visible side by side.
     smit = column(page, desk, "group-yoga")
     assert "2 of 3 booked" in smit.locator("a.dblk-free[data-start='11:00']").inner_text()
+    # An empty group slot says how many can still come.
+    assert "3 places free" in smit.locator("a.dblk-free[data-start='11:15']").inner_text()
     assert smit.locator(".dblk-booking").count() == 2
     assert "Back pain group" in smit.locator(".dblk-booking").first.inner_text()
     page.screenshot(path=str(ARTIFACTS / "desk-day-three-practitioners.png"), full_page=True)
@@ -165,6 +167,26 @@ def test_book_move_cancel_and_block_from_the_day_view(
     assert appointment.cancelation_reason == "Patient is ill"
     assert bakker.locator(".dblk-booking").count() == 0
     assert bakker.locator("a.dblk-free[data-start='10:30']").count() == 1
+
+    # --- hold a slot for a caller, then confirm the hold --------------------------------
+    bakker.locator("a.dblk-free[data-start='14:00']").click()
+    page.locator("#id_q").press_sequentially("jansen", delay=40)
+    page.wait_for_selector("#patient-results")
+    page.click("#hold-button")
+    page.wait_for_selector("#day-calendar")
+    held = Appointment.objects.get(patient__family="Jansen")
+    assert held.status == "pending" and held.held_until is not None
+    until = f"{held.held_until.astimezone(AMS):%H:%M}"
+    box = bakker.locator(".dblk-booking")
+    assert box.get_attribute("data-status") == "held"
+    assert f"held until {until}" in box.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "desk-held.png"), full_page=True)
+    box.click()
+    page.click("#confirm-form input[type=submit]")
+    page.wait_for_selector("#day-calendar")
+    held.refresh_from_db()
+    assert held.status == "booked"
+    assert bakker.locator(".dblk-booking").get_attribute("data-status") == "booked"
 
     # --- block Smit's morning over the group bookings: listed, confirmed, then unblocked
     page.locator(
@@ -251,6 +273,44 @@ def test_the_same_journey_in_dutch(
     page.click("input[name=_book]")
     page.wait_for_selector("#day-calendar")
     assert "Jan Visser geboekt" in page.inner_text(".messagelist")
+    # The same patient at the same time with another practitioner: refused, in Dutch.
+    column(page, desk, "dr-de-vries").locator("a.dblk-free[data-start='09:15']").click()
+    page.fill("#id_q", "Visser")
+    page.press("#id_q", "Enter")
+    page.wait_for_selector("#patient-results")
+    page.click("input[name=_book]")
+    page.wait_for_selector("#desk-error")
+    refusal = page.inner_text("#desk-error")
+    assert "De patiënt heeft op dat moment al een afspraak" in refusal, refusal
+    assert "already" not in refusal
+    page.screenshot(path=str(ARTIFACTS / "desk-refused-nl.png"), full_page=True)
+    page.goto(f"{base}/admin/scheduling/practitioner/day/?date={tomorrow.isoformat()}")
+    # Move it to 10:00, in Dutch.
+    bakker.locator(".dblk-booking").click()
+    page.wait_for_selector("#appointment-details")
+    assert "Verplaatsen naar een ander vrij tijdslot" in page.inner_text("#move legend")
+    page.click("button.move-slot[data-start='10:00']")
+    page.wait_for_selector("#day-calendar")
+    assert "Verplaatst" in page.inner_text(".messagelist")
+    assert bakker.locator(".dblk-booking").inner_text().startswith("10:00")
+    # Block Bakker's morning over it: the booking is listed, in Dutch, to confirm.
+    page.locator(
+        f"#head-{desk['schedules']['dr-bakker'].practitioner_role.practitioner.pk} .block-link"
+    ).click()
+    page.wait_for_selector("#block-form")
+    page.fill("#id_start", f"{tomorrow.isoformat()}T09:30")
+    page.fill("#id_end", f"{tomorrow.isoformat()}T10:30")
+    page.fill("#id_comment", "Overleg")
+    page.click("input[name=_block]")
+    page.wait_for_selector("#block-hits")
+    hits = page.inner_text("#block-hits")
+    assert "Jan Visser" in hits and "afspraak" in hits, hits
+    page.screenshot(path=str(ARTIFACTS / "desk-block-confirm-nl.png"), full_page=True)
+    page.check("#id_confirm")
+    page.click("input[name=_block]")
+    page.wait_for_selector("#day-calendar")
+    assert Slot.objects.filter(comment="Overleg", status="busy-unavailable").count() == 1
+    assert bakker.locator(".dblk-booking").count() == 1  # a block never hides a booking
     bakker.locator(".dblk-booking").click()
     assert "Annuleren" in page.inner_text("#cancel")
     page.fill("#id_reason", "Ziek")

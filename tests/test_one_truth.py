@@ -183,6 +183,25 @@ def test_a_patient_is_never_in_two_places(
     assert _book(api, org, patient.fhir_id, other, at + timedelta(minutes=15)).status_code == 201
 
 
+def test_the_api_answers_in_english_whatever_the_accept_language(
+    api: APIClient, org: Organization, two_schedules: tuple[Schedule, Schedule]
+) -> None:
+    # The admin speaks Dutch to a Dutch browser; the API's diagnostics stay English
+    # (fhir_api.errors.outcome_for_exception), so clients can match on them.
+    gp, other = two_schedules
+    patient = PatientFactory(organization=org)
+    at = gp.planning_start + timedelta(hours=1)
+    assert _book(api, org, patient.fhir_id, gp, at).status_code == 201
+    refused = api.post(
+        url(f"Patient/{patient.fhir_id}/Appointment/$book-slot", org.id),
+        _book_body(other, at),
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="nl",
+    )
+    assert_outcome(refused, 409, contains="is no longer free: its practitioner is booked then")
+    assert "tijdslot" not in refused.content.decode()
+
+
 def test_an_occurrence_of_a_recurring_appointment_is_busy_and_refused(
     api: APIClient, org: Organization
 ) -> None:

@@ -12,7 +12,7 @@ from django.db.models import (
 )
 
 from scheduling import recurrence
-from scheduling.errors import NotFound, WindowTooLarge
+from scheduling.errors import NotFound, WindowTooLarge, gettext_noop
 from scheduling.models import (
     Appointment,
     Organization,
@@ -90,11 +90,16 @@ def generated_not_found(kind: str, fhir_id: str, parent_exists: bool, parent: st
     if parent_exists:
         parent_type = "Appointment" if kind == "Appointment" else "Schedule"
         return NotFound(
-            f"{kind} '{fhir_id}' is a generated occurrence of {parent_type}/{parent}; "
-            "generated occurrences cannot be read by id, only found by a search with a "
-            "date window."
+            gettext_noop(
+                "%(kind)s '%(id)s' is a generated occurrence of %(parent_type)s/%(parent)s; "
+                "generated occurrences cannot be read by id, only found by a search with a "
+                "date window."
+            ),
+            params={"kind": kind, "id": fhir_id, "parent_type": parent_type, "parent": parent},
         )
-    return NotFound(f"{kind} '{fhir_id}' was not found.")
+    return NotFound(
+        gettext_noop("%(kind)s '%(id)s' was not found."), params={"kind": kind, "id": fhir_id}
+    )
 
 
 def _day_floor(ts: int) -> int:

@@ -7,7 +7,7 @@ from datetime import UTC, timedelta
 from django.db import transaction
 
 from scheduling import recurrence, selectors
-from scheduling.errors import InvalidInput, NotFound
+from scheduling.errors import InvalidInput, NotFound, gettext_noop
 from scheduling.models import (
     Appointment,
     AppointmentResponse,
@@ -45,8 +45,9 @@ def appointment_respond(
     if participant_status not in ParticipationStatus.values:
         allowed = ", ".join(ParticipationStatus.values)
         raise InvalidInput(
-            f"participantStatus '{participant_status}' is not one of: {allowed}.",
+            gettext_noop("participantStatus '%(status)s' is not one of: %(allowed)s."),
             expression=[_STATUS_FIELD],
+            params={"status": participant_status, "allowed": allowed},
         )
     with transaction.atomic():
         appointment = (
@@ -131,8 +132,9 @@ def _locked_occurrence(
     existence is not this caller's to learn.
     """
     not_found = NotFound(
-        f"Appointment '{fhir_id}' was not found for this patient.",
+        gettext_noop("Appointment '%(appointment)s' was not found for this patient."),
         expression=["appointment"],
+        params={"appointment": fhir_id},
     )
     parsed = recurrence.split_occurrence_id(fhir_id)
     if parsed is None:
@@ -159,10 +161,13 @@ def _locked_occurrence(
         if period.start.replace(microsecond=0) == start:
             return parent, period
     raise NotFound(
-        f"Appointment '{fhir_id}' is not an occurrence of Appointment/{parent_id}: no "
-        "occurrence of it starts then (or it was left out); search "
-        f"Appointment?_id={parent_id}&date=... for its occurrences.",
+        gettext_noop(
+            "Appointment '%(appointment)s' is not an occurrence of Appointment/%(parent)s: no "
+            "occurrence of it starts then (or it was left out); search "
+            "Appointment?_id=%(parent)s&date=... for its occurrences."
+        ),
         expression=["appointment"],
+        params={"appointment": fhir_id, "parent": parent_id},
     )
 
 

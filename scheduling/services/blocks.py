@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 
-from scheduling.errors import BlockHitsBookings, BusinessRuleViolation
+from scheduling.errors import BlockHitsBookings, BusinessRuleViolation, Text, gettext_noop
 from scheduling.models import AuditEvent, Organization, Schedule, Slot, SlotStatus
 from scheduling.recurrence import Period
 from scheduling.selectors.common import utc_now
@@ -35,9 +35,15 @@ def time_block_hits(
     )
 
 
-def _describe(hit: Occupant) -> str:
-    when = f"{datetime.fromtimestamp(hit.start, UTC):%Y-%m-%d %H:%M} UTC"
-    return f"{hit.patient or 'a patient'}, {when} ({hit.label})"
+def _describe(hit: Occupant) -> Text:
+    return Text(
+        gettext_noop("%(patient)s, %(time)s UTC (%(appointment)s)"),
+        {
+            "patient": hit.patient or Text(gettext_noop("a patient")),
+            "time": f"{datetime.fromtimestamp(hit.start, UTC):%Y-%m-%d %H:%M}",
+            "appointment": hit.label,
+        },
+    )
 
 
 def time_block(
@@ -54,7 +60,9 @@ def time_block(
     """Block ``start``-``end`` for the schedule's occupant. BlockHitsBookings (listing them)
     when active bookings fall inside, unless ``confirm``. Audited."""
     if end <= start:
-        raise BusinessRuleViolation("The end must be after the start.", expression=["end"])
+        raise BusinessRuleViolation(
+            gettext_noop("The end must be after the start."), expression=["end"]
+        )
     now = now or utc_now()
     with transaction.atomic():
         lock_occupants(organization=organization, keys={schedule.occupant})
@@ -62,10 +70,14 @@ def time_block(
             organization=organization, schedule=schedule, start=start, end=end, now=now
         )
         if hits and not confirm:
+            described = [_describe(h) for h in hits]
             raise BlockHitsBookings(
-                f"This block covers {len(hits)} booking(s); confirm to block the time anyway "
-                "(the bookings stay): " + "; ".join(_describe(h) for h in hits) + ".",
-                bookings=[_describe(h) for h in hits],
+                gettext_noop(
+                    "This block covers %(count)s booking(s); confirm to block the time anyway "
+                    "(the bookings stay): %(bookings)s."
+                ),
+                bookings=described,
+                params={"count": len(hits), "bookings": described},
             )
         slot = Slot.objects.create(
             organization=organization,
@@ -98,7 +110,9 @@ def time_unblock(*, organization: Organization, slot: Slot, actor: str) -> None:
     """Remove a block (a busy-unavailable Slot); the time is free again. Audited."""
     if slot.status != SlotStatus.BUSY_UNAVAILABLE:
         raise BusinessRuleViolation(
-            f"Slot '{slot.fhir_id}' is {slot.status}, not blocked time.", expression=["slot"]
+            gettext_noop("Slot '%(slot)s' is %(status)s, not blocked time."),
+            expression=["slot"],
+            params={"slot": slot.fhir_id, "status": slot.status},
         )
     with transaction.atomic():
         lock_occupants(organization=organization, keys={slot.schedule.occupant})

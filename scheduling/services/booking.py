@@ -22,7 +22,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 
 from scheduling import recurrence
-from scheduling.errors import BusinessRuleViolation, InvalidInput, SlotTaken
+from scheduling.errors import BusinessRuleViolation, InvalidInput, SlotTaken, gettext_noop
 from scheduling.models import (
     BOOKABLE_STATUSES,
     Appointment,
@@ -54,6 +54,9 @@ __all__ = [
 
 # Domain field names; the API turns them into FHIR paths (``fhir_api`` views' field_path).
 _START = "start"
+_BOOKED_MEANWHILE = gettext_noop(
+    "This time was booked by someone else meanwhile; choose another slot."
+)
 _SCHEDULE = "schedule"
 _ROLE = "practitionerRole"
 _STATUS = "status"
@@ -96,7 +99,7 @@ def appointment_book(
     and writes nothing. ``now`` is the clock (tests pass one; default: the real time).
     """
     if start.tzinfo is None or start.utcoffset() is None:
-        raise InvalidInput("start needs a timezone offset.", expression=[_START])
+        raise InvalidInput(gettext_noop("start needs a timezone offset."), expression=[_START])
     start = start.astimezone(UTC)
     now = now or utc_now()
     request_hash = _request_hash(
@@ -166,10 +169,7 @@ def appointment_book(
         ):
             return result
         if integrity_conflict(exc):
-            raise SlotTaken(
-                "This time was booked by someone else meanwhile; choose another slot.",
-                expression=[_START],
-            ) from None
+            raise SlotTaken(_BOOKED_MEANWHILE, expression=[_START]) from None
         raise
     return BookingResult(appointment, created=True)
 
@@ -185,19 +185,24 @@ def _check_rules(*, schedule: Schedule, practitioner_role_id: str, status: str |
     if status is not None and status not in BOOKABLE_STATUSES:
         allowed = ", ".join(str(s) for s in BOOKABLE_STATUSES)
         raise BusinessRuleViolation(
-            f"status '{status}' cannot be booked; use one of: {allowed}.", expression=[_STATUS]
+            gettext_noop("status '%(status)s' cannot be booked; use one of: %(allowed)s."),
+            expression=[_STATUS],
+            params={"status": status, "allowed": allowed},
         )
     if not schedule.active:
         raise BusinessRuleViolation(
-            f"Schedule '{schedule.fhir_id}' is not active: it takes no bookings.",
+            gettext_noop("Schedule '%(schedule)s' is not active: it takes no bookings."),
             expression=[_SCHEDULE],
+            params={"schedule": schedule.fhir_id},
         )
     role = schedule.practitioner_role
     if role is None or role.fhir_id != practitioner_role_id:
         raise BusinessRuleViolation(
-            f"PractitionerRole '{practitioner_role_id}' is not the actor of schedule "
-            f"'{schedule.fhir_id}'.",
+            gettext_noop(
+                "PractitionerRole '%(role)s' is not the actor of schedule '%(schedule)s'."
+            ),
             expression=[_ROLE],
+            params={"role": practitioner_role_id, "schedule": schedule.fhir_id},
         )
 
 
@@ -243,9 +248,12 @@ def _refuse_early(
     )
     if taken:
         raise SlotTaken(
-            f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free: "
-            "its practitioner is booked then; choose another slot.",
+            gettext_noop(
+                "The slot at %(start)s of schedule '%(schedule)s' is no longer free: its "
+                "practitioner is booked then; choose another slot."
+            ),
             expression=[_START],
+            params={"start": iso(start), "schedule": schedule.fhir_id},
         )
     return named
 
@@ -363,7 +371,11 @@ def _schedule_named(
         schedule = queryset.filter(organization=organization, fhir_id=parent_id).first()
         if schedule is not None and schedule.is_recurring:
             return schedule, occurrence_start
-    raise BusinessRuleViolation(f"Schedule '{value}' does not exist.", expression=[_SCHEDULE])
+    raise BusinessRuleViolation(
+        gettext_noop("Schedule '%(schedule)s' does not exist."),
+        expression=[_SCHEDULE],
+        params={"schedule": value},
+    )
 
 
 def _insert_loaded(appointment: Appointment) -> None:
@@ -407,7 +419,7 @@ def appointment_reschedule(
     out. ``staff`` moves are not held to the schedule's cancellation cutoff.
     """
     if start.tzinfo is None or start.utcoffset() is None:
-        raise InvalidInput("start needs a timezone offset.", expression=[_START])
+        raise InvalidInput(gettext_noop("start needs a timezone offset."), expression=[_START])
     start = start.astimezone(UTC)
     now = now or utc_now()
     request_hash = _request_hash(
@@ -446,10 +458,7 @@ def appointment_reschedule(
         return replayed.appointment
     except IntegrityError as exc:
         if integrity_conflict(exc):
-            raise SlotTaken(
-                "This time was booked by someone else meanwhile; choose another slot.",
-                expression=[_START],
-            ) from None
+            raise SlotTaken(_BOOKED_MEANWHILE, expression=[_START]) from None
         raise
 
 
@@ -474,9 +483,11 @@ def _reschedule_locked(
         schedule, occurrence_start = _schedules().get(pk=appointment.schedule_id), None
     else:
         raise BusinessRuleViolation(
-            f"Appointment '{appointment.fhir_id}' has no schedule; name the schedule to move "
-            "it to.",
+            gettext_noop(
+                "Appointment '%(appointment)s' has no schedule; name the schedule to move it to."
+            ),
             expression=[_SCHEDULE],
+            params={"appointment": appointment.fhir_id},
         )
     patient = appointment.patient
     lock_occupants(
@@ -489,7 +500,10 @@ def _reschedule_locked(
         .first()
     )
     if locked is None:
-        raise BusinessRuleViolation(f"Appointment '{appointment.fhir_id}' was not found.")
+        raise BusinessRuleViolation(
+            gettext_noop("Appointment '%(appointment)s' was not found."),
+            params={"appointment": appointment.fhir_id},
+        )
     if idempotency_key is not None:
         replay = _replay(
             organization=organization,
@@ -502,18 +516,28 @@ def _reschedule_locked(
             raise _Replayed(replay)
     if not locked.is_active or locked.hold_lapsed(now):
         raise BusinessRuleViolation(
-            f"Appointment '{locked.fhir_id}' is "
-            f"{'cancelled (hold expired)' if locked.is_active else locked.status}; "
-            "only an active appointment can be moved.",
+            gettext_noop(
+                "Appointment '%(appointment)s' is cancelled (hold expired); only an active "
+                "appointment can be moved."
+            )
+            if locked.is_active  # active but its hold lapsed
+            else gettext_noop(
+                "Appointment '%(appointment)s' is %(status)s; only an active appointment can "
+                "be moved."
+            ),
             expression=["status"],
+            params={"appointment": locked.fhir_id, "status": locked.status},
         )
     if not staff:
         cancellation_cutoff_check(appointment=locked, now=now, action="move", field="start")
     if locked.is_recurring:
         raise BusinessRuleViolation(
-            f"Appointment '{locked.fhir_id}' is recurring; move its occurrences by changing "
-            "the series.",
+            gettext_noop(
+                "Appointment '%(appointment)s' is recurring; move its occurrences by changing "
+                "the series."
+            ),
             expression=["recurrence"],
+            params={"appointment": locked.fhir_id},
         )
     role = schedule.practitioner_role
     role_id = practitioner_role_id or (role.fhir_id if role is not None else "")
@@ -595,8 +619,10 @@ def _replay(
         return None
     if row.request_hash != request_hash:
         raise BusinessRuleViolation(
-            "This Idempotency-Key was already used for a different booking request; "
-            "use a new key for a new request.",
+            gettext_noop(
+                "This Idempotency-Key was already used for a different booking request; "
+                "use a new key for a new request."
+            ),
             expression=[_IDEMPOTENCY],
         )
     return row.appointment

@@ -29,7 +29,7 @@ from django.db import IntegrityError
 from django.db.models import Q
 
 from scheduling import availability, recurrence
-from scheduling.errors import BusinessRuleViolation, SlotTaken
+from scheduling.errors import BusinessRuleViolation, SlotTaken, Text, gettext_noop
 from scheduling.models import (
     MAX_BUFFER_MINUTES,
     Appointment,
@@ -151,9 +151,12 @@ def slot_find(
     if stored is not None and occurrence_start is None:
         if stored.status == SlotStatus.ENTERED_IN_ERROR:
             raise BusinessRuleViolation(
-                f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' was entered in "
-                "error; search Slot?schedule=... for the slots on offer.",
+                gettext_noop(
+                    "The slot at %(start)s of schedule '%(schedule)s' was entered in error; "
+                    "search Slot?schedule=... for the slots on offer."
+                ),
                 expression=[field],
+                params={"start": iso(start), "schedule": schedule.fhir_id},
             )
         return FoundSlot(stored.start, stored.end, stored)
     duration = schedule.slot_duration
@@ -170,11 +173,23 @@ def slot_find(
                 return FoundSlot(start, start + duration, stored)
     if stored is not None:
         return FoundSlot(stored.start, stored.end, stored)
-    where = f"occurrence '{occurrence_start:%Y%m%dT%H%M%SZ}' of " if occurrence_start else ""
+    params = {"start": iso(start), "schedule": schedule.fhir_id}
+    if occurrence_start:
+        raise BusinessRuleViolation(
+            gettext_noop(
+                "No slot of occurrence '%(occurrence)s' of schedule '%(schedule)s' starts at "
+                "%(start)s; search Slot?schedule=... for the slots on offer."
+            ),
+            expression=[field],
+            params={**params, "occurrence": f"{occurrence_start:%Y%m%dT%H%M%SZ}"},
+        )
     raise BusinessRuleViolation(
-        f"No slot of {where}schedule '{schedule.fhir_id}' starts at {iso(start)}; "
-        "search Slot?schedule=... for the slots on offer.",
+        gettext_noop(
+            "No slot of schedule '%(schedule)s' starts at %(start)s; "
+            "search Slot?schedule=... for the slots on offer."
+        ),
         expression=[field],
+        params=params,
     )
 
 
@@ -199,9 +214,16 @@ def slot_claim(
     and the patient has nothing else then. Call under :func:`lock_occupants` of both."""
     if slot.stored is not None and slot.stored.status != SlotStatus.FREE:
         raise SlotTaken(
-            f"The slot at {iso(slot.start)} of schedule '{schedule.fhir_id}' is "
-            f"{slot.stored.status}; choose another slot.",
+            gettext_noop(
+                "The slot at %(start)s of schedule '%(schedule)s' is %(status)s; "
+                "choose another slot."
+            ),
             expression=[field],
+            params={
+                "start": iso(slot.start),
+                "schedule": schedule.fhir_id,
+                "status": slot.stored.status,
+            },
         )
     rules = schedule_rules(schedule)
     start, end = int(slot.start.timestamp()), int(slot.end.timestamp())
@@ -221,11 +243,24 @@ def slot_claim(
         start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
     )
     if status != availability.FREE:
-        held = " (held by another patient for now)" if status == availability.BUSY_TENTATIVE else ""
+        params = {"start": iso(slot.start), "schedule": schedule.fhir_id}
+        if status == availability.BUSY_TENTATIVE:
+            raise SlotTaken(
+                gettext_noop(
+                    "The slot at %(start)s of schedule '%(schedule)s' is no longer free (held "
+                    "by another patient for now): its practitioner is booked then; choose "
+                    "another slot."
+                ),
+                expression=[field],
+                params=params,
+            )
         raise SlotTaken(
-            f"The slot at {iso(slot.start)} of schedule '{schedule.fhir_id}' is no longer "
-            f"free{held}: its practitioner is booked then; choose another slot.",
+            gettext_noop(
+                "The slot at %(start)s of schedule '%(schedule)s' is no longer free: its "
+                "practitioner is booked then; choose another slot."
+            ),
             expression=[field],
+            params=params,
         )
     own = patient_occupancy(
         organization=organization,
@@ -236,9 +271,12 @@ def slot_claim(
     )
     if own.status(start, end) != availability.FREE:
         raise SlotTaken(
-            "The patient already has an appointment at that time "
-            f"({_describe(own.busy)} UTC); choose another slot.",
+            gettext_noop(
+                "The patient already has an appointment at that time (%(times)s UTC); "
+                "choose another slot."
+            ),
             expression=[field],
+            params={"times": _describe(own.busy)},
         )
 
 
@@ -338,7 +376,7 @@ def _spans_of(organization: Organization, appointment: Appointment) -> list[tupl
 
 def appointment_clashes(
     *, organization: Organization, appointment: Appointment, now: datetime
-) -> list[str]:
+) -> list[Text]:
     """What ``appointment`` (saved or not, with its occupant and patient set) would overlap:
     other active appointments of its occupant or of its patient, each named, as the engine
     sees them (blocked time does not count: a block never hides a booking). Empty if none.
@@ -452,7 +490,7 @@ class ClashCheck:
             return []
         return _spans_of(self.organization, appointment)
 
-    def check(self, appointment: Appointment) -> list[str]:
+    def check(self, appointment: Appointment) -> list[Text]:
         """What ``appointment`` would overlap (named), empty if nothing; when empty it is
         added, so the appointments after it see it."""
         spans = self._spans.get(id(appointment)) or []
@@ -463,7 +501,7 @@ class ClashCheck:
         group = schedule.pk if schedule is not None else 0
         occupant = appointment.occupant
         patient = str(appointment.patient_id)
-        clashes: list[str] = []
+        clashes: list[Text] = []
         if occupant and occupant in self._occupants:
             line = self._occupants[occupant]
             hit = [
@@ -472,13 +510,23 @@ class ClashCheck:
                 if line.occupancy(s - rules.before, e + rules.after).status(s, e, rules, (group, s))
                 != availability.FREE
             ]
-            clashes += self._named("the practitioner", hit, line, occupant=occupant)
+            clashes += self._named(
+                gettext_noop("the practitioner already has %(names)s at %(time)s UTC"),
+                hit,
+                line,
+                occupant=occupant,
+            )
         if patient in self._patients:
             line = self._patients[patient]
             own = [
                 (s, e) for s, e in spans if line.occupancy(s, e).status(s, e) != availability.FREE
             ]
-            clashes += self._named("the patient", own, line, patient_pk=appointment.patient_id)
+            clashes += self._named(
+                gettext_noop("the patient already has %(names)s at %(time)s UTC"),
+                own,
+                line,
+                patient_pk=appointment.patient_id,
+            )
         if not clashes:
             self._add(appointment, spans)
         return clashes
@@ -516,13 +564,13 @@ class ClashCheck:
 
     def _named(
         self,
-        who: str,
+        template: str,
         hit: list[tuple[int, int]],
         line: _Line,
         *,
         occupant: str | None = None,
         patient_pk: int | None = None,
-    ) -> list[str]:
+    ) -> list[Text]:
         clashes = []
         for s, e in hit[:3]:
             found = occupying_appointments(
@@ -542,8 +590,13 @@ class ClashCheck:
                 )
             )
             clashes.append(
-                f"{who} already has {', '.join(names) or 'an appointment'} at "
-                f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M} UTC"
+                Text(
+                    template,
+                    {
+                        "names": ", ".join(names) or Text(gettext_noop("an appointment")),
+                        "time": f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}",
+                    },
+                )
             )
         return clashes
 
@@ -565,22 +618,35 @@ def rules_check(
     refusal = availability.rule_refusal(int(slot.start.timestamp()), int(now.timestamp()), rules)
     if refusal == availability.STARTED:
         raise BusinessRuleViolation(
-            f"The slot at {iso(slot.start)} has already started; choose a future slot.",
+            gettext_noop("The slot at %(start)s has already started; choose a future slot."),
             expression=[field],
+            params={"start": iso(slot.start)},
         )
     if refusal == availability.NOTICE:
         raise BusinessRuleViolation(
-            f"Schedule '{schedule.fhir_id}' takes bookings at least "
-            f"{schedule.minimum_notice_minutes} minutes ahead (minimumNotice); the slot at "
-            f"{iso(slot.start)} starts too soon.",
+            gettext_noop(
+                "Schedule '%(schedule)s' takes bookings at least %(minutes)s minutes ahead "
+                "(minimumNotice); the slot at %(start)s starts too soon."
+            ),
             expression=[field],
+            params={
+                "schedule": schedule.fhir_id,
+                "minutes": schedule.minimum_notice_minutes,
+                "start": iso(slot.start),
+            },
         )
     if refusal == availability.ADVANCE:
         raise BusinessRuleViolation(
-            f"Schedule '{schedule.fhir_id}' takes bookings at most "
-            f"{schedule.maximum_advance_days} days ahead (maximumAdvance); the slot at "
-            f"{iso(slot.start)} is further out.",
+            gettext_noop(
+                "Schedule '%(schedule)s' takes bookings at most %(days)s days ahead "
+                "(maximumAdvance); the slot at %(start)s is further out."
+            ),
             expression=[field],
+            params={
+                "schedule": schedule.fhir_id,
+                "days": schedule.maximum_advance_days,
+                "start": iso(slot.start),
+            },
         )
     cap = schedule.max_active_per_patient
     if cap is not None:
@@ -594,9 +660,12 @@ def rules_check(
         )
         if upcoming >= cap:
             raise BusinessRuleViolation(
-                f"Schedule '{schedule.fhir_id}' allows at most {cap} upcoming booking(s) per "
-                f"patient (maxActivePerPatient), and this patient has {upcoming}.",
+                gettext_noop(
+                    "Schedule '%(schedule)s' allows at most %(cap)s upcoming booking(s) per "
+                    "patient (maxActivePerPatient), and this patient has %(upcoming)s."
+                ),
                 expression=[field],
+                params={"schedule": schedule.fhir_id, "cap": cap, "upcoming": upcoming},
             )
 
 
@@ -636,11 +705,34 @@ def cancellation_cutoff_check(
     fhir_id, start = occurrence or (appointment.fhir_id, appointment.start)
     if hours is not None and start < now + timedelta(hours=hours):
         raise BusinessRuleViolation(
-            f"Appointment '{fhir_id}' starts within {hours} hours; schedule "
-            f"'{schedule.fhir_id if schedule else ''}' does not let patients {action} it this "
-            "late (cancellationCutoff). Call the clinic.",
+            _CUTOFF_MESSAGES[action],
             expression=[field],
+            params={
+                "appointment": fhir_id,
+                "hours": hours,
+                "schedule": schedule.fhir_id if schedule else "",
+            },
         )
+
+
+# One whole sentence per action, so a translation can conjugate the verb.
+_CUTOFF_MESSAGES = {
+    "cancel": gettext_noop(
+        "Appointment '%(appointment)s' starts within %(hours)s hours; schedule "
+        "'%(schedule)s' does not let patients cancel it this late (cancellationCutoff). "
+        "Call the clinic."
+    ),
+    "move": gettext_noop(
+        "Appointment '%(appointment)s' starts within %(hours)s hours; schedule "
+        "'%(schedule)s' does not let patients move it this late (cancellationCutoff). "
+        "Call the clinic."
+    ),
+    "decline": gettext_noop(
+        "Appointment '%(appointment)s' starts within %(hours)s hours; schedule "
+        "'%(schedule)s' does not let patients decline it this late (cancellationCutoff). "
+        "Call the clinic."
+    ),
+}
 
 
 def slot_take(

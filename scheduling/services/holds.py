@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 
 from scheduling import selectors
-from scheduling.errors import Conflict, InvalidInput, NotFound
+from scheduling.errors import Conflict, InvalidInput, NotFound, gettext_noop
 from scheduling.models import (
     Appointment,
     AppointmentStatus,
@@ -64,8 +64,9 @@ def appointment_hold(
     """
     if not MIN_HOLD_DURATION <= hold_duration <= MAX_HOLD_DURATION:
         raise InvalidInput(
-            f"holdDuration must be between 10 s and 60 min (got {_seconds(hold_duration)} s).",
+            gettext_noop("holdDuration must be between 10 s and 60 min (got %(seconds)s s)."),
             expression=[_HOLD_DURATION],
+            params={"seconds": _seconds(hold_duration)},
         )
     now = now or selectors.utc_now()
     # Whole seconds, rounded up: the instant a client is shown (seconds precision) is the
@@ -108,21 +109,30 @@ def appointment_confirm(
             .first()
         )
         if locked is None:
-            raise NotFound(f"Appointment '{appointment.fhir_id}' was not found.")
+            raise NotFound(
+                gettext_noop("Appointment '%(appointment)s' was not found."),
+                params={"appointment": appointment.fhir_id},
+            )
         now = now or selectors.utc_now()
         if not locked.is_held:
             raise Conflict(
-                f"Appointment '{locked.fhir_id}' is {locked.status}, not a held "
-                "appointment: only a live hold can be confirmed.",
+                gettext_noop(
+                    "Appointment '%(appointment)s' is %(status)s, not a held appointment: only "
+                    "a live hold can be confirmed."
+                ),
                 expression=["status"],
+                params={"appointment": locked.fhir_id, "status": locked.status},
             )
         held_until = locked.held_until
         assert held_until is not None  # is_held
         if locked.hold_lapsed(now):
             raise Conflict(
-                f"The hold on appointment '{locked.fhir_id}' expired at {iso(held_until)}; "
-                "its slot may be taken: hold it again.",
+                gettext_noop(
+                    "The hold on appointment '%(appointment)s' expired at %(time)s; its slot "
+                    "may be taken: hold it again."
+                ),
                 expression=["status"],
+                params={"appointment": locked.fhir_id, "time": iso(held_until)},
             )
         locked.status = AppointmentStatus.BOOKED
         locked.held_until = None

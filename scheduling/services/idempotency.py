@@ -13,7 +13,7 @@ import json
 
 from django.db import IntegrityError
 
-from scheduling.errors import BusinessRuleViolation
+from scheduling.errors import BusinessRuleViolation, gettext_noop
 from scheduling.models import Appointment, IdempotencyKey, Organization
 
 IDEMPOTENCY_EXPRESSION = "Idempotency-Key"
@@ -42,8 +42,10 @@ def idempotent_replay(
         return None
     if row.request_hash != request_hash:
         raise BusinessRuleViolation(
-            "This Idempotency-Key was already used for a different request; "
-            "use a new key for a new request.",
+            gettext_noop(
+                "This Idempotency-Key was already used for a different request; "
+                "use a new key for a new request."
+            ),
             expression=[IDEMPOTENCY_EXPRESSION],
         )
     return row.appointment

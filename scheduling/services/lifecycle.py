@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling import selectors
-from scheduling.errors import BusinessRuleViolation, NotFound
+from scheduling.errors import BusinessRuleViolation, NotFound, gettext_noop
 from scheduling.models import (
     Appointment,
     AppointmentStatus,
@@ -105,14 +105,18 @@ def _cancel_locked(
         return False
     if not locked.is_active:
         raise BusinessRuleViolation(
-            f"Appointment '{locked.fhir_id}' is {locked.status} and cannot be cancelled.",
+            gettext_noop("Appointment '%(appointment)s' is %(status)s and cannot be cancelled."),
             expression=["status"],
+            params={"appointment": locked.fhir_id, "status": locked.status},
         )
     if not by_staff and locked.start <= now:
         raise BusinessRuleViolation(
-            f"Appointment '{locked.fhir_id}' started at {iso(locked.start)}; an appointment "
-            "that has started cannot be cancelled (the clinic can still do so).",
+            gettext_noop(
+                "Appointment '%(appointment)s' started at %(start)s; an appointment that has "
+                "started cannot be cancelled (the clinic can still do so)."
+            ),
             expression=["start"],
+            params={"appointment": locked.fhir_id, "start": iso(locked.start)},
         )
     if not by_staff:
         cancellation_cutoff_check(appointment=locked, now=now, action="cancel", field="start")
@@ -139,14 +143,20 @@ def appointment_mark_noshow(
         locked = _lock(organization=organization, appointment=appointment)
         if not locked.is_active:
             raise BusinessRuleViolation(
-                f"Appointment '{locked.fhir_id}' is {locked.status}; only an active "
-                "appointment can be marked as a no-show.",
+                gettext_noop(
+                    "Appointment '%(appointment)s' is %(status)s; only an active appointment "
+                    "can be marked as a no-show."
+                ),
                 expression=["status"],
+                params={"appointment": locked.fhir_id, "status": locked.status},
             )
         if locked.start > timezone.now():
             raise BusinessRuleViolation(
-                f"Appointment '{locked.fhir_id}' has not started yet; it cannot be a no-show.",
+                gettext_noop(
+                    "Appointment '%(appointment)s' has not started yet; it cannot be a no-show."
+                ),
                 expression=["start"],
+                params={"appointment": locked.fhir_id},
             )
         old_status = locked.status
         locked.status = AppointmentStatus.NOSHOW
@@ -168,5 +178,8 @@ def _lock(*, organization: Organization, appointment: Appointment) -> Appointmen
         .first()
     )
     if locked is None:
-        raise NotFound(f"Appointment '{appointment.fhir_id}' was not found.")
+        raise NotFound(
+            gettext_noop("Appointment '%(appointment)s' was not found."),
+            params={"appointment": appointment.fhir_id},
+        )
     return locked

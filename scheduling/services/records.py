@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from scheduling.errors import SlotTaken
+from scheduling.errors import SlotTaken, gettext_noop
 from scheduling.models import Appointment, Organization
 from scheduling.selectors.common import utc_now
 from scheduling.services.claims import (
@@ -64,10 +64,9 @@ def appointment_store(
             )
             if clashes:
                 raise SlotTaken(
-                    f"Appointment/{appointment.fhir_id} would double-book: "
-                    + "; ".join(clashes)
-                    + ".",
+                    gettext_noop("Appointment/%(appointment)s would double-book: %(clashes)s."),
                     expression=[field],
+                    params={"appointment": appointment.fhir_id, "clashes": clashes},
                 )
         try:
             with transaction.atomic():
@@ -75,9 +74,12 @@ def appointment_store(
         except IntegrityError as exc:
             if integrity_conflict(exc):
                 raise SlotTaken(
-                    f"Appointment/{appointment.fhir_id} would double-book its practitioner or "
-                    "patient (refused by the database).",
+                    gettext_noop(
+                        "Appointment/%(appointment)s would double-book its practitioner or "
+                        "patient (refused by the database)."
+                    ),
                     expression=[field],
+                    params={"appointment": appointment.fhir_id},
                 ) from None
             raise
         audit(
