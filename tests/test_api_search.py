@@ -443,6 +443,8 @@ def test_appointment_search_expands_recurring_and_filters_status(
     )
     AppointmentFactory(
         organization=org,
+        # Named: the factory's own "pat-N" ids can meet the fixture's "pat-1".
+        patient=PatientFactory(organization=org, fhir_id="someone-else"),
         fhir_id="other-patient",
         start=ams(2026, 6, 9, 11),
         end=ams(2026, 6, 9, 11, 30),
