@@ -78,7 +78,7 @@ def _bookings_follow(
         )
     except DomainError as exc:
         transaction.set_rollback(True)
-        model_admin.message_user(request, exc.message, messages.ERROR)
+        model_admin.message_user(request, exc.translated(), messages.ERROR)
         return
     if moved:
         model_admin.message_user(

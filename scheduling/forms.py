@@ -433,7 +433,7 @@ def refuse_occupant_clash(
             check_only=True,
         )
     except DomainError as exc:
-        form.add_error(None, exc.message)
+        form.add_error(None, exc.translated())
 
 
 class PractitionerRoleAdminForm(forms.ModelForm):  # type: ignore[type-arg]

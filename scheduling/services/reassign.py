@@ -20,9 +20,8 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils.translation import gettext as _
 
-from scheduling.errors import SlotTaken
+from scheduling.errors import SlotTaken, Text, gettext_noop
 from scheduling.models import Appointment, AuditEvent, Organization, PractitionerRole, Schedule
 from scheduling.selectors.common import utc_now
 from scheduling.services.claims import ClashCheck, integrity_conflict, lock_occupants
@@ -98,19 +97,24 @@ def occupants_rekey(
             now=now,
             exclude=[a.pk for a in changed],
         )
-        clashes = []
+        clashes: list[Text] = []
         for appointment in changed:
             found = check.check(appointment)
             if found:
-                clashes.append(f"Appointment/{appointment.fhir_id}: " + "; ".join(found))
+                clashes.append(
+                    Text(
+                        gettext_noop("Appointment/%(appointment)s: %(clashes)s"),
+                        {"appointment": appointment.fhir_id, "clashes": found},
+                    )
+                )
         if clashes:
             raise SlotTaken(
-                _(
+                gettext_noop(
                     "The bookings already made here would double-book the new practitioner: "
                     "%(clashes)s. Move or cancel them first."
-                )
-                % {"clashes": " | ".join(clashes[:5])},
+                ),
                 expression=["practitioner"],
+                params={"clashes": clashes[:5]},
             )
         if check_only:
             for appointment, old in moved:
@@ -122,7 +126,7 @@ def occupants_rekey(
         except IntegrityError as exc:
             if integrity_conflict(exc):
                 raise SlotTaken(
-                    _(
+                    gettext_noop(
                         "The bookings already made here would double-book the new "
                         "practitioner (refused by the database)."
                     ),
