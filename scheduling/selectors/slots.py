@@ -254,14 +254,23 @@ class _SlotSnapshot:
     """Everything a slot search needs except ``now``: what is cached.
 
     Rows are ``(start_ts, id, kind, payload)`` sorted by start then id. The engine sorted the
-    generated slots into ``open`` (nothing occupies their occupant: free unless they have
+    stored slots (a clinic imported from another system has tens of thousands: a request
+    must not walk them) and the generated slots into ``open`` (nothing occupies their occupant: free unless they have
     started, which only the request's ``now`` decides), ``tentative`` (a live hold) and
     ``blocked``. Stored rows carry their status by the same engine (a stored free slot is
     busy when its occupant is occupied). ``valid_until``: the first live hold's expiry, when
     the snapshot must be rebuilt although no row changed.
     """
 
-    stored: list[tuple[int, str, int, Any]]
+    #: Stored slots the engine found free, of schedules without a notice or advance rule:
+    #: free until they start (``stored_open_starts``), busy after, like ``open``.
+    stored_open: list[tuple[int, str, int, Any]]
+    stored_open_starts: list[int]
+    #: Stored slots free by occupancy, of schedules whose notice or advance rule the clock
+    #: decides per request.
+    stored_clocked: list[tuple[int, str, int, Any]]
+    #: The other stored slots by their (engine's) status, which the clock does not change.
+    stored_fixed: dict[str, list[tuple[int, str, int, Any]]]
     open: list[tuple[int, str, int, Any]]
     open_starts: list[int]
     #: Free by occupancy, but of schedules whose notice or advance rule the clock decides.
@@ -279,7 +288,9 @@ class _SlotSnapshot:
     @property
     def weight(self) -> int:
         return (
-            len(self.stored)
+            len(self.stored_open)
+            + len(self.stored_clocked)
+            + sum(len(rows) for rows in self.stored_fixed.values())
             + len(self.open)
             + len(self.clocked)
             + len(self.tentative)
@@ -439,6 +450,18 @@ def _slot_snapshot(
                 columns = (*columns[:4], verdict, *columns[5:])
         stored_rows.append((start_ts, fhir_id, 0, columns))
     stored_rows.sort(key=_row_key)
+    # Sorted once here, so that a request only bisects at ``now`` (as for generated slots).
+    stored_open: list[tuple[int, str, int, Any]] = []
+    stored_clocked: list[tuple[int, str, int, Any]] = []
+    stored_fixed: dict[str, list[tuple[int, str, int, Any]]] = {}
+    for row in stored_rows:
+        columns = row[3]
+        if columns[4] != SlotStatus.FREE:
+            stored_fixed.setdefault(str(columns[4]), []).append(row)
+        elif rules.get(columns[2], NO_RULES).clocked:
+            stored_clocked.append(row)
+        else:
+            stored_open.append(row)
 
     open_rows: list[tuple[int, str, int, Any]] = []
     clocked_rows: list[tuple[int, str, int, Any]] = []
@@ -472,7 +495,10 @@ def _slot_snapshot(
         else:
             sorted_into[status].append(row)
     return _SlotSnapshot(
-        stored=stored_rows,
+        stored_open=stored_open,
+        stored_open_starts=[row[0] for row in stored_open],
+        stored_clocked=stored_clocked,
+        stored_fixed=stored_fixed,
         open=open_rows,
         open_starts=[row[0] for row in open_rows],
         clocked=clocked_rows,
@@ -497,19 +523,34 @@ def _with_status(
         yield start, slot_id, kind, (schedule_pk, slot_start, slot_end, status)
 
 
-def _stored_at(
-    rows: list[tuple[int, str, int, Any]], now_ts: int, rules: dict[int, availability.Rules]
+def _stored_with_status(
+    rows: list[tuple[int, str, int, Any]], lo: int, hi: int, status: str | None = None
+) -> Iterator[tuple[int, str, int, Any]]:
+    """Stored rows ``lo:hi``, lazily, with ``status`` (None: their own)."""
+    for index in range(lo, hi):
+        row = rows[index]
+        if status is None or row[3][4] == status:
+            yield row
+        else:
+            start, slot_id, kind, columns = row
+            yield start, slot_id, kind, (*columns[:4], status, *columns[5:])
+
+
+def _stored_clocked_at(
+    rows: list[tuple[int, str, int, Any]],
+    now_ts: int,
+    rules: dict[int, availability.Rules],
+    wanted: str,
 ) -> list[tuple[int, str, int, Any]]:
-    """Stored rows with the clock applied: a free stored slot that has started, or that its
-    schedule's notice or advance rule keeps out of reach, is busy."""
-    busy = str(SlotStatus.BUSY)
-    return [
-        (start, slot_id, kind, (*columns[:4], busy, *columns[5:]))
-        if columns[4] == SlotStatus.FREE
-        and availability.rule_refusal(start, now_ts, rules.get(columns[2], NO_RULES)) is not None
-        else (start, slot_id, kind, columns)
-        for start, slot_id, kind, columns in rows
-    ]
+    """The stored slots free by occupancy of schedules with notice or advance rules that
+    have ``wanted`` status at ``now`` (free: within reach of the rules; busy: not)."""
+    free = str(SlotStatus.FREE)
+    out = []
+    for start, slot_id, kind, columns in rows:
+        refused = availability.rule_refusal(start, now_ts, rules[columns[2]]) is not None
+        if (wanted == free) != refused:
+            out.append((start, slot_id, kind, (*columns[:4], wanted, *columns[5:])))
+    return out
 
 
 def _clocked_at(
@@ -593,13 +634,31 @@ def slot_search(
     wanted_status = set(statuses) if statuses else None
     free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
     tentative_status = str(SlotStatus.BUSY_TENTATIVE)
-    stored = [
-        row
-        for row in _stored_at(snapshot.stored, now_ts, snapshot.rules)
-        if wanted_status is None or row[3][4] in wanted_status
-    ]
-    total = len(stored)
-    streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored)]
+    total = 0
+    streams: list[Iterator[tuple[int, str, int, Any]]] = []
+    # Stored slots: free ones that have started are busy, like generated ones.
+    stored_started = bisect.bisect_left(snapshot.stored_open_starts, now_ts)
+    stored_open = snapshot.stored_open
+    if wanted_status is None or free in wanted_status:
+        total += len(stored_open) - stored_started
+        streams.append(_stored_with_status(stored_open, stored_started, len(stored_open)))
+        if snapshot.stored_clocked:
+            reachable = _stored_clocked_at(snapshot.stored_clocked, now_ts, snapshot.rules, free)
+            total += len(reachable)
+            streams.append(iter(reachable))
+    if wanted_status is None or busy_status in wanted_status:
+        total += stored_started
+        streams.append(_stored_with_status(stored_open, 0, stored_started, busy_status))
+        if snapshot.stored_clocked:
+            refused = _stored_clocked_at(
+                snapshot.stored_clocked, now_ts, snapshot.rules, busy_status
+            )
+            total += len(refused)
+            streams.append(iter(refused))
+    for fixed_status, rows in snapshot.stored_fixed.items():
+        if wanted_status is None or fixed_status in wanted_status:
+            total += len(rows)
+            streams.append(iter(rows))
     # Generated slots that have started are busy, never free.
     started = bisect.bisect_left(snapshot.open_starts, now_ts)
     if wanted_status is None or free in wanted_status:
