@@ -247,6 +247,9 @@ class _SlotGrid:
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     occupants: dict[int, str]  # pk -> occupant key (whose time the slot is)
     rules: dict[int, availability.Rules]  # pk -> booking rules (absent: none)
+    #: ``rows`` split by occupant (each still sorted): a snapshot re-asks the engine only
+    #: about the occupants whose time changed.
+    by_occupant: dict[str, list[tuple[int, str, int, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +257,12 @@ class _SlotSnapshot:
     """Everything a slot search needs except ``now``: what is cached.
 
     Rows are ``(start_ts, id, kind, payload)`` sorted by start then id. The engine sorted the
-    stored slots (a clinic imported from another system has tens of thousands: a request
-    must not walk them) and the generated slots into ``open`` (nothing occupies their occupant: free unless they have
+    generated slots into ``open`` (nothing occupies their occupant: free unless they have
     started, which only the request's ``now`` decides), ``tentative`` (a live hold) and
     ``blocked``. Stored rows carry their status by the same engine (a stored free slot is
-    busy when its occupant is occupied). ``valid_until``: the first live hold's expiry, when
+    busy when its occupant is occupied), and are sorted the same way (``stored_*``): a
+    clinic imported from another system has thousands a week, which a request must not
+    walk. ``valid_until``: the first live hold's expiry, when
     the snapshot must be rebuilt although no row changed.
     """
 
@@ -280,6 +284,15 @@ class _SlotSnapshot:
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     rules: dict[int, availability.Rules] = field(default_factory=dict)  # by schedule pk
     valid_until: int | None = None
+    #: What the generated rows' verdicts were computed from, so the next snapshot of the
+    #: same search (after a booking) can keep the verdicts of every occupant whose inputs
+    #: are equal: the grid (identity), the stored slots that replace generated ones, and
+    #: per occupant its Occupancy and its rows' verdicts (open, clocked, tentative, blocked).
+    grid: _SlotGrid | None = None
+    replaced: frozenset[tuple[Any, ...]] = frozenset()
+    parts: dict[str, tuple[availability.Occupancy, tuple[list[Any], ...]]] = field(
+        default_factory=dict
+    )
     #: Schedule instances made for pages, shared by every search served from this snapshot.
     instances: dict[int, Schedule] = field(default_factory=dict)
     #: Resources the API layer mapped for pages of this snapshot (``SlotResults.memo``).
@@ -377,7 +390,12 @@ def _slot_grid(
         prefix = f"{fhir_id}-"
         rows.extend((t, prefix + _stamp(t), 1, (pk, t, t + step)) for t in ordered)
     rows.sort(key=_row_key)
-    return _SlotGrid(rows=rows, schedules=infos, occupants=occupants, rules=rules)
+    by_occupant: dict[str, list[tuple[int, str, int, Any]]] = {}
+    for row in rows:
+        by_occupant.setdefault(occupants[row[3][0]], []).append(row)
+    return _SlotGrid(
+        rows=rows, schedules=infos, occupants=occupants, rules=rules, by_occupant=by_occupant
+    )
 
 
 def _slot_snapshot(
@@ -388,8 +406,12 @@ def _slot_snapshot(
     grid: _SlotGrid,
     service_category: Sequence[Token] | None,
     now: datetime,
+    previous: _SlotSnapshot | None = None,
 ) -> _SlotSnapshot:
-    """The engine's verdict on the grid's slots and the stored slots of the window."""
+    """The engine's verdict on the grid's slots and the stored slots of the window.
+
+    ``previous``: this search's snapshot before the data changed, whose verdicts are kept
+    for every occupant whose inputs are unchanged (see ``_SlotSnapshot.parts``)."""
     # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
     # reading the whole history.
     stored_qs = Slot.objects.filter(
@@ -463,37 +485,30 @@ def _slot_snapshot(
         else:
             stored_open.append(row)
 
-    open_rows: list[tuple[int, str, int, Any]] = []
-    clocked_rows: list[tuple[int, str, int, Any]] = []
-    tentative_rows: list[tuple[int, str, int, Any]] = []
-    blocked_rows: list[tuple[int, str, int, Any]] = []
-    # One sweep in the grid's global order: each occupant's slots (from all its schedules)
-    # come in increasing starts, so one cursor per occupant suffices.
-    sweeps: dict[str, availability.Sweep] = {}
-    sorted_into = {
-        availability.FREE: open_rows,
-        availability.BUSY_TENTATIVE: tentative_rows,
-        availability.BUSY: blocked_rows,
-    }
-    for row in grid.rows:
-        slot_start, _, _, (pk, _, slot_end) = row
-        if replaced and (
-            (pk, slot_start) in replaced or (grid.schedules[pk][0], slot_start) in twins
-        ):
-            continue
-        key = grid.occupants[pk]
-        sweep = sweeps.get(key)
-        if sweep is None:
-            sweep = sweeps[key] = occupied.get(key).sweep()
-        slot_rules = rules.get(pk)
-        if slot_rules is None:
-            sorted_into[sweep(slot_start, slot_end)].append(row)
-            continue
-        status = sweep(slot_start, slot_end, slot_rules, (pk, slot_start))
-        if status == availability.FREE and slot_rules.clocked:
-            clocked_rows.append(row)
-        else:
-            sorted_into[status].append(row)
+    # Per occupant, in the order of its slots' starts (from all its schedules), one sweep:
+    # its rows' verdicts depend on its Occupancy, its schedules' rules (the grid) and the
+    # stored slots that replace generated ones, nothing else. When all of these equal the
+    # previous snapshot's, its verdicts are the engine's answer again and are kept: a
+    # booking re-sweeps the one occupant it changed, not the clinic's week.
+    replaced_key = frozenset(replaced) | frozenset(("twin", *twin) for twin in twins)
+    reusable = previous is not None and previous.grid is grid and previous.replaced == replaced_key
+    parts: dict[str, tuple[availability.Occupancy, tuple[list[Any], ...]]] = {}
+    for key, occupant_rows in grid.by_occupant.items():
+        occupancy = occupied.get(key)
+        if reusable:
+            assert previous is not None
+            kept = previous.parts.get(key)
+            if kept is not None and kept[0] == occupancy:
+                parts[key] = kept
+                continue
+        parts[key] = (
+            occupancy,
+            _verdicts(occupant_rows, occupancy, rules, grid, replaced, twins),
+        )
+    open_rows = _merged(part[1][0] for part in parts.values())
+    clocked_rows = _merged(part[1][1] for part in parts.values())
+    tentative_rows = _merged(part[1][2] for part in parts.values())
+    blocked_rows = _merged(part[1][3] for part in parts.values())
     return _SlotSnapshot(
         stored_open=stored_open,
         stored_open_starts=[row[0] for row in stored_open],
@@ -507,7 +522,55 @@ def _slot_snapshot(
         schedules=grid.schedules,
         rules=rules,
         valid_until=occupied.valid_until,
+        grid=grid,
+        replaced=replaced_key,
+        parts=parts,
     )
+
+
+def _verdicts(
+    rows: list[tuple[int, str, int, Any]],
+    occupancy: availability.Occupancy,
+    rules: dict[int, availability.Rules],
+    grid: _SlotGrid,
+    replaced: set[tuple[int, int]],
+    twins: set[tuple[str, int]],
+) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """The engine's verdict on one occupant's generated rows (sorted by start), in one
+    sweep: (open, clocked, tentative, blocked) rows, each still sorted."""
+    open_rows: list[tuple[int, str, int, Any]] = []
+    clocked_rows: list[tuple[int, str, int, Any]] = []
+    tentative_rows: list[tuple[int, str, int, Any]] = []
+    blocked_rows: list[tuple[int, str, int, Any]] = []
+    sorted_into = {
+        availability.FREE: open_rows,
+        availability.BUSY_TENTATIVE: tentative_rows,
+        availability.BUSY: blocked_rows,
+    }
+    sweep = occupancy.sweep()
+    for row in rows:
+        slot_start, _, _, (pk, _, slot_end) = row
+        if replaced and (
+            (pk, slot_start) in replaced or (grid.schedules[pk][0], slot_start) in twins
+        ):
+            continue
+        slot_rules = rules.get(pk)
+        if slot_rules is None:
+            sorted_into[sweep(slot_start, slot_end)].append(row)
+            continue
+        status = sweep(slot_start, slot_end, slot_rules, (pk, slot_start))
+        if status == availability.FREE and slot_rules.clocked:
+            clocked_rows.append(row)
+        else:
+            sorted_into[status].append(row)
+    return open_rows, clocked_rows, tentative_rows, blocked_rows
+
+
+def _merged(parts: Iterator[list[tuple[int, str, int, Any]]]) -> list[tuple[int, str, int, Any]]:
+    # Each part is sorted: Timsort merges the runs in about one pass.
+    rows = [row for part in parts for row in part]
+    rows.sort(key=_row_key)
+    return rows
 
 
 def _row_key(row: tuple[int, str, int, Any]) -> tuple[int, str]:
@@ -621,6 +684,7 @@ def slot_search(
             grid=grid,
             service_category=service_category,
             now=now,
+            previous=search_cache.slot_cache.latest(organization, key),
         )
         return snapshot, snapshot.weight
 
