@@ -6,7 +6,11 @@
    ``2 x cores`` workers) on a free loopback port;
 3. drives it from a separate process (bench/load_client.py: asyncio + aiohttp, keep-alive,
    N concurrent connections) through timed phases: the ``/healthz`` ceiling, a one-week
-   free-slot search, and a mix of searches and bookings, while sampling worker memory;
+   free-slot search, two searches of a second clinic of STORED slots (issue 19: 50
+   schedules without a slot duration x 720 stored 15-minute Slots, 30% busy; a week of
+   free slots and one schedule's day, ``--stored-seconds`` each, 0 skips them,
+   ``--stored-only`` runs only these), and a mix of searches and bookings, while sampling
+   worker memory;
 4. prints throughput, latency percentiles, errors, memory and EXPLAIN plans against the
    targets, then stops the server and drops the database (also on Ctrl-C or errors).
 
