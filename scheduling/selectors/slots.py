@@ -491,9 +491,7 @@ def _slot_snapshot(
         twin = recurrence.split_occurrence_id(fhir_id) if fhir_id[-1:] == "Z" else None
         if twin is not None:
             twins.add((twin[0], ts(twin[1])))
-        if service_category and not token_matches(
-            json.loads(categories or "[]"), service_category
-        ):
+        if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if status == SlotStatus.FREE:
             verdict = occupied.get(key).status(
