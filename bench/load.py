@@ -6,7 +6,11 @@
    ``2 x cores`` workers) on a free loopback port;
 3. drives it from a separate process (bench/load_client.py: asyncio + aiohttp, keep-alive,
    N concurrent connections) through timed phases: the ``/healthz`` ceiling, a one-week
-   free-slot search, and a mix of searches and bookings, while sampling worker memory;
+   free-slot search, two searches of a second clinic of STORED slots (issue 19: 50
+   schedules without a slot duration x 720 stored 15-minute Slots, 30% busy; a week of
+   free slots and one schedule's day, ``--stored-seconds`` each, 0 skips them,
+   ``--stored-only`` runs only these), and a mix of searches and bookings, while sampling
+   worker memory;
 4. prints throughput, latency percentiles, errors, memory and EXPLAIN plans against the
    targets, then stops the server and drops the database (also on Ctrl-C or errors).
 
@@ -44,6 +48,9 @@ CORES = os.cpu_count() or 1
 TARGET_SLOT_RPS_PER_CORE = 300.0
 TARGET_SLOT_SHARE_OF_CEILING = 0.30
 TARGET_MIX_TAIL_RATIO = 10.0
+#: Issue 19: searches of a clinic of stored slots, per core of the machine.
+TARGET_STORED_RPS_PER_CORE = 600.0
+STORED_PHASES = ("stored-week", "stored-day")
 #: Memory is "flat" when the last sample is within this share of the first (warm) one.
 FLAT_MEMORY_TOLERANCE = 0.10
 MEMORY_SAMPLE_SECONDS = 10.0
@@ -66,6 +73,8 @@ class Options:
     keep_database: bool
     json_path: Path | None
     check: bool
+    stored_seconds: float = 0.0
+    stored_only: bool = False
 
 
 @dataclass
@@ -495,6 +504,53 @@ def print_report(
     return all(ok for _, _, ok in checks)
 
 
+# --- The stored-slot clinic (issue 19) ---------------------------------------------------
+
+
+def build_stored_plan(plan: dict[str, Any], workdir: Path) -> tuple[Path, dict[str, int]]:
+    """Load the stored-slot clinic (its own organisation) and write its plan file: the
+    main plan with the clinic's organisation, token and schedules."""
+    import load_data
+
+    stored = load_data.build_stored(sizes=load_data.StoredSizes())
+    stored_plan = plan | {
+        "organization": stored.organization,
+        "token": stored.token,
+        "schedules": stored.schedules,
+    }
+    path = workdir / "stored-plan.json"
+    path.write_text(json.dumps(stored_plan))
+    return path, stored.counts
+
+
+def run_stored_phases(plan_path: Path, options: Options) -> dict[str, dict[str, Any]]:
+    """A week of free stored slots (``_count=20``) and one schedule's day, one phase each."""
+    return {
+        phase: run_phase(plan_path, phase, options.stored_seconds, options)
+        for phase in STORED_PHASES
+    }
+
+
+def print_stored_report(results: dict[str, dict[str, Any]], counts: dict[str, int]) -> bool:
+    """The stored phases against their target; True when every one meets it."""
+    print("Stored-slot clinic: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    ok = True
+    for phase, result in results.items():
+        s = result["all"]
+        per_core = s["rps"] / CORES
+        errors = error_count(result) + sum(result["transport_errors"].values())
+        met = per_core >= TARGET_STORED_RPS_PER_CORE and errors == 0
+        ok = ok and met
+        statuses = " ".join(f"{k}:{v}" for k, v in s["statuses"].items())
+        print(
+            f"  {phase:<14}{s['rps']:>8.0f} req/s {per_core:>6.0f}/core  p50 {s['p50_ms']:.1f}"
+            f" p95 {s['p95_ms']:.1f} p99 {s['p99_ms']:.1f} ms  {statuses}  "
+            f">= {TARGET_STORED_RPS_PER_CORE:.0f}/core: {'PASS' if met else 'FAIL'}"
+        )
+    print()
+    return ok
+
+
 # --- Main --------------------------------------------------------------------------------
 
 
@@ -511,6 +567,14 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--threads", type=int, default=2)  # gunicorn.conf.py's default
     parser.add_argument(
         "--max-requests", type=int, default=0, help="gunicorn recycling; 0 (off) by default"
+    )
+    parser.add_argument(
+        "--stored-seconds",
+        type=float,
+        help="each stored-slot clinic phase (issue 19); 0 skips them",
+    )
+    parser.add_argument(
+        "--stored-only", action="store_true", help="only the stored-slot clinic's phases"
     )
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -536,6 +600,10 @@ def parse_args(argv: list[str] | None) -> Options:
         keep_database=args.keep_database,
         json_path=args.json,
         check=args.check,
+        stored_seconds=args.stored_seconds
+        if args.stored_seconds is not None
+        else (10 if quick else 30),
+        stored_only=args.stored_only,
     )
     return options
 
@@ -564,16 +632,24 @@ def main(argv: list[str] | None = None) -> int:
         from django.db import connection, connections
 
         call_command("migrate", verbosity=0, interactive=False)
-        dataset = load_data.build(sizes=load_data.Sizes())
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would provide
+        dataset = load_data.build(
+            sizes=load_data.Sizes()
+            if not options.stored_only
+            else load_data.Sizes(practitioners=1, schedules=0, patients=1, appointments=0)
+        )
+        stored_path: Path | None = None
+        stored_counts: dict[str, int] = {}
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         plan = asdict(dataset) | {
             "base_url": base_url,
             "today": datetime.now(UTC).date().isoformat(),
         }
-        explains = explain_searches(plan)
+        if options.stored_seconds > 0 or options.stored_only:
+            stored_path, stored_counts = build_stored_plan(plan, workdir)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would provide
+        explains = explain_searches(plan) if not options.stored_only else []
         connections.close_all()
         print(f"  done in {time.monotonic() - t0:.0f} s: {dataset.counts}", flush=True)
         plan_path = workdir / "plan.json"
@@ -586,14 +662,25 @@ def main(argv: list[str] | None = None) -> int:
             master = server.pid
 
             results: dict[str, dict[str, Any]] = {}
+            stored_results: dict[str, dict[str, Any]] = {}
             memory: dict[int, MemorySeries] = {}
             print("Load:", flush=True)
-            results["healthz"] = run_phase(plan_path, "healthz", options.ceiling_seconds, options)
-            results["slot"] = run_phase(plan_path, "slot", options.slot_seconds, options)
-            results["mix"] = run_phase(
-                plan_path, "mix", options.mix_seconds, options, master=master, memory=memory
-            )
-        ok = print_report(results, memory, explains, dataset.counts, options)
+            if not options.stored_only:
+                results["healthz"] = run_phase(
+                    plan_path, "healthz", options.ceiling_seconds, options
+                )
+                results["slot"] = run_phase(plan_path, "slot", options.slot_seconds, options)
+            if stored_path is not None:
+                stored_results = run_stored_phases(stored_path, options)
+            if not options.stored_only:
+                results["mix"] = run_phase(
+                    plan_path, "mix", options.mix_seconds, options, master=master, memory=memory
+                )
+        ok = True
+        if results:
+            ok = print_report(results, memory, explains, dataset.counts, options)
+        if stored_results:
+            ok = print_stored_report(stored_results, stored_counts) and ok
         if options.json_path:
             options.json_path.write_text(
                 json.dumps(
@@ -601,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
                         "cores": CORES,
                         "options": {k: str(v) for k, v in asdict(options).items()},
                         "results": results,
+                        "stored_results": stored_results,
                         "memory": {str(s.pid): s.samples for s in memory.values()},
                         "explain": explains,
                         "dataset": dataset.counts,

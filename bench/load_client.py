@@ -53,6 +53,7 @@ class Requests:
         self.patients: list[str] = plan["patients"]
         self.candidates: list[list[str]] = plan["booking_candidates"]
         self.today = date.fromisoformat(plan["today"])
+        self.schedules: list[str] = plan.get("schedules", [])
         self.rng = rng
 
     def day(self, low: int, high: int) -> str:
@@ -67,6 +68,28 @@ class Requests:
             return (
                 "GET",
                 f"{self.fhir}/Slot?status=free&start=ge{first}&start=lt{last}&_count=20",
+                None,
+            )
+        if kind == "stored-week":
+            # The stored-slot clinic (issue 19): a week of free stored slots, first page,
+            # from a day of the coming week. Seven windows of ~9,000 stored slots fit the
+            # default search cache (SEARCH_CACHE_ROWS); fourteen would measure its bound.
+            first = self.today + timedelta(days=self.rng.randint(0, 6))
+            last = first + timedelta(days=7)
+            return (
+                "GET",
+                f"{self.fhir}/Slot?status=free&start=ge{first}&start=lt{last}&_count=20",
+                None,
+            )
+        if kind == "stored-day":
+            # One schedule's day of stored slots, every status (36 of them on a weekday):
+            # any of the 50 schedules, one of the next five days (250 searches to cache).
+            schedule = self.rng.choice(self.schedules)
+            first = self.today + timedelta(days=self.rng.randint(0, 4))
+            return (
+                "GET",
+                f"{self.fhir}/Slot?schedule={schedule}&start=ge{first}"
+                f"&start=lt{first + timedelta(days=1)}&_count=50",
                 None,
             )
         if kind == "schedule":
@@ -187,7 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("plan")
     parser.add_argument(
-        "phase", choices=["healthz", "slot", "schedule", "appointment", "book", "mix"]
+        "phase",
+        choices=[
+            "healthz",
+            "slot",
+            "schedule",
+            "appointment",
+            "book",
+            "mix",
+            "stored-week",
+            "stored-day",
+        ],
     )
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=3.0)

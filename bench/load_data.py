@@ -260,3 +260,103 @@ def build(*, sizes: Sizes, seed: int = 8) -> Dataset:
             "appointments_upcoming_week": sum(1 for a in appointments if a.start >= now),
         },
     )
+
+
+# --- A clinic of stored slots (issue 19) -------------------------------------------------
+
+STORED_ORG_ID = "stored-clinic"
+#: 36 slots of 15 minutes a weekday (08:00-17:00) x 20 weekdays = 720 stored slots.
+STORED_DAY_START = time(8, 0)
+STORED_SLOTS_PER_DAY = 36
+
+
+@dataclass(frozen=True)
+class StoredSizes:
+    schedules: int = 50
+    slots_per_schedule: int = 720
+    busy_share: float = 0.30
+
+
+@dataclass
+class StoredDataset:
+    """The stored-slot clinic for the load driver's stored phases (JSON-serialisable)."""
+
+    organization: str
+    token: str
+    schedules: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def build_stored(*, sizes: StoredSizes, seed: int = 19) -> StoredDataset:
+    """A clinic imported from another system: schedules WITHOUT a slot duration (nothing is
+    generated), each with ``slots_per_schedule`` stored 15-minute Slots on the weekdays
+    from today, ``busy_share`` of them busy. Its own organisation and token."""
+    rng = random.Random(seed)
+    zone = ZoneInfo(ZONE)
+    today = datetime.now(UTC).astimezone(zone).date()
+    days: list[date] = []
+    day = today
+    while len(days) * STORED_SLOTS_PER_DAY < sizes.slots_per_schedule:
+        if day.weekday() < 5:
+            days.append(day)
+        day += timedelta(days=1)
+    starts = [
+        (datetime.combine(d, STORED_DAY_START, tzinfo=zone) + timedelta(minutes=15 * k)).astimezone(
+            UTC
+        )
+        for d in days
+        for k in range(STORED_SLOTS_PER_DAY)
+    ][: sizes.slots_per_schedule]
+    with transaction.atomic():
+        org = m.Organization.objects.create(id=STORED_ORG_ID, name="Imported clinic", timezone=ZONE)
+        practitioners = m.Practitioner.objects.bulk_create(
+            m.Practitioner(organization=org, fhir_id=f"sp-{i}", family=f"Smit{i}", given="Jan")
+            for i in range(sizes.schedules)
+        )
+        roles = m.PractitionerRole.objects.bulk_create(
+            m.PractitionerRole(organization=org, fhir_id=f"sr-{i}", practitioner=practitioners[i])
+            for i in range(sizes.schedules)
+        )
+        schedules = m.Schedule.objects.bulk_create(
+            m.Schedule(
+                organization=org,
+                fhir_id=f"ss-{i}",
+                practitioner_role=roles[i],
+                practitioner=practitioners[i],
+                planning_start=starts[0],
+                planning_end=starts[-1] + timedelta(minutes=15),
+                slot_minutes=None,  # imported: the stored Slots are the grid
+            )
+            for i in range(sizes.schedules)
+        )
+        slots = m.Slot.objects.bulk_create(
+            (
+                m.Slot(
+                    organization=org,
+                    fhir_id=f"ss-{i}-{n}",
+                    schedule=schedule,
+                    status="busy" if rng.random() < sizes.busy_share else "free",
+                    start=start,
+                    end=start + timedelta(minutes=15),
+                )
+                for i, schedule in enumerate(schedules)
+                for n, start in enumerate(starts)
+            ),
+            batch_size=5_000,
+        )
+        client = ApiClient.objects.create(
+            name="stored load test", client_id=ApiClient.new_client_id(), scopes=SCOPES
+        )
+        ApiClientOrganization.objects.create(organization=org, client=client)
+        token, _ = issue_access_token(client=client, lifetime=24 * 3600)
+    return StoredDataset(
+        organization=STORED_ORG_ID,
+        token=token,
+        schedules=[s.fhir_id for s in schedules],
+        counts={
+            "schedules": len(schedules),
+            "stored_slots": len(slots),
+            "busy": sum(1 for s in slots if s.status == "busy"),
+            "weekdays": len(days),
+        },
+    )

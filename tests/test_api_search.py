@@ -504,3 +504,73 @@ def test_appointment_read(api: Any, org: Any, patient: Any) -> None:
     assert_outcome(
         api.get(url(f"Patient/pat-1/Appointment/{occurrence}")), 404, contains="Appointment/a1"
     )
+
+
+def test_stored_slots_of_an_imported_schedule_follow_the_clock_and_keep_their_fields(
+    api: Any, org: Any, monkeypatch: Any
+) -> None:
+    """A schedule without a slot duration (imported): only its stored slots. Free ones that
+    have started, or that the notice rule keeps out of reach, are busy; the others keep
+    their own status; every field survives the snapshot's integer/text columns."""
+    monkeypatch.setattr(
+        "scheduling.selectors.utc_now", lambda: ams(2026, 6, 1, 9, 20).astimezone(UTC)
+    )
+    plain = ScheduleFactory(
+        organization=org,
+        fhir_id="imported",
+        planning_start=ams(2026, 6, 1, 8),
+        planning_end=ams(2026, 6, 1, 17),
+        slot_minutes=None,
+    )
+    noticed = ScheduleFactory(
+        organization=org,
+        fhir_id="noticed",
+        planning_start=ams(2026, 6, 1, 8),
+        planning_end=ams(2026, 6, 1, 17),
+        slot_minutes=None,
+        minimum_notice_minutes=120,
+    )
+    category = [{"system": "http://example.org/service-category", "code": "x", "display": "X"}]
+    for fhir_id, schedule, hour, minute, status in (
+        ("started", plain, 9, 15, SlotStatus.FREE),
+        ("open", plain, 10, 0, SlotStatus.FREE),
+        ("taken", plain, 10, 15, SlotStatus.BUSY),
+        ("off", plain, 10, 30, SlotStatus.BUSY_UNAVAILABLE),
+        ("too-soon", noticed, 10, 45, SlotStatus.FREE),
+        ("in-reach", noticed, 12, 0, SlotStatus.FREE),
+    ):
+        SlotFactory(
+            organization=org,
+            schedule=schedule,
+            fhir_id=fhir_id,
+            status=status,
+            start=ams(2026, 6, 1, hour, minute),
+            end=ams(2026, 6, 1, hour, minute) + timedelta(minutes=15),
+            comment=f"note {fhir_id}",
+            overbooked=fhir_id == "open",
+            service_category=category,
+        )
+    every = assert_bundle(api.get(url("Slot?start=2026-06-01")))
+    assert {e["resource"]["id"]: e["resource"]["status"] for e in every["entry"]} == {
+        "started": "busy",
+        "open": "free",
+        "taken": "busy",
+        "off": "busy-unavailable",
+        "too-soon": "busy",
+        "in-reach": "free",
+    }
+    assert ids(every) == ["started", "open", "taken", "off", "too-soon", "in-reach"]
+    free = assert_bundle(api.get(url("Slot?start=2026-06-01&status=free")))
+    assert ids(free) == ["open", "in-reach"] and free["total"] == 2
+    busy = assert_bundle(api.get(url("Slot?start=2026-06-01&status=busy")))
+    assert ids(busy) == ["started", "taken", "too-soon"] and busy["total"] == 3
+    paged = assert_bundle(api.get(url("Slot?start=2026-06-01&_count=2")))
+    assert ids(paged) == ["started", "open"] and paged["total"] == 6
+    for entry in every["entry"]:
+        found = entry["resource"]
+        read = body(api.get(url(f"Slot/{found['id']}")))
+        for name in ("start", "end", "comment", "serviceCategory", "schedule"):
+            assert found[name] == read[name], name
+        assert found.get("overbooked") == read.get("overbooked")
+        assert found["meta"]["lastUpdated"] == read["meta"]["lastUpdated"]
+    assert every["entry"][1]["resource"]["overbooked"] is True

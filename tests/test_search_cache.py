@@ -70,12 +70,11 @@ def weekday_mornings(organization: Organization, **extra: Any) -> Schedule:
     start = datetime(2026, 10, 5, 7, 0, tzinfo=UTC)  # a Monday, 09:00 CEST
     return ScheduleFactory(
         organization=organization,
-        fhir_id="weekly",
         planning_start=start,
         planning_end=start + timedelta(hours=1),
         rrule="FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR",
         recurrence_timezone="Europe/Amsterdam",
-        **extra,
+        **{"fhir_id": "weekly", **extra},
     )
 
 
@@ -216,6 +215,56 @@ def test_a_booking_through_the_api_shows_at_once_and_keeps_the_grid(
     assert {i for i, s in after.items() if s != before[i]} == {first_free}
     # The booking renewed only the bookings stamp: the expansion was reused.
     assert search_cache.slot_grid_cache.hits == grid_hits + 1
+
+
+def test_a_booking_leaves_no_stale_free_slot_of_the_occupant_and_keeps_the_others(
+    api: APIClient, org: Organization, weekly: Schedule
+) -> None:
+    """After a booking the snapshot keeps the verdicts of occupants whose time is unchanged
+    and re-asks the engine for the rest: the booked practitioner's OTHER schedule must show
+    the booked time busy at once, and every answer must equal an uncached one."""
+    monday = next_monday()
+    # The same practitioner's second schedule over the same mornings (30-minute slots),
+    # and a colleague's schedule at the same times.
+    second = weekday_mornings(
+        org,
+        fhir_id="second",
+        practitioner_role=weekly.practitioner_role,
+        practitioner=weekly.practitioner,
+        slot_minutes=30,
+    )
+    colleague = weekday_mornings(org, fhir_id="colleague")
+    assert colleague.occupant != weekly.occupant == second.occupant
+    query = week_query(monday)
+    before = statuses(search(api, query))
+    nine = local_nine(monday)
+    stamp = f"{nine:%Y%m%dT%H%M%SZ}"
+    assert before[f"second-{stamp}"] == before[f"colleague-{stamp}"] == "free"
+    patient = PatientFactory(organization=org, fhir_id="p1")
+    booked = api.post(book_url(org.pk, patient.fhir_id), book_body(weekly, nine), format="json")
+    assert booked.status_code == 201, booked.content
+
+    after = statuses(search(api, query))
+    # The practitioner's 09:00-09:30 slot of the other schedule holds the booked 09:00.
+    assert after[f"weekly-{stamp}"] == after[f"second-{stamp}"] == "busy"
+    assert after[f"colleague-{stamp}"] == "free"
+    assert {i for i, s in after.items() if s != before[i]} == {
+        f"weekly-{stamp}",
+        f"second-{stamp}",
+    }
+    # Searching for free time does not offer it either, and the cached (partly kept)
+    # answer is the one a search from scratch gives.
+    free = search(api, query + "&status=free")
+    assert f"second-{stamp}" not in ids(free) and f"weekly-{stamp}" not in ids(free)
+    for cache in CACHES:
+        cache.clear()
+    assert statuses(search(api, query)) == after
+    assert search(api, query + "&status=free") == free
+
+    # And the other way: cancelling frees the time of both schedules again.
+    appointment = Appointment.objects.get(organization=org, patient=patient)
+    Appointment.objects.filter(pk=appointment.pk).update(status=AppointmentStatus.CANCELLED)
+    assert statuses(search(api, query)) == before
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import heapq
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, overload
 
@@ -123,6 +123,25 @@ _STORED_SLOT_COLUMNS = (
 )
 
 
+#: The same columns as the snapshot reads them: instants as integer microseconds since
+#: 1970, JSON as text (converted back for a page's rows only).
+_STORED_SLOT_SQL = (
+    "pk",
+    "fhir_id",
+    "schedule_id",
+    "schedule__fhir_id",
+    "status",
+    EpochMicros("start"),
+    EpochMicros("end"),
+    Cast("service_category", TextField()),
+    "overbooked",
+    "comment",
+    EpochMicros("updated_at"),
+    "version",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class SlotResults(Sequence[SlotResult]):
     """The matches of a slot search, ordered by start then id, built only as far as read.
 
@@ -183,6 +202,12 @@ class SlotResults(Sequence[SlotResult]):
         organization = self._organization
         if kind == 0:
             values = dict(zip(_STORED_SLOT_COLUMNS, payload, strict=True))
+            # The snapshot keeps instants as microseconds and JSON as text (see
+            # ``_slot_snapshot``); SQLite gives booleans as 0/1.
+            for name in ("start", "end", "updated_at"):
+                values[name] = _EPOCH + timedelta(microseconds=values[name])
+            values["service_category"] = json.loads(values["service_category"] or "[]")
+            values["overbooked"] = bool(values["overbooked"])
             schedule = Schedule(
                 pk=values.pop("schedule_id"),
                 organization=organization,
@@ -247,6 +272,9 @@ class _SlotGrid:
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     occupants: dict[int, str]  # pk -> occupant key (whose time the slot is)
     rules: dict[int, availability.Rules]  # pk -> booking rules (absent: none)
+    #: ``rows`` split by occupant (each still sorted): a snapshot re-asks the engine only
+    #: about the occupants whose time changed.
+    by_occupant: dict[str, list[tuple[int, str, int, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,11 +285,21 @@ class _SlotSnapshot:
     generated slots into ``open`` (nothing occupies their occupant: free unless they have
     started, which only the request's ``now`` decides), ``tentative`` (a live hold) and
     ``blocked``. Stored rows carry their status by the same engine (a stored free slot is
-    busy when its occupant is occupied). ``valid_until``: the first live hold's expiry, when
+    busy when its occupant is occupied), and are sorted the same way (``stored_*``): a
+    clinic imported from another system has thousands a week, which a request must not
+    walk. ``valid_until``: the first live hold's expiry, when
     the snapshot must be rebuilt although no row changed.
     """
 
-    stored: list[tuple[int, str, int, Any]]
+    #: Stored slots the engine found free, of schedules without a notice or advance rule:
+    #: free until they start (``stored_open_starts``), busy after, like ``open``.
+    stored_open: list[tuple[int, str, int, Any]]
+    stored_open_starts: list[int]
+    #: Stored slots free by occupancy, of schedules whose notice or advance rule the clock
+    #: decides per request.
+    stored_clocked: list[tuple[int, str, int, Any]]
+    #: The other stored slots by their (engine's) status, which the clock does not change.
+    stored_fixed: dict[str, list[tuple[int, str, int, Any]]]
     open: list[tuple[int, str, int, Any]]
     open_starts: list[int]
     #: Free by occupancy, but of schedules whose notice or advance rule the clock decides.
@@ -271,6 +309,15 @@ class _SlotSnapshot:
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     rules: dict[int, availability.Rules] = field(default_factory=dict)  # by schedule pk
     valid_until: int | None = None
+    #: What the generated rows' verdicts were computed from, so the next snapshot of the
+    #: same search (after a booking) can keep the verdicts of every occupant whose inputs
+    #: are equal: the grid (identity), the stored slots that replace generated ones, and
+    #: per occupant its Occupancy and its rows' verdicts (open, clocked, tentative, blocked).
+    grid: _SlotGrid | None = None
+    replaced: frozenset[tuple[Any, ...]] = frozenset()
+    parts: dict[str, tuple[availability.Occupancy, tuple[list[Any], ...]]] = field(
+        default_factory=dict
+    )
     #: Schedule instances made for pages, shared by every search served from this snapshot.
     instances: dict[int, Schedule] = field(default_factory=dict)
     #: Resources the API layer mapped for pages of this snapshot (``SlotResults.memo``).
@@ -279,7 +326,9 @@ class _SlotSnapshot:
     @property
     def weight(self) -> int:
         return (
-            len(self.stored)
+            len(self.stored_open)
+            + len(self.stored_clocked)
+            + sum(len(rows) for rows in self.stored_fixed.values())
             + len(self.open)
             + len(self.clocked)
             + len(self.tentative)
@@ -366,7 +415,12 @@ def _slot_grid(
         prefix = f"{fhir_id}-"
         rows.extend((t, prefix + _stamp(t), 1, (pk, t, t + step)) for t in ordered)
     rows.sort(key=_row_key)
-    return _SlotGrid(rows=rows, schedules=infos, occupants=occupants, rules=rules)
+    by_occupant: dict[str, list[tuple[int, str, int, Any]]] = {}
+    for row in rows:
+        by_occupant.setdefault(occupants[row[3][0]], []).append(row)
+    return _SlotGrid(
+        rows=rows, schedules=infos, occupants=occupants, rules=rules, by_occupant=by_occupant
+    )
 
 
 def _slot_snapshot(
@@ -377,8 +431,12 @@ def _slot_snapshot(
     grid: _SlotGrid,
     service_category: Sequence[Token] | None,
     now: datetime,
+    previous: _SlotSnapshot | None = None,
 ) -> _SlotSnapshot:
-    """The engine's verdict on the grid's slots and the stored slots of the window."""
+    """The engine's verdict on the grid's slots and the stored slots of the window.
+
+    ``previous``: this search's snapshot before the data changed, whose verdicts are kept
+    for every occupant whose inputs are unchanged (see ``_SlotSnapshot.parts``)."""
     # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
     # reading the whole history.
     stored_qs = Slot.objects.filter(
@@ -386,9 +444,12 @@ def _slot_snapshot(
     ).order_by()
     if parents is not None:
         stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
-    stored_values = list(
+    # Instants as integer microseconds and JSON as text, straight from the cursor: a clinic
+    # of stored slots has thousands in a week, and parsing their datetimes and JSON cost
+    # more than the rest of the build. A page converts only its own rows (``_make``).
+    stored_values = plain_rows(
         stored_qs.values_list(
-            *_STORED_SLOT_COLUMNS,
+            *_STORED_SLOT_SQL,
             "schedule__practitioner_id",
             "schedule__practitioner_role_id",
             "schedule__practitioner_role__practitioner_id",
@@ -424,44 +485,107 @@ def _slot_snapshot(
     for values, key in zip(stored_values, occupant_of_stored, strict=True):
         columns = values[: len(_STORED_SLOT_COLUMNS)]
         _pk, fhir_id, schedule_pk, _, status, start, end, categories = columns[:8]
-        start_ts = ts(start)
+        start_ts = start // 1_000_000
         replaced.add((schedule_pk, start_ts))
-        twin = recurrence.split_occurrence_id(fhir_id)
+        # Only an id ending in a UTC stamp can be a generated slot's.
+        twin = recurrence.split_occurrence_id(fhir_id) if fhir_id[-1:] == "Z" else None
         if twin is not None:
             twins.add((twin[0], ts(twin[1])))
-        if service_category and not token_matches(categories, service_category):
+        if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if status == SlotStatus.FREE:
             verdict = occupied.get(key).status(
-                start_ts, ts(end), rules.get(schedule_pk, NO_RULES), (schedule_pk, start_ts)
+                start_ts,
+                end // 1_000_000,
+                rules.get(schedule_pk, NO_RULES),
+                (schedule_pk, start_ts),
             )
             if verdict != status:
                 columns = (*columns[:4], verdict, *columns[5:])
         stored_rows.append((start_ts, fhir_id, 0, columns))
     stored_rows.sort(key=_row_key)
+    # Sorted once here, so that a request only bisects at ``now`` (as for generated slots).
+    stored_open: list[tuple[int, str, int, Any]] = []
+    stored_clocked: list[tuple[int, str, int, Any]] = []
+    stored_fixed: dict[str, list[tuple[int, str, int, Any]]] = {}
+    for row in stored_rows:
+        columns = row[3]
+        if columns[4] != SlotStatus.FREE:
+            stored_fixed.setdefault(str(columns[4]), []).append(row)
+        elif rules.get(columns[2], NO_RULES).clocked:
+            stored_clocked.append(row)
+        else:
+            stored_open.append(row)
 
+    # Per occupant, in the order of its slots' starts (from all its schedules), one sweep:
+    # its rows' verdicts depend on its Occupancy, its schedules' rules (the grid) and the
+    # stored slots that replace generated ones, nothing else. When all of these equal the
+    # previous snapshot's, its verdicts are the engine's answer again and are kept: a
+    # booking re-sweeps the one occupant it changed, not the clinic's week.
+    replaced_key = frozenset(replaced) | frozenset(("twin", *twin) for twin in twins)
+    reusable = previous is not None and previous.grid is grid and previous.replaced == replaced_key
+    parts: dict[str, tuple[availability.Occupancy, tuple[list[Any], ...]]] = {}
+    for key, occupant_rows in grid.by_occupant.items():
+        occupancy = occupied.get(key)
+        if reusable:
+            assert previous is not None
+            kept = previous.parts.get(key)
+            if kept is not None and kept[0] == occupancy:
+                parts[key] = kept
+                continue
+        parts[key] = (
+            occupancy,
+            _verdicts(occupant_rows, occupancy, rules, grid, replaced, twins),
+        )
+    open_rows = _merged(part[1][0] for part in parts.values())
+    clocked_rows = _merged(part[1][1] for part in parts.values())
+    tentative_rows = _merged(part[1][2] for part in parts.values())
+    blocked_rows = _merged(part[1][3] for part in parts.values())
+    return _SlotSnapshot(
+        stored_open=stored_open,
+        stored_open_starts=[row[0] for row in stored_open],
+        stored_clocked=stored_clocked,
+        stored_fixed=stored_fixed,
+        open=open_rows,
+        open_starts=[row[0] for row in open_rows],
+        clocked=clocked_rows,
+        tentative=tentative_rows,
+        blocked=blocked_rows,
+        schedules=grid.schedules,
+        rules=rules,
+        valid_until=occupied.valid_until,
+        grid=grid,
+        replaced=replaced_key,
+        parts=parts,
+    )
+
+
+def _verdicts(
+    rows: list[tuple[int, str, int, Any]],
+    occupancy: availability.Occupancy,
+    rules: dict[int, availability.Rules],
+    grid: _SlotGrid,
+    replaced: set[tuple[int, int]],
+    twins: set[tuple[str, int]],
+) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """The engine's verdict on one occupant's generated rows (sorted by start), in one
+    sweep: (open, clocked, tentative, blocked) rows, each still sorted."""
     open_rows: list[tuple[int, str, int, Any]] = []
     clocked_rows: list[tuple[int, str, int, Any]] = []
     tentative_rows: list[tuple[int, str, int, Any]] = []
     blocked_rows: list[tuple[int, str, int, Any]] = []
-    # One sweep in the grid's global order: each occupant's slots (from all its schedules)
-    # come in increasing starts, so one cursor per occupant suffices.
-    sweeps: dict[str, availability.Sweep] = {}
     sorted_into = {
         availability.FREE: open_rows,
         availability.BUSY_TENTATIVE: tentative_rows,
         availability.BUSY: blocked_rows,
     }
-    for row in grid.rows:
+    sweep = occupancy.sweep()
+    for row in rows:
         slot_start, _, _, (pk, _, slot_end) = row
         if replaced and (
             (pk, slot_start) in replaced or (grid.schedules[pk][0], slot_start) in twins
         ):
             continue
-        key = grid.occupants[pk]
-        sweep = sweeps.get(key)
-        if sweep is None:
-            sweep = sweeps[key] = occupied.get(key).sweep()
         slot_rules = rules.get(pk)
         if slot_rules is None:
             sorted_into[sweep(slot_start, slot_end)].append(row)
@@ -471,17 +595,14 @@ def _slot_snapshot(
             clocked_rows.append(row)
         else:
             sorted_into[status].append(row)
-    return _SlotSnapshot(
-        stored=stored_rows,
-        open=open_rows,
-        open_starts=[row[0] for row in open_rows],
-        clocked=clocked_rows,
-        tentative=tentative_rows,
-        blocked=blocked_rows,
-        schedules=grid.schedules,
-        rules=rules,
-        valid_until=occupied.valid_until,
-    )
+    return open_rows, clocked_rows, tentative_rows, blocked_rows
+
+
+def _merged(parts: Iterator[list[tuple[int, str, int, Any]]]) -> list[tuple[int, str, int, Any]]:
+    # Each part is sorted: Timsort merges the runs in about one pass.
+    rows = [row for part in parts for row in part]
+    rows.sort(key=_row_key)
+    return rows
 
 
 def _row_key(row: tuple[int, str, int, Any]) -> tuple[int, str]:
@@ -497,19 +618,34 @@ def _with_status(
         yield start, slot_id, kind, (schedule_pk, slot_start, slot_end, status)
 
 
-def _stored_at(
-    rows: list[tuple[int, str, int, Any]], now_ts: int, rules: dict[int, availability.Rules]
+def _stored_with_status(
+    rows: list[tuple[int, str, int, Any]], lo: int, hi: int, status: str | None = None
+) -> Iterator[tuple[int, str, int, Any]]:
+    """Stored rows ``lo:hi``, lazily, with ``status`` (None: their own)."""
+    for index in range(lo, hi):
+        row = rows[index]
+        if status is None or row[3][4] == status:
+            yield row
+        else:
+            start, slot_id, kind, columns = row
+            yield start, slot_id, kind, (*columns[:4], status, *columns[5:])
+
+
+def _stored_clocked_at(
+    rows: list[tuple[int, str, int, Any]],
+    now_ts: int,
+    rules: dict[int, availability.Rules],
+    wanted: str,
 ) -> list[tuple[int, str, int, Any]]:
-    """Stored rows with the clock applied: a free stored slot that has started, or that its
-    schedule's notice or advance rule keeps out of reach, is busy."""
-    busy = str(SlotStatus.BUSY)
-    return [
-        (start, slot_id, kind, (*columns[:4], busy, *columns[5:]))
-        if columns[4] == SlotStatus.FREE
-        and availability.rule_refusal(start, now_ts, rules.get(columns[2], NO_RULES)) is not None
-        else (start, slot_id, kind, columns)
-        for start, slot_id, kind, columns in rows
-    ]
+    """The stored slots free by occupancy of schedules with notice or advance rules that
+    have ``wanted`` status at ``now`` (free: within reach of the rules; busy: not)."""
+    free = str(SlotStatus.FREE)
+    out = []
+    for start, slot_id, kind, columns in rows:
+        refused = availability.rule_refusal(start, now_ts, rules[columns[2]]) is not None
+        if (wanted == free) != refused:
+            out.append((start, slot_id, kind, (*columns[:4], wanted, *columns[5:])))
+    return out
 
 
 def _clocked_at(
@@ -580,6 +716,7 @@ def slot_search(
             grid=grid,
             service_category=service_category,
             now=now,
+            previous=search_cache.slot_cache.latest(organization, key),
         )
         return snapshot, snapshot.weight
 
@@ -593,13 +730,31 @@ def slot_search(
     wanted_status = set(statuses) if statuses else None
     free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
     tentative_status = str(SlotStatus.BUSY_TENTATIVE)
-    stored = [
-        row
-        for row in _stored_at(snapshot.stored, now_ts, snapshot.rules)
-        if wanted_status is None or row[3][4] in wanted_status
-    ]
-    total = len(stored)
-    streams: list[Iterator[tuple[int, str, int, Any]]] = [iter(stored)]
+    total = 0
+    streams: list[Iterator[tuple[int, str, int, Any]]] = []
+    # Stored slots: free ones that have started are busy, like generated ones.
+    stored_started = bisect.bisect_left(snapshot.stored_open_starts, now_ts)
+    stored_open = snapshot.stored_open
+    if wanted_status is None or free in wanted_status:
+        total += len(stored_open) - stored_started
+        streams.append(_stored_with_status(stored_open, stored_started, len(stored_open)))
+        if snapshot.stored_clocked:
+            reachable = _stored_clocked_at(snapshot.stored_clocked, now_ts, snapshot.rules, free)
+            total += len(reachable)
+            streams.append(iter(reachable))
+    if wanted_status is None or busy_status in wanted_status:
+        total += stored_started
+        streams.append(_stored_with_status(stored_open, 0, stored_started, busy_status))
+        if snapshot.stored_clocked:
+            refused = _stored_clocked_at(
+                snapshot.stored_clocked, now_ts, snapshot.rules, busy_status
+            )
+            total += len(refused)
+            streams.append(iter(refused))
+    for fixed_status, rows in snapshot.stored_fixed.items():
+        if wanted_status is None or fixed_status in wanted_status:
+            total += len(rows)
+            streams.append(iter(rows))
     # Generated slots that have started are busy, never free.
     started = bisect.bisect_left(snapshot.open_starts, now_ts)
     if wanted_status is None or free in wanted_status:
