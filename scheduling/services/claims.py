@@ -45,8 +45,10 @@ from scheduling.models import (
 from scheduling.recurrence import Period
 from scheduling.selectors.appointments import HOLD_EXPIRED_REASON
 from scheduling.selectors.occupancy import (
+    ClaimRead,
     Occupant,
     active_appointments_q,
+    claim_read,
     occupancies,
     occupancy_spans,
     occupying_appointments,
@@ -72,6 +74,10 @@ __all__ = [
     "slot_find",
     "slot_take",
 ]
+
+#: The shortest span :func:`slot_take` reads ahead of a slot's start in its one statement:
+#: a stored slot longer than the schedule's slots (and than this) is read again.
+CLAIM_SPAN = timedelta(hours=1)
 
 #: ``cancelationReason`` of a hold that lapsed (the same text reads show before tidying).
 HOLD_EXPIRED = HOLD_EXPIRED_REASON
@@ -138,16 +144,23 @@ def slot_find(
     start: datetime,
     occurrence_start: datetime | None = None,
     field: str = "start",
+    claim: ClaimRead | None = None,
 ) -> FoundSlot:
     """The slot of ``schedule`` starting exactly at ``start``: a stored slot of the schedule
     at that start (it replaces the generated one, as in Slot search), else the generated one.
     ``occurrence_start`` restricts it to one occurrence of a recurring schedule.
-    BusinessRuleViolation (naming ``field``) when there is no such slot."""
-    stored = (
-        Slot.objects.filter(organization=organization, schedule=schedule, start=start)
-        .order_by("fhir_id")
-        .first()
-    )
+    BusinessRuleViolation (naming ``field``) when there is no such slot. With ``claim``
+    (read for this start) the stored slot is known already: read only when there is one."""
+    stored: Slot | None
+    if claim is not None:
+        stored_pk = claim.stored_slot_pk()
+        stored = None if stored_pk is None else Slot.objects.get(pk=stored_pk)
+    else:
+        stored = (
+            Slot.objects.filter(organization=organization, schedule=schedule, start=start)
+            .order_by("fhir_id")
+            .first()
+        )
     if stored is not None and occurrence_start is None:
         if stored.status == SlotStatus.ENTERED_IN_ERROR:
             raise BusinessRuleViolation(
@@ -194,9 +207,11 @@ def slot_claim(
     now: datetime,
     exclude_appointment: int | None = None,
     field: str = "start",
+    claim: ClaimRead | None = None,
 ) -> None:
     """Refuse (SlotTaken) unless the engine says ``slot`` is free for the schedule's occupant
-    and the patient has nothing else then. Call under :func:`lock_occupants` of both."""
+    and the patient has nothing else then. Call under :func:`lock_occupants` of both.
+    ``claim``: what occupies them, read already (:func:`claim_read`, covering the slot)."""
     if slot.stored is not None and slot.stored.status != SlotStatus.FREE:
         raise SlotTaken(
             f"The slot at {iso(slot.start)} of schedule '{schedule.fhir_id}' is "
@@ -210,13 +225,16 @@ def slot_claim(
         slot.start - timedelta(seconds=rules.before), slot.end + timedelta(seconds=rules.after)
     )
     occupant = schedule.occupant
-    occupied = occupancies(
-        organization=organization,
-        window=window,
-        now=now,
-        occupants=[occupant],
-        exclude_appointment=exclude_appointment,
-    ).get(occupant)
+    if claim is not None:
+        occupied = claim.occupancy(window)
+    else:
+        occupied = occupancies(
+            organization=organization,
+            window=window,
+            now=now,
+            occupants=[occupant],
+            exclude_appointment=exclude_appointment,
+        ).get(occupant)
     status = availability.slot_status(
         start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
     )
@@ -227,12 +245,16 @@ def slot_claim(
             f"free{held}: its practitioner is booked then; choose another slot.",
             expression=[field],
         )
-    own = patient_occupancy(
-        organization=organization,
-        patient_pk=patient.pk,
-        window=Period(slot.start, slot.end),
-        now=now,
-        exclude_appointment=exclude_appointment,
+    own = (
+        claim.patient_occupancy(Period(slot.start, slot.end))
+        if claim is not None
+        else patient_occupancy(
+            organization=organization,
+            patient_pk=patient.pk,
+            window=Period(slot.start, slot.end),
+            now=now,
+            exclude_appointment=exclude_appointment,
+        )
     )
     if own.status(start, end) != availability.FREE:
         raise SlotTaken(
@@ -659,13 +681,34 @@ def slot_take(
     (:func:`slot_find`), the booking rules (:func:`rules_check`: 422), the engine's verdict for
     the occupant and the patient (:func:`slot_claim`: 409), then lapsed holds in the way are
     tidied (the database constraints cannot see the clock). Call under
-    :func:`lock_occupants` of the occupant and the patient."""
+    :func:`lock_occupants` of the occupant and the patient.
+
+    What these steps read comes from one statement (:func:`claim_read`): the stored slot,
+    what occupies the occupant and the patient, whether lapsed holds are near. It is read
+    for a slot as long as the schedule's slots (at least :data:`CLAIM_SPAN`); a longer
+    stored slot is read again by the steps themselves, and lapsed holds are tidied (a
+    locked read and a write each) only when there are any.
+    """
+    rules = schedule_rules(schedule)
+    claim = claim_read(
+        organization=organization,
+        occupant=schedule.occupant,
+        patient_pk=patient.pk,
+        schedule_pk=schedule.pk,
+        start=start,
+        reach=start + max(schedule.slot_duration or CLAIM_SPAN, CLAIM_SPAN),
+        before=timedelta(seconds=rules.before),
+        after=timedelta(seconds=rules.after),
+        now=now,
+        exclude_appointment=exclude_appointment,
+    )
     slot = slot_find(
         organization=organization,
         schedule=schedule,
         start=start,
         occurrence_start=occurrence_start,
         field=field,
+        claim=claim,
     )
     rules_check(
         organization=organization,
@@ -676,6 +719,7 @@ def slot_take(
         exclude_appointment=exclude_appointment,
         field=field,
     )
+    covered = claim.covers(slot.start, slot.end)
     slot_claim(
         organization=organization,
         schedule=schedule,
@@ -684,14 +728,16 @@ def slot_take(
         now=now,
         exclude_appointment=exclude_appointment,
         field=field,
+        claim=claim if covered else None,
     )
-    expire_lapsed_holds(
-        organization=organization,
-        now=now,
-        actor=actor,
-        occupant=schedule.occupant,
-        patient=patient,
-        start=slot.start,
-        end=slot.end,
-    )
+    if not covered or claim.lapsed_holds():
+        expire_lapsed_holds(
+            organization=organization,
+            now=now,
+            actor=actor,
+            occupant=schedule.occupant,
+            patient=patient,
+            start=slot.start,
+            end=slot.end,
+        )
     return slot
