@@ -22,6 +22,8 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 
 from scheduling import recurrence
+from scheduling.db import search_cache
+from scheduling.db.compiled_query import CompiledStatement
 from scheduling.errors import BusinessRuleViolation, InvalidInput, SlotTaken
 from scheduling.models import (
     BOOKABLE_STATUSES,
@@ -229,19 +231,12 @@ def _refuse_early(
     """
     if start < now:
         return None
-    named = _schedule_named(_schedules(), organization=organization, value=schedule_id)
+    named = _schedule_cached(organization=organization, value=schedule_id)
     schedule = named[0]
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
     if schedule.seats > 1 or schedule_rules(schedule).clocked:
         return named  # a group slot takes several bookings; a clock rule's 422 comes first
-    taken = (
-        Appointment.objects.filter(
-            organization=organization, occupant=schedule.occupant, start=start, rrule=""
-        )
-        .filter(active_appointments_q(now))
-        .exists()
-    )
-    if taken:
+    if _TAKEN_AT.rows(organization.pk, schedule.occupant, start, now):
         raise SlotTaken(
             f"The slot at {iso(start)} of schedule '{schedule.fhir_id}' is no longer free: "
             "its practitioner is booked then; choose another slot.",
@@ -347,6 +342,39 @@ def _book_locked(
         },
     )
     return appointment
+
+
+#: The early check of :func:`_refuse_early`: an active plain appointment of the occupant
+#: starting exactly then (organisation, occupant, start, now). Compiled once per process.
+_TAKEN_AT = CompiledStatement(
+    lambda organization_id, occupant, start, now: [
+        Appointment.objects.filter(
+            organization_id=organization_id, occupant=occupant, start=start, rrule=""
+        )
+        .filter(active_appointments_q(now))
+        .order_by()
+        .values_list("id")[:1]
+    ],
+    kinds="ssdd",
+)
+
+
+def _schedule_cached(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
+    """:func:`_schedule_named`, kept per process under the organisation's ``schedules``
+    stamp when the request's organisation carries it (the API's does): a booking then
+    reads no schedule while none of the organisation's practitioners, roles and schedules
+    changed. As fresh as the stamp, read with the request's token; the occupant's lock,
+    not the schedule row, guards the time (see :func:`_refuse_early`). The instance is
+    shared between requests and threads: nothing here changes it."""
+
+    def build() -> tuple[tuple[Schedule, datetime | None], int]:
+        return _schedule_named(_schedules(), organization=organization, value=value), 1
+
+    if getattr(organization, "schedules_stamp", None) is None:
+        return build()[0]
+    return search_cache.booking_schedule_cache.get_or_build(
+        organization, ("booking-schedule", value), build, bookings=False
+    )
 
 
 def _schedule_named(
