@@ -84,19 +84,19 @@ def _summary(latencies: list[float], statuses: Counter[int]) -> dict[str, Any]:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def server_cpu(session: int, database: str) -> tuple[float, float]:
-    """CPU seconds (user + system) used so far by the server: (gunicorn, PostgreSQL).
-
-    gunicorn: every process of the server's session (serve.sh starts it with a session of
-    its own: the master and its workers). PostgreSQL: the backends connected to the bench
-    database (their process title names it). Both are read from /proc, so this works only
-    with the server and PostgreSQL on this machine (Linux); elsewhere it reads (0, 0).
-    Backends that exit between two readings take their CPU with them: the bench keeps
-    its connections open (CONN_MAX_AGE), so within a phase that does not happen.
-    """
-    gunicorn = postgres = 0
+def server_ticks(session: int, database: str) -> dict[int, tuple[str, int]]:
+    """CPU ticks (user + system) used so far per server process: pid -> (kind, ticks),
+    kind ``gunicorn`` (every process of the server's session: serve.sh starts it with a
+    session of its own, the master and its workers) or ``postgres`` (the backends
+    connected to the bench database: their process title names it). Read from /proc, so
+    only with the server and PostgreSQL on this machine (Linux); elsewhere empty."""
+    found: dict[int, tuple[str, int]] = {}
     marker = f" {database} ".encode()
-    for entry in os.scandir("/proc"):
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return found
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:
@@ -106,14 +106,55 @@ def server_cpu(session: int, database: str) -> tuple[float, float]:
             fields = stat[stat.rindex(b")") + 2 :].split()
             ticks = int(fields[11]) + int(fields[12])
             if int(fields[3]) == session:
-                gunicorn += ticks
+                found[int(entry.name)] = ("gunicorn", ticks)
             elif b"postgres" in stat[: stat.rindex(b")")]:
                 with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
                     if marker in handle.read().replace(b"\0", b" ") + b" ":
-                        postgres += ticks
+                        found[int(entry.name)] = ("postgres", ticks)
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
-    return gunicorn / _TICK, postgres / _TICK
+    return found
+
+
+class CpuMeter:
+    """Server CPU seconds (gunicorn, PostgreSQL) over a phase, sampled every ``interval``
+    seconds, so a process that exits during the phase (a backend closed after
+    CONN_MAX_AGE) keeps what it used up to its last sample; a process born during the
+    phase counts from zero."""
+
+    def __init__(self, session: int, database: str, interval: float = 0.25) -> None:
+        self.session, self.database, self.interval = session, database, interval
+        self._first: dict[int, int] = {}
+        self._last: dict[int, tuple[str, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def _sample(self) -> None:
+        for pid, (kind, ticks) in server_ticks(self.session, self.database).items():
+            self._first.setdefault(pid, ticks if self._task is None else 0)
+            self._last[pid] = (kind, ticks)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self._sample()
+
+    async def __aenter__(self) -> CpuMeter:
+        self._sample()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._sample()
+
+    def seconds(self) -> tuple[float, float]:
+        used = {"gunicorn": 0, "postgres": 0}
+        for pid, (kind, ticks) in self._last.items():
+            used[kind] += ticks - self._first.get(pid, 0)
+        return used["gunicorn"] / _TICK, used["postgres"] / _TICK
 
 
 class WaitSampler:
@@ -243,24 +284,24 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
         server_session, database = plan["server_session"], plan["database"]
         cpu: dict[str, dict[str, float]] = {}
 
-        @contextlib.contextmanager
-        def measured(phase: str) -> Any:
+        @contextlib.asynccontextmanager
+        async def measured(phase: str) -> Any:
             """Server CPU (gunicorn, PostgreSQL), wall time and load average of a phase."""
-            gunicorn0, postgres0 = server_cpu(server_session, database)
             began = time.perf_counter()
-            yield
+            async with CpuMeter(server_session, database) as meter:
+                yield
             wall = time.perf_counter() - began
-            gunicorn1, postgres1 = server_cpu(server_session, database)
+            gunicorn, postgres = meter.seconds()
             cpu[phase] = {
-                "gunicorn_s": gunicorn1 - gunicorn0,
-                "postgres_s": postgres1 - postgres0,
+                "gunicorn_s": gunicorn,
+                "postgres_s": postgres,
                 "wall_s": wall,
                 "loadavg_1m": os.getloadavg()[0],
             }
 
         quiet: list[float] = []
         quiet_status: Counter[int] = Counter()
-        with measured("uncontended"):
+        async with measured("uncontended"):
             for slot in slots["uncontended"]:
                 status, seconds = await book(patients[0], slot, keep_id=True)
                 quiet.append(seconds)
@@ -270,13 +311,14 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
         contended_status: Counter[int] = Counter()
         winners: list[int] = []
         sampler = WaitSampler(plan["sample_dsn"], database) if plan.get("sample_dsn") else None
-        with measured("contended"), sampler or contextlib.nullcontext():
-            for slot in slots["contended"]:
-                results = await asyncio.gather(*(book(patient, slot) for patient in patients))
-                winners.append(sum(1 for status, _ in results if status == 201))
-                for status, seconds in results:
-                    contended.append(seconds)
-                    contended_status[status] += 1
+        async with measured("contended"):
+            with sampler or contextlib.nullcontext():
+                for slot in slots["contended"]:
+                    results = await asyncio.gather(*(book(patient, slot) for patient in patients))
+                    winners.append(sum(1 for status, _ in results if status == 201))
+                    for status, seconds in results:
+                        contended.append(seconds)
+                        contended_status[status] += 1
         waits = sampler.seconds(cpu["contended"]["wall_s"]) if sampler is not None else {}
 
         queue: asyncio.Queue[list[str]] = asyncio.Queue()
@@ -293,14 +335,14 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
                 spread_status[status] += 1
 
         began = time.perf_counter()
-        with measured("throughput"):
+        async with measured("throughput"):
             await asyncio.gather(*(booker(i) for i in range(clients)))
         elapsed = time.perf_counter() - began
 
         held: list[float] = []
         held_status: Counter[int] = Counter()
         hold_url = f"{fhir}/Patient/{patients[-1]}/Appointment/$hold"
-        with measured("hold"):
+        async with measured("hold"):
             for slot in slots["hold"]:
                 status, seconds, _ = await post(hold_url, slot_parameters(slot))
                 held.append(seconds)
@@ -308,7 +350,7 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
 
         moved: list[float] = []
         moved_status: Counter[int] = Counter()
-        with measured("reschedule"):
+        async with measured("reschedule"):
             for appointment_id, slot in zip(ids, slots["reschedule"], strict=False):
                 url = f"{fhir}/Patient/{patients[0]}/Appointment/{appointment_id}/$reschedule"
                 status, seconds, _ = await post(url, [{"name": "start", "valueDateTime": slot[2]}])

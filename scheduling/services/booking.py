@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
@@ -85,6 +85,7 @@ def appointment_book(
     actor: str,
     idempotency_key: str | None = None,
     held_until: datetime | None = None,
+    hold_duration: timedelta | None = None,
     now: datetime | None = None,
 ) -> BookingResult:
     """Book the slot of ``schedule_id`` that starts exactly at ``start`` for ``patient``.
@@ -95,7 +96,9 @@ def appointment_book(
     bookable, key reused with another request) or SlotTaken (the practitioner or the patient
     is no longer free then). With ``idempotency_key``, repeating an earlier successful
     request of the same client and patient returns that appointment with ``created=False``
-    and writes nothing. ``now`` is the clock (tests pass one; default: the real time).
+    and writes nothing; the same key with a different request (another slot, status,
+    comment, hold or hold length) is BusinessRuleViolation. ``now`` is the clock (tests
+    pass one; default: the real time).
     """
     if start.tzinfo is None or start.utcoffset() is None:
         raise InvalidInput("start needs a timezone offset.", expression=[_START])
@@ -107,7 +110,13 @@ def appointment_book(
         practitioner_role_id,
         status,
         comment or "",
-        *(["hold"] if held_until is not None else []),
+        # A hold's length is part of the request: a key reused for a hold of another
+        # length is a different request (422), not a replay of the first hold.
+        *(
+            ["hold", f"{hold_duration.total_seconds():g}" if hold_duration else ""]
+            if held_until is not None
+            else []
+        ),
     )
 
     def earlier_booking() -> BookingResult | None:
