@@ -108,9 +108,15 @@ def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
     # bulk_create(update_conflicts=True), which built and compiled the same statement
     # for every booking; PostgreSQL and SQLite (3.24+) both know this upsert.
     with connection.cursor() as cursor:
-        cursor.execute(
-            _lock_sql(len(wanted)), [v for key in wanted for v in (organization.pk, key)]
-        )
+        # An import may lock thousands: in batches, within both databases' parameter limits.
+        for first in range(0, len(wanted), _LOCK_BATCH):
+            batch = wanted[first : first + _LOCK_BATCH]
+            cursor.execute(
+                _lock_sql(len(batch)), [v for key in batch for v in (organization.pk, key)]
+            )
+
+
+_LOCK_BATCH = 500
 
 
 @functools.cache
