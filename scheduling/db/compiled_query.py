@@ -10,6 +10,7 @@ the rows come straight from the cursor.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,7 @@ class CompiledStatement:
         self._make = make
         self._kinds = kinds
         self._compiled: dict[str, tuple[str, tuple[tuple[bool, Any], ...]]] = {}
+        self._native: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -187,10 +189,46 @@ class CompiledStatement:
         sql, plan = self.sql(alias)
         prepared = [self._prepare(k, v, alias) for k, v in zip(self._kinds, values, strict=True)]
         params = [prepared[x] if is_arg else x for is_arg, x in plan]
-        with _cursor(alias) as cursor:
+        native = _native_cursor(alias)
+        if native is not None:
+            # psycopg re-parses the placeholders of a statement this long (over 4 KB or 50
+            # parameters) on every execution; with PostgreSQL's own ($1) it parses nothing.
+            found = self._native.get(alias)
+            if found is None:
+                found = self._native[alias] = _native_placeholders(sql)
+            sql = found
+        with native if native is not None else _cursor(alias) as cursor:
             cursor.execute(sql, params)
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
+
+
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+def _native_placeholders(sql: str) -> str:
+    """Django's ``%s`` placeholders (and ``%%`` escapes) as PostgreSQL's ``$1, $2, ...``."""
+    counter = iter(range(1, 1_000_000))
+    return _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else f"${next(counter)}", sql)
+
+
+def _native_cursor(alias: str) -> Any | None:
+    """:func:`_cursor`'s server-side binding cursor taking PostgreSQL's own placeholders
+    (psycopg's RawCursor), or None where that cursor would not be used."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        return None
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        cursor: Any = psycopg.RawCursor(raw)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(cursor)
+    return connection.make_cursor(cursor)
 
 
 def _cursor(alias: str) -> Any:
