@@ -81,6 +81,143 @@ def _summary(latencies: list[float], statuses: Counter[int]) -> dict[str, Any]:
     }
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def server_ticks(session: int, database: str) -> dict[int, tuple[str, int]]:
+    """CPU ticks (user + system) used so far per server process: pid -> (kind, ticks),
+    kind ``gunicorn`` (every process of the server's session: serve.sh starts it with a
+    session of its own, the master and its workers) or ``postgres`` (the backends
+    connected to the bench database: their process title names it). Read from /proc, so
+    only with the server and PostgreSQL on this machine (Linux); elsewhere empty."""
+    found: dict[int, tuple[str, int]] = {}
+    marker = f" {database} ".encode()
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                stat = handle.read()
+            # Fields after the command (which may hold spaces) in parentheses.
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            ticks = int(fields[11]) + int(fields[12])
+            if int(fields[3]) == session:
+                found[int(entry.name)] = ("gunicorn", ticks)
+            elif b"postgres" in stat[: stat.rindex(b")")]:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    if marker in handle.read().replace(b"\0", b" ") + b" ":
+                        found[int(entry.name)] = ("postgres", ticks)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+class CpuMeter:
+    """Server CPU seconds (gunicorn, PostgreSQL) over a phase, sampled every ``interval``
+    seconds, so a process that exits during the phase (a backend closed after
+    CONN_MAX_AGE) keeps what it used up to its last sample; a process born during the
+    phase counts from zero."""
+
+    def __init__(self, session: int, database: str, interval: float = 0.25) -> None:
+        self.session, self.database, self.interval = session, database, interval
+        self._first: dict[int, int] = {}
+        self._last: dict[int, tuple[str, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def _sample(self) -> None:
+        for pid, (kind, ticks) in server_ticks(self.session, self.database).items():
+            self._first.setdefault(pid, ticks if self._task is None else 0)
+            self._last[pid] = (kind, ticks)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self._sample()
+
+    async def __aenter__(self) -> CpuMeter:
+        self._sample()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._sample()
+
+    def seconds(self) -> tuple[float, float]:
+        used = {"gunicorn": 0, "postgres": 0}
+        for pid, (kind, ticks) in self._last.items():
+            used[kind] += ticks - self._first.get(pid, 0)
+        return used["gunicorn"] / _TICK, used["postgres"] / _TICK
+
+
+class WaitSampler:
+    """Samples what the bench database's backends are doing, every ``interval`` seconds,
+    from pg_stat_activity (over a connection to the ``postgres`` database, so its own
+    backend is not one of those counted): how many are waiting for a lock (heavyweight
+    locks: row locks and the like, wait_event_type 'Lock'), running a statement, idle in
+    a transaction (the application working between statements of an open transaction,
+    e.g. the lock holder's Python), or waiting on something else (LWLock, IO, ...).
+
+    Summed over the samples and multiplied by the interval, each is backend-seconds: the
+    lock-wait seconds against the phase's total request seconds (the sum of latencies)
+    is the share of the contended time spent waiting for locks.
+    """
+
+    def __init__(self, dsn: str, database: str, interval: float = 0.002) -> None:
+        import threading
+
+        self.dsn, self.database, self.interval = dsn, database, interval
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+
+        query = (
+            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+            "WHERE datname = %s AND backend_type = 'client backend'"
+        )
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            cursor = connection.cursor()
+            while not self._stop.is_set():
+                # pg_stat_activity is a snapshot per transaction: autocommit gives a new one.
+                cursor.execute(query, (self.database,))
+                for state, kind, event in cursor.fetchall():
+                    if state == "active" and kind == "Lock":
+                        self.counts[f"lock wait ({event})"] += 1
+                    elif state == "active" and kind in (None, "CPU"):
+                        self.counts["running a statement"] += 1
+                    elif state == "active":
+                        self.counts[f"other wait ({kind}:{event})"] += 1
+                    elif state == "idle in transaction":
+                        self.counts["idle in transaction"] += 1
+                self.samples += 1
+                self._stop.wait(self.interval)
+
+    def seconds(self, elapsed: float) -> dict[str, float]:
+        """Backend-seconds per activity: the share of samples times the phase's length."""
+        if not self.samples:
+            return {}
+        return {k: v / self.samples * elapsed for k, v in sorted(self.counts.items())}
+
+
 def _patient_of(slot: list[str], patients: list[str]) -> str:
     """The patient who books a slot of schedule ``sched-{k}`` in the concurrent phases."""
     return patients[int(slot[0].rpartition("-")[2]) % len(patients)]
@@ -144,22 +281,45 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
         warm = slots["warmup"]
         await asyncio.gather(*(book(_patient_of(slot, patients), slot) for slot in warm))
 
+        server_session, database = plan["server_session"], plan["database"]
+        cpu: dict[str, dict[str, float]] = {}
+
+        @contextlib.asynccontextmanager
+        async def measured(phase: str) -> Any:
+            """Server CPU (gunicorn, PostgreSQL), wall time and load average of a phase."""
+            began = time.perf_counter()
+            async with CpuMeter(server_session, database) as meter:
+                yield
+            wall = time.perf_counter() - began
+            gunicorn, postgres = meter.seconds()
+            cpu[phase] = {
+                "gunicorn_s": gunicorn,
+                "postgres_s": postgres,
+                "wall_s": wall,
+                "loadavg_1m": os.getloadavg()[0],
+            }
+
         quiet: list[float] = []
         quiet_status: Counter[int] = Counter()
-        for slot in slots["uncontended"]:
-            status, seconds = await book(patients[0], slot, keep_id=True)
-            quiet.append(seconds)
-            quiet_status[status] += 1
+        async with measured("uncontended"):
+            for slot in slots["uncontended"]:
+                status, seconds = await book(patients[0], slot, keep_id=True)
+                quiet.append(seconds)
+                quiet_status[status] += 1
 
         contended: list[float] = []
         contended_status: Counter[int] = Counter()
         winners: list[int] = []
-        for slot in slots["contended"]:
-            results = await asyncio.gather(*(book(patient, slot) for patient in patients))
-            winners.append(sum(1 for status, _ in results if status == 201))
-            for status, seconds in results:
-                contended.append(seconds)
-                contended_status[status] += 1
+        sampler = WaitSampler(plan["sample_dsn"], database) if plan.get("sample_dsn") else None
+        async with measured("contended"):
+            with sampler or contextlib.nullcontext():
+                for slot in slots["contended"]:
+                    results = await asyncio.gather(*(book(patient, slot) for patient in patients))
+                    winners.append(sum(1 for status, _ in results if status == 201))
+                    for status, seconds in results:
+                        contended.append(seconds)
+                        contended_status[status] += 1
+        waits = sampler.seconds(cpu["contended"]["wall_s"]) if sampler is not None else {}
 
         queue: asyncio.Queue[list[str]] = asyncio.Queue()
         for slot in slots["throughput"]:
@@ -175,26 +335,32 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
                 spread_status[status] += 1
 
         began = time.perf_counter()
-        await asyncio.gather(*(booker(i) for i in range(clients)))
+        async with measured("throughput"):
+            await asyncio.gather(*(booker(i) for i in range(clients)))
         elapsed = time.perf_counter() - began
 
         held: list[float] = []
         held_status: Counter[int] = Counter()
         hold_url = f"{fhir}/Patient/{patients[-1]}/Appointment/$hold"
-        for slot in slots["hold"]:
-            status, seconds, _ = await post(hold_url, slot_parameters(slot))
-            held.append(seconds)
-            held_status[status] += 1
+        async with measured("hold"):
+            for slot in slots["hold"]:
+                status, seconds, _ = await post(hold_url, slot_parameters(slot))
+                held.append(seconds)
+                held_status[status] += 1
 
         moved: list[float] = []
         moved_status: Counter[int] = Counter()
-        for appointment_id, slot in zip(ids, slots["reschedule"], strict=False):
-            url = f"{fhir}/Patient/{patients[0]}/Appointment/{appointment_id}/$reschedule"
-            status, seconds, _ = await post(url, [{"name": "start", "valueDateTime": slot[2]}])
-            moved.append(seconds)
-            moved_status[status] += 1
+        async with measured("reschedule"):
+            for appointment_id, slot in zip(ids, slots["reschedule"], strict=False):
+                url = f"{fhir}/Patient/{patients[0]}/Appointment/{appointment_id}/$reschedule"
+                status, seconds, _ = await post(url, [{"name": "start", "valueDateTime": slot[2]}])
+                moved.append(seconds)
+                moved_status[status] += 1
 
     return {
+        "cpu": cpu,
+        "waits": waits,
+        "contended_request_s": sum(contended),
         "hold": _summary(held, held_status),
         "reschedule": _summary(moved, moved_status),
         "uncontended": _summary(quiet, quiet_status),
@@ -344,6 +510,40 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> bool:
             f"p95={phase['p95_ms']:7.1f} ms  max={phase['max_ms']:7.1f} ms  ({what})  "
             f"statuses={phase['statuses']}"
         )
+    print(
+        f"load average (1 min) at the start / end of the phases: "
+        f"{result['cpu']['uncontended']['loadavg_1m']:.1f} / "
+        f"{result['cpu']['reschedule']['loadavg_1m']:.1f}"
+    )
+    print("server CPU per request (gunicorn + PostgreSQL backends of the bench database):")
+    for phase_name, phase in (
+        ("uncontended", quiet),
+        ("contended", contended),
+        ("throughput", spread),
+        ("hold", result["hold"]),
+        ("reschedule", result["reschedule"]),
+    ):
+        used = result["cpu"][phase_name]
+        count = max(1, phase["count"])
+        total = used["gunicorn_s"] + used["postgres_s"]
+        print(
+            f"  {phase_name:<12} {total / count * 1000:6.2f} ms "
+            f"(gunicorn {used['gunicorn_s'] / count * 1000:5.2f} + PostgreSQL "
+            f"{used['postgres_s'] / count * 1000:5.2f}) over {phase['count']} requests; "
+            f"{total / used['wall_s'] * 100 if used['wall_s'] else 0:.0f}% of one core"
+        )
+    if result["waits"]:
+        total_request_s = result["contended_request_s"]
+        print(
+            f"contended phase, where the {total_request_s:.2f} request-seconds went on the "
+            "database side (pg_stat_activity samples, backend-seconds):"
+        )
+        for activity, seconds in result["waits"].items():
+            print(
+                f"  {activity:<40} {seconds:7.3f} s  "
+                f"({seconds / total_request_s * 100 if total_request_s else 0:5.1f}% of the "
+                "request time)"
+            )
     ratio = contended["p95_ms"] / quiet["p95_ms"] if quiet["p95_ms"] else float("inf")
     one_winner = len(winners) == args.rounds and all(w == 1 for w in winners)
     others: Counter[str] = Counter()
@@ -399,6 +599,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--time-limit", type=float, default=300.0, help="client, seconds")
     parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument(
+        "--sample-waits",
+        action="store_true",
+        help="sample pg_stat_activity every 2 ms in the contended phase: lock wait vs the rest",
+    )
     parser.add_argument("--client", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in (
@@ -461,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = build_plan(args, base_url)
         connections.close_all()
         plan_path = workdir / "plan.json"
-        plan_path.write_text(json.dumps(plan))
+        plan["database"] = name
+        if args.sample_waits:
+            plan["sample_dsn"] = url.replace(f"/{name}", "/postgres", 1)
 
         options = load.Options(
             database_url=url,
@@ -483,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
         with log_path.open("wb") as log:
             server = load.start_server(options, url, secret_key, port, log)
             load.wait_until_ready(base_url, server, 120)
+            # The server's processes are its session (start_new_session): for CPU per phase.
+            plan["server_session"] = server.pid
+            plan_path.write_text(json.dumps(plan))
             print(
                 f"Client: {WARMUP_BOOKINGS} warm-up bookings, {args.uncontended} sequential, "
                 f"{args.rounds} rounds x {args.clients}, {args.throughput} concurrent, "

@@ -792,3 +792,20 @@ def test_key_race_lost_to_another_request_is_422_and_rolled_back(
     assert caught.value.expression == ["Idempotency-Key"]
     assert len(calls) == 3
     assert db_state() == (1, 1, 1)
+
+
+@pytest.mark.django_db
+def test_lock_occupants_creates_and_relocks_many_keys(org: Organization) -> None:
+    """An import locks every occupant and patient of a bundle: more keys than one
+    statement may bind on SQLite or PostgreSQL go in batches, existing rows lock again."""
+    from django.db import transaction
+
+    from scheduling.models import OccupantLock
+    from scheduling.services.claims import lock_occupants
+
+    keys = {f"patient:{i}" for i in range(1203)} | {"", "practitioner:1"}
+    with transaction.atomic():
+        lock_occupants(organization=org, keys=keys)
+        lock_occupants(organization=org, keys=keys)
+    stored = set(OccupantLock.objects.filter(organization=org).values_list("key", flat=True))
+    assert stored == keys - {""}

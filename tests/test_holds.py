@@ -357,6 +357,43 @@ def test_hold_idempotency_key_replays_the_hold(
     assert "Idempotency-Key" in expressions(assert_outcome(other, 422))
 
 
+def test_hold_idempotency_key_with_another_duration_is_another_request(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule, clock: Clock
+) -> None:
+    """A key names one request: reused with a different holdDuration it is refused (422,
+    as for a different slot), never answered with a hold of another length. The same
+    duration spelled otherwise (300 s, or left out for the default 5 min) is the same
+    request and replays the hold."""
+    url = op_url(org.id, patient.fhir_id, "hold")
+    start = schedule.planning_start
+
+    def post(*extra: tuple[str, str, Any]) -> Any:
+        return api.post(
+            url, hold_body(schedule, start, *extra), format="json", HTTP_IDEMPOTENCY_KEY="h-1"
+        )
+
+    first = appointment(post(minutes(5)), 201)
+    for same in [(), (minutes(300, "s"),)]:
+        assert appointment(post(*same), 201)["id"] == first["id"]
+    other = post(minutes(10))
+    assert expressions(assert_outcome(other, 422)) == ["Idempotency-Key"]
+    assert Appointment.objects.count() == 1
+    assert held_until(
+        appointment(
+            api.get(f"/v2/{org.id}/fhir/R4/Patient/{patient.fhir_id}/Appointment/{first['id']}"),
+            200,
+        )
+    ) == held_until(first)
+    # A hold and a booking of the same slot are different requests too.
+    booked = api.post(
+        op_url(org.id, patient.fhir_id, "book-slot"),
+        hold_body(schedule, start, ("status", "valueString", "booked")),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="h-1",
+    )
+    assert expressions(assert_outcome(booked, 422)) == ["Idempotency-Key"]
+
+
 # --------------------------------------------------------------------------- lapsing
 
 

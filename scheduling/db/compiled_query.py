@@ -10,8 +10,10 @@ the rows come straight from the cursor.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -116,6 +118,117 @@ class CompiledModelQuery:
     def first(self, *values: Any, alias: str = "default") -> Any | None:
         found = self.all(*values, alias=alias)
         return found[0] if found else None
+
+
+class CompiledStatement:
+    """Querysets compiled to ONE statement once per process, run with new values each time.
+
+    For the booking's checks: several reads that would each cost a round trip and several
+    milliseconds of queryset building and compiling become one statement (their SQL
+    joined by ``UNION ALL``, so their columns must line up) whose text is built once.
+    ``make(*arguments)`` returns the querysets; ``kinds`` names each argument's type: ``s``
+    text, ``i`` integer, ``d`` an aware instant. While compiling, each argument is a
+    sentinel of its type that passes the fields' own preparation (an instant becomes
+    text on SQLite), so the compiled parameters show where each argument went; the real
+    values are prepared the same way when run. Parameters that are no argument (the
+    querysets' constants: statuses, the empty rule text) are kept as compiled. Every
+    argument must be used. The rows come straight from the cursor: select integer and
+    text columns only.
+    """
+
+    def __init__(self, make: Callable[..., Sequence[QuerySet[Any]]], *, kinds: str) -> None:
+        if set(kinds) - set("sid"):
+            raise ValueError(f"Unknown argument kinds in {kinds!r}")
+        self._make = make
+        self._kinds = kinds
+        self._compiled: dict[str, tuple[str, tuple[tuple[bool, Any], ...]]] = {}
+        self._native: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _sentinel(kind: str, index: int) -> Any:
+        if kind == "s":
+            return f"\x00compiled-statement-argument-{index}\x00"
+        if kind == "i":
+            return -7_900_000_001 - index
+        # An instant nobody books (1901), distinct per argument.
+        return datetime(1901, 1, 1, tzinfo=UTC) + timedelta(seconds=index + 1)
+
+    def _prepare(self, kind: str, value: Any, alias: str) -> Any:
+        if kind == "d":
+            return connections[alias].ops.adapt_datetimefield_value(value)
+        return value
+
+    def sql(self, alias: str = "default") -> tuple[str, tuple[tuple[bool, Any], ...]]:
+        """The SQL, and per parameter (True, argument index) or (False, constant)."""
+        found = self._compiled.get(alias)
+        if found is None:
+            sentinels = [self._sentinel(k, i) for i, k in enumerate(self._kinds)]
+            prepared = [
+                self._prepare(k, v, alias) for k, v in zip(self._kinds, sentinels, strict=True)
+            ]
+            parts, plan = [], []
+            for queryset in self._make(*sentinels):
+                sql, params = queryset.query.get_compiler(using=alias).as_sql()
+                parts.append(sql)
+                for param in params:
+                    if param in prepared:
+                        plan.append((True, prepared.index(param)))
+                    else:
+                        plan.append((False, param))
+            if {index for is_arg, index in plan if is_arg} != set(range(len(self._kinds))):
+                raise ValueError("A compiled statement must use each of its arguments.")
+            found = (" UNION ALL ".join(parts), tuple(plan))
+            with self._lock:
+                found = self._compiled.setdefault(alias, found)
+        return found
+
+    def rows(self, *values: Any, alias: str = "default") -> list[tuple[Any, ...]]:
+        if len(values) != len(self._kinds):
+            raise TypeError(f"Expected {len(self._kinds)} values, got {len(values)}.")
+        sql, plan = self.sql(alias)
+        prepared = [self._prepare(k, v, alias) for k, v in zip(self._kinds, values, strict=True)]
+        params = [prepared[x] if is_arg else x for is_arg, x in plan]
+        native = _native_cursor(alias)
+        if native is not None:
+            # psycopg re-parses the placeholders of a statement this long (over 4 KB or 50
+            # parameters) on every execution; with PostgreSQL's own ($1) it parses nothing.
+            found = self._native.get(alias)
+            if found is None:
+                found = self._native[alias] = _native_placeholders(sql)
+            sql = found
+        with native if native is not None else _cursor(alias) as cursor:
+            cursor.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
+
+
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+def _native_placeholders(sql: str) -> str:
+    """Django's ``%s`` placeholders (and ``%%`` escapes) as PostgreSQL's ``$1, $2, ...``."""
+    counter = iter(range(1, 1_000_000))
+    return _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else f"${next(counter)}", sql)
+
+
+def _native_cursor(alias: str) -> Any | None:
+    """:func:`_cursor`'s server-side binding cursor taking PostgreSQL's own placeholders
+    (psycopg's RawCursor), or None where that cursor would not be used."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        return None
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        cursor: Any = psycopg.RawCursor(raw)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(cursor)
+    return connection.make_cursor(cursor)
 
 
 def _cursor(alias: str) -> Any:

@@ -173,3 +173,6 @@ def _max_rows() -> int:
 slot_grid_cache = StampedCache(_max_rows())
 slot_cache = StampedCache(_max_rows())
 schedule_cache = StampedCache(_max_rows() // 4)
+#: ``$book-slot``: the schedule a booking names (schedules only), so a booking does not
+#: read it again while no practitioner, role or schedule of the organisation changed.
+booking_schedule_cache = StampedCache(_max_rows() // 4)

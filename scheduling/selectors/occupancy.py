@@ -13,13 +13,25 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    F,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Coalesce
 
 from scheduling import recurrence
 from scheduling.availability import Occupancy, Rules, Seat
-from scheduling.db.compiled_query import EpochSeconds
+from scheduling.db.compiled_query import CompiledStatement, EpochSeconds
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
     INACTIVE_APPOINTMENT_STATUSES,
@@ -36,10 +48,12 @@ from scheduling.recurrence import Period
 from scheduling.selectors.common import occurrence_stamps, ts, window_q
 
 __all__ = [
+    "ClaimRead",
     "Occupancies",
     "Occupant",
     "Spans",
     "active_appointments_q",
+    "claim_read",
     "occupancies",
     "occupancy_spans",
     "occupying_appointments",
@@ -114,49 +128,62 @@ _Spans = Spans
 _REACH = timedelta(minutes=MAX_BUFFER_MINUTES)
 
 
-def _appointment_spans(
-    organization: Organization,
-    where: Q,
-    group: str,
-    window: Period,
-    now: datetime,
-    *,
-    occupied: bool = True,
-) -> tuple[dict[str, _Spans], int | None]:
-    """(busy, tentative, seats) per value of column ``group`` for the active appointments
-    matching ``where`` that overlap ``window`` (recurring ones expanded), and the earliest
-    live hold's expiry. With ``occupied`` the spans are the occupied ranges (widened by
-    their schedule's buffers) and bookings of group slots are seats; without (a patient's
-    own time) they are the appointments' own start and end."""
+def _span_columns() -> list[Any]:
+    """The columns the engine needs of an appointment row, in the order
+    :func:`_spans_of_rows` reads them (after a leading group column)."""
     plain = Q(rrule="")
+    return [
+        EpochSeconds("start"),
+        EpochSeconds("end"),
+        Case(
+            When(status=AppointmentStatus.PENDING, held_until__isnull=False, then=Value(1)),
+            default=Value(0),
+        ),
+        EpochSeconds("held_until"),
+        "rrule",
+        # The rule's own columns only for the few recurring rows: NULL is free to load.
+        Case(When(plain, then=None), default=EpochMicros("start")),
+        Case(When(plain, then=None), default=EpochMicros("end")),
+        Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
+        Case(When(plain, then=None), default=Cast("exdates", TextField())),
+        # Buffers (seconds before and after) and, for group slots, the slot's schedule.
+        EpochSeconds("start") - EpochSeconds(Coalesce("occupied_start", "start")),
+        EpochSeconds(Coalesce("occupied_end", "end")) - EpochSeconds("end"),
+        Case(When(schedule__capacity__gt=1, then=F("schedule_id")), default=None),
+    ]
+
+
+def _appointment_rows(
+    organization: Organization, where: Q, window: Period, now: datetime, *, occupied: bool
+) -> QuerySet[Appointment]:
+    """The active appointments matching ``where`` that may occupy time in ``window``: the
+    window widened by the longest buffer when ``occupied`` (a neighbour's buffer reaching
+    into it counts), recurring ones by their first start."""
     reach = _REACH if occupied else timedelta(0)
     wide = Period(window.start - reach, window.end + reach)
-    rows = (
+    return (
         Appointment.objects.filter(where, organization=organization)
         .filter(window_q(wide, "start", "end"))
         .filter(active_appointments_q(now))
         .order_by()
-        .values_list(
-            group,
-            EpochSeconds("start"),
-            EpochSeconds("end"),
-            Case(
-                When(status=AppointmentStatus.PENDING, held_until__isnull=False, then=Value(1)),
-                default=Value(0),
-            ),
-            EpochSeconds("held_until"),
-            "rrule",
-            # The rule's own columns only for the few recurring rows: NULL is free to load.
-            Case(When(plain, then=None), default=EpochMicros("start")),
-            Case(When(plain, then=None), default=EpochMicros("end")),
-            Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
-            Case(When(plain, then=None), default=Cast("exdates", TextField())),
-            # Buffers (seconds before and after) and, for group slots, the slot's schedule.
-            EpochSeconds("start") - EpochSeconds(Coalesce("occupied_start", "start")),
-            EpochSeconds(Coalesce("occupied_end", "end")) - EpochSeconds("end"),
-            Case(When(schedule__capacity__gt=1, then=F("schedule_id")), default=None),
-        )
     )
+
+
+def _spans_of_rows(
+    organization: Organization,
+    rows: Iterable[tuple[Any, ...]],
+    window: Period,
+    *,
+    occupied: bool = True,
+) -> tuple[dict[str, _Spans], int | None]:
+    """(busy, tentative, seats) per group value (each row's first column) of rows of
+    ``(group, *_span_columns())`` during ``window`` (recurring ones expanded), and the
+    earliest live hold's expiry. With ``occupied`` the spans are the occupied ranges
+    (widened by their schedule's buffers) and bookings of group slots are seats; without
+    (a patient's own time) they are the appointments' own start and end. Rows read for a
+    wider window give the same answer: only spans overlapping ``window`` are kept."""
+    reach = _REACH if occupied else timedelta(0)
+    wide = Period(window.start - reach, window.end + reach)
     spans: dict[str, _Spans] = defaultdict(lambda: ([], [], []))
     lo, hi = ts(window.start), ts(window.end)
     wide_start, wide_end = ts(wide.start), ts(wide.end)
@@ -175,7 +202,7 @@ def _appointment_spans(
         before,
         after,
         group_schedule,
-    ) in plain_rows(rows):
+    ) in rows:
         busy, tentative, seats = spans[str(key)]
         if hold and held_until is not None:
             valid_until = held_until if valid_until is None else min(valid_until, held_until)
@@ -207,6 +234,24 @@ def _appointment_spans(
             else:
                 busy.append((s, e))
     return spans, valid_until
+
+
+def _appointment_spans(
+    organization: Organization,
+    where: Q,
+    group: str,
+    window: Period,
+    now: datetime,
+    *,
+    occupied: bool = True,
+) -> tuple[dict[str, _Spans], int | None]:
+    """(busy, tentative, seats) per value of column ``group`` for the active appointments
+    matching ``where`` that overlap ``window`` (:func:`_spans_of_rows`), and the earliest
+    live hold's expiry."""
+    rows = _appointment_rows(organization, where, window, now, occupied=occupied).values_list(
+        group, *_span_columns()
+    )
+    return _spans_of_rows(organization, plain_rows(rows), window, occupied=occupied)
 
 
 def _blocked_spans(
@@ -391,3 +436,204 @@ def occupying_appointments(
             )
     found.sort(key=lambda o: (o.start, o.label))
     return found
+
+
+# --------------------------------------------------------------------------- one booking
+
+
+_PARTS = frozenset("ophbs")
+
+
+def _kind(tag: str) -> RawSQL:
+    """A row's part of the claim statement, as a literal (no parameter: PostgreSQL could
+    not type a bare parameter in a select list)."""
+    if tag not in _PARTS:
+        raise ValueError(f"Unknown part {tag!r}")
+    # One of the module's own one-letter tags, never outside input.
+    return RawSQL(f"'{tag}'", (), output_field=CharField())  # noqa: S611
+
+
+def _nulls(count: int) -> list[Value]:
+    # An untyped NULL in SQL (the type is only Django's): it lines up with any column.
+    return [Value(None, output_field=BigIntegerField())] * count
+
+
+def _claim_querysets(
+    organization_id: str,
+    occupant: str,
+    patient_pk: int,
+    exclude_pk: int,
+    schedule_pk: int,
+    now: datetime,
+    wide_start: datetime,
+    wide_end: datetime,
+    occupied_start: datetime,
+    occupied_end: datetime,
+    patient_start: datetime,
+    patient_end: datetime,
+    slot_start: datetime,
+) -> list[QuerySet[Any]]:
+    """The parts of the claim statement, each ``(part, *12 columns)``: see :class:`ClaimRead`.
+
+    The querysets of the separate loaders (:func:`occupancies`, :func:`patient_occupancy`,
+    the stored slot of :func:`scheduling.services.claims.slot_find`, the lapsed holds of
+    :func:`~scheduling.services.claims.expire_lapsed_holds`), so the one statement reads
+    what they would. Every instant is an argument as given (the compiled statement sees
+    only its arguments): ``wide_*`` is the occupied span widened by the longest buffer.
+    Columns a part does not need are NULL; a part's integers go where the appointments'
+    integers are, so the columns line up.
+    """
+    org = Organization(pk=organization_id)
+    not_excluded = ~Q(pk=exclude_pk)
+    wide = Period(wide_start, wide_end)
+    appointments = _appointment_rows(
+        org, Q(occupant=occupant) & not_excluded, wide, now, occupied=False
+    ).values_list(_kind("o"), *_span_columns())
+    own = _appointment_rows(
+        org,
+        Q(patient_id=patient_pk) & not_excluded,
+        Period(patient_start, patient_end),
+        now,
+        occupied=False,
+    ).values_list(_kind("p"), *_span_columns())
+    blocked = (
+        Slot.objects.filter(
+            organization=org,
+            status=SlotStatus.BUSY_UNAVAILABLE,
+            start__lt=occupied_end,
+            end__gt=occupied_start,
+        )
+        .order_by()
+        .values_list(
+            _kind("b"),
+            EpochSeconds("start"),
+            EpochSeconds("end"),
+            "schedule_id",
+            "schedule__practitioner_id",
+            *_nulls(1),
+            "schedule__practitioner_role_id",
+            "schedule__practitioner_role__practitioner_id",
+            *_nulls(5),
+        )
+    )
+    stored = (
+        Slot.objects.filter(organization=org, schedule_id=schedule_pk, start=slot_start)
+        .order_by()
+        .values_list(_kind("s"), *_nulls(2), "id", *_nulls(1), "fhir_id", *_nulls(7))
+    )
+    # Lapsed holds of the occupant or the patient near the time: only whether any are.
+    lapsed = (
+        Appointment.objects.filter(
+            Q(occupant=occupant) | Q(patient_id=patient_pk),
+            organization=org,
+            status=AppointmentStatus.PENDING,
+            held_until__isnull=False,
+            held_until__lte=now,
+            start__lt=wide_end,
+            end__gt=wide_start,
+        )
+        .order_by()
+        .values_list(_kind("h"), *_nulls(2), "id", *_nulls(9))
+    )
+    return [appointments, own, blocked, stored, lapsed]
+
+
+_CLAIM = CompiledStatement(_claim_querysets, kinds="ssiii" + "d" * 8)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRead:
+    """Everything the locked check of one booking reads, from ONE statement
+    (:func:`claim_read`): what occupies the occupant (appointments, blocked time) and the
+    patient, the stored slots of the schedule at the start, and whether lapsed holds are
+    near. Read for a slot from ``start`` to at most ``reach``: for any slot inside that
+    span the answers are exactly those of the separate loaders, since each keeps only what
+    overlaps the slot's own window (:meth:`covers` says whether a slot fits; the caller
+    reads a longer stored slot the usual way).
+
+    Rows: ``(part, ...)`` with part ``o`` (the occupant's appointments, in the layout of
+    :func:`_span_columns`), ``p`` (the patient's), ``b`` (blocked slots: start, end, their
+    schedule, practitioner, -, role, role's practitioner), ``s`` (a stored slot of the
+    schedule at the start: -, -, pk, -, fhir_id), ``h`` (a lapsed hold: -, -, pk).
+    """
+
+    organization: Organization
+    occupant: str
+    start: datetime
+    reach: datetime
+    rows: list[tuple[Any, ...]]
+
+    def covers(self, start: datetime, end: datetime) -> bool:
+        return self.start <= start and end <= self.reach
+
+    def stored_slot_pk(self) -> int | None:
+        """The stored slot of the schedule at the start with the lowest fhir_id (the one
+        the Slot search shows and a booking takes), or None."""
+        stored = sorted((row[5], row[3]) for row in self.rows if row[0] == "s")
+        return stored[0][1] if stored else None
+
+    def lapsed_holds(self) -> bool:
+        return any(row[0] == "h" for row in self.rows)
+
+    def occupancy(self, window: Period) -> Occupancy:
+        """What :func:`occupancies` says of the occupant during ``window``."""
+        spans, _ = _spans_of_rows(
+            self.organization, (row for row in self.rows if row[0] == "o"), window
+        )
+        busy, tentative, seats = spans.get("o", ([], [], []))
+        lo, hi = ts(window.start), ts(window.end)
+        for _part, start, end, schedule_pk, practitioner, _, role, role_practitioner, *_ in (
+            row for row in self.rows if row[0] == "b"
+        ):
+            key = occupant_key(
+                practitioner_id=practitioner or role_practitioner,
+                role_id=role,
+                schedule_id=schedule_pk,
+            )
+            # As _blocked_spans: a block of any of the occupant's schedules.
+            if key == self.occupant and start < hi and end > lo:
+                busy.append((start, end))
+        return Occupancy.of(busy, tentative, seats)
+
+    def patient_occupancy(self, window: Period) -> Occupancy:
+        """What :func:`patient_occupancy` says of the patient during ``window``."""
+        spans, _ = _spans_of_rows(
+            self.organization, (row for row in self.rows if row[0] == "p"), window, occupied=False
+        )
+        busy, tentative, _seats = spans.get("p", ([], [], []))
+        return Occupancy.of([*busy, *tentative])
+
+
+def claim_read(
+    *,
+    organization: Organization,
+    occupant: str,
+    patient_pk: int,
+    schedule_pk: int,
+    start: datetime,
+    reach: datetime,
+    before: timedelta,
+    after: timedelta,
+    now: datetime,
+    exclude_appointment: int | None = None,
+) -> ClaimRead:
+    """One statement for the locked check of a slot of ``schedule_pk`` starting at
+    ``start`` and ending by ``reach``, whose schedule has buffers ``before`` and ``after``
+    (:class:`ClaimRead`). Call under the occupant's and the patient's locks."""
+    occupied_start, occupied_end = start - before, reach + after
+    rows = _CLAIM.rows(
+        organization.pk,
+        occupant,
+        patient_pk,
+        exclude_appointment or 0,
+        schedule_pk,
+        now,
+        occupied_start - _REACH,
+        occupied_end + _REACH,
+        occupied_start,
+        occupied_end,
+        start,
+        reach,
+        start,
+    )
+    return ClaimRead(organization, occupant, start, reach, rows)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import QuerySet
 
 from scheduling import recurrence
+from scheduling.db import search_cache
+from scheduling.db.compiled_query import CompiledStatement
 from scheduling.errors import BusinessRuleViolation, InvalidInput, SlotTaken, gettext_noop
 from scheduling.models import (
     BOOKABLE_STATUSES,
@@ -86,6 +88,7 @@ def appointment_book(
     actor: str,
     idempotency_key: str | None = None,
     held_until: datetime | None = None,
+    hold_duration: timedelta | None = None,
     now: datetime | None = None,
 ) -> BookingResult:
     """Book the slot of ``schedule_id`` that starts exactly at ``start`` for ``patient``.
@@ -96,7 +99,9 @@ def appointment_book(
     bookable, key reused with another request) or SlotTaken (the practitioner or the patient
     is no longer free then). With ``idempotency_key``, repeating an earlier successful
     request of the same client and patient returns that appointment with ``created=False``
-    and writes nothing. ``now`` is the clock (tests pass one; default: the real time).
+    and writes nothing; the same key with a different request (another slot, status,
+    comment, hold or hold length) is BusinessRuleViolation. ``now`` is the clock (tests
+    pass one; default: the real time).
     """
     if start.tzinfo is None or start.utcoffset() is None:
         raise InvalidInput(gettext_noop("start needs a timezone offset."), expression=[_START])
@@ -108,7 +113,13 @@ def appointment_book(
         practitioner_role_id,
         status,
         comment or "",
-        *(["hold"] if held_until is not None else []),
+        # A hold's length is part of the request: a key reused for a hold of another
+        # length is a different request (422), not a replay of the first hold.
+        *(
+            ["hold", f"{hold_duration.total_seconds():g}" if hold_duration else ""]
+            if held_until is not None
+            else []
+        ),
     )
 
     def earlier_booking() -> BookingResult | None:
@@ -234,19 +245,12 @@ def _refuse_early(
     """
     if start < now:
         return None
-    named = _schedule_named(_schedules(), organization=organization, value=schedule_id)
+    named = _schedule_cached(organization=organization, value=schedule_id)
     schedule = named[0]
     _check_rules(schedule=schedule, practitioner_role_id=practitioner_role_id, status=status)
     if schedule.seats > 1 or schedule_rules(schedule).clocked:
         return named  # a group slot takes several bookings; a clock rule's 422 comes first
-    taken = (
-        Appointment.objects.filter(
-            organization=organization, occupant=schedule.occupant, start=start, rrule=""
-        )
-        .filter(active_appointments_q(now))
-        .exists()
-    )
-    if taken:
+    if _TAKEN_AT.rows(organization.pk, schedule.occupant, start, now):
         raise SlotTaken(
             gettext_noop(
                 "The slot at %(start)s of schedule '%(schedule)s' is no longer free: its "
@@ -355,6 +359,39 @@ def _book_locked(
         },
     )
     return appointment
+
+
+#: The early check of :func:`_refuse_early`: an active plain appointment of the occupant
+#: starting exactly then (organisation, occupant, start, now). Compiled once per process.
+_TAKEN_AT = CompiledStatement(
+    lambda organization_id, occupant, start, now: [
+        Appointment.objects.filter(
+            organization_id=organization_id, occupant=occupant, start=start, rrule=""
+        )
+        .filter(active_appointments_q(now))
+        .order_by()
+        .values_list("id")[:1]
+    ],
+    kinds="ssdd",
+)
+
+
+def _schedule_cached(*, organization: Organization, value: str) -> tuple[Schedule, datetime | None]:
+    """:func:`_schedule_named`, kept per process under the organisation's ``schedules``
+    stamp when the request's organisation carries it (the API's does): a booking then
+    reads no schedule while none of the organisation's practitioners, roles and schedules
+    changed. As fresh as the stamp, read with the request's token; the occupant's lock,
+    not the schedule row, guards the time (see :func:`_refuse_early`). The instance is
+    shared between requests and threads: nothing here changes it."""
+
+    def build() -> tuple[tuple[Schedule, datetime | None], int]:
+        return _schedule_named(_schedules(), organization=organization, value=value), 1
+
+    if getattr(organization, "schedules_stamp", None) is None:
+        return build()[0]
+    return search_cache.booking_schedule_cache.get_or_build(
+        organization, ("booking-schedule", value), build, bookings=False
+    )
 
 
 def _schedule_named(

@@ -20,12 +20,13 @@ patient even if a path forgot step 1: an IntegrityError from them is SlotTaken t
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.db.models import Q
 
 from scheduling import availability, recurrence
@@ -45,8 +46,10 @@ from scheduling.models import (
 from scheduling.recurrence import Period
 from scheduling.selectors.appointments import HOLD_EXPIRED_REASON
 from scheduling.selectors.occupancy import (
+    ClaimRead,
     Occupant,
     active_appointments_q,
+    claim_read,
     occupancies,
     occupancy_spans,
     occupying_appointments,
@@ -73,6 +76,10 @@ __all__ = [
     "slot_take",
 ]
 
+#: The shortest span :func:`slot_take` reads ahead of a slot's start in its one statement:
+#: a stored slot longer than the schedule's slots (and than this) is read again.
+CLAIM_SPAN = timedelta(hours=1)
+
 #: ``cancelationReason`` of a hold that lapsed (the same text reads show before tidying).
 HOLD_EXPIRED = HOLD_EXPIRED_REASON
 
@@ -97,12 +104,29 @@ def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
         return
     # One statement: a missing row is created (and locked, being new), an existing one is
     # "updated" to itself, which locks it as SELECT ... FOR UPDATE would. Rows are taken
-    # in the order given, key order, the same for every writer.
-    OccupantLock.objects.bulk_create(
-        [OccupantLock(organization=organization, key=key) for key in wanted],
-        update_conflicts=True,
-        unique_fields=["organization", "key"],
-        update_fields=["key"],
+    # in the order given, key order, the same for every writer. Written out rather than
+    # bulk_create(update_conflicts=True), which built and compiled the same statement
+    # for every booking; PostgreSQL and SQLite (3.24+) both know this upsert.
+    with connection.cursor() as cursor:
+        # An import may lock thousands: in batches, within both databases' parameter limits.
+        for first in range(0, len(wanted), _LOCK_BATCH):
+            batch = wanted[first : first + _LOCK_BATCH]
+            cursor.execute(
+                _lock_sql(len(batch)), [v for key in batch for v in (organization.pk, key)]
+            )
+
+
+_LOCK_BATCH = 500
+
+
+@functools.cache
+def _lock_sql(count: int) -> str:
+    table = connection.ops.quote_name(OccupantLock._meta.db_table)
+    rows = ", ".join(["(%s, %s)"] * count)
+    # Only the model's own table name and placeholders go into the text; values are bound.
+    return (
+        f'INSERT INTO {table} ("organization_id", "key") VALUES {rows} '  # noqa: S608
+        'ON CONFLICT ("organization_id", "key") DO UPDATE SET "key" = EXCLUDED."key"'
     )
 
 
@@ -138,16 +162,23 @@ def slot_find(
     start: datetime,
     occurrence_start: datetime | None = None,
     field: str = "start",
+    claim: ClaimRead | None = None,
 ) -> FoundSlot:
     """The slot of ``schedule`` starting exactly at ``start``: a stored slot of the schedule
     at that start (it replaces the generated one, as in Slot search), else the generated one.
     ``occurrence_start`` restricts it to one occurrence of a recurring schedule.
-    BusinessRuleViolation (naming ``field``) when there is no such slot."""
-    stored = (
-        Slot.objects.filter(organization=organization, schedule=schedule, start=start)
-        .order_by("fhir_id")
-        .first()
-    )
+    BusinessRuleViolation (naming ``field``) when there is no such slot. With ``claim``
+    (read for this start) the stored slot is known already: read only when there is one."""
+    stored: Slot | None
+    if claim is not None:
+        stored_pk = claim.stored_slot_pk()
+        stored = None if stored_pk is None else Slot.objects.get(pk=stored_pk)
+    else:
+        stored = (
+            Slot.objects.filter(organization=organization, schedule=schedule, start=start)
+            .order_by("fhir_id")
+            .first()
+        )
     if stored is not None and occurrence_start is None:
         if stored.status == SlotStatus.ENTERED_IN_ERROR:
             raise BusinessRuleViolation(
@@ -209,9 +240,11 @@ def slot_claim(
     now: datetime,
     exclude_appointment: int | None = None,
     field: str = "start",
+    claim: ClaimRead | None = None,
 ) -> None:
     """Refuse (SlotTaken) unless the engine says ``slot`` is free for the schedule's occupant
-    and the patient has nothing else then. Call under :func:`lock_occupants` of both."""
+    and the patient has nothing else then. Call under :func:`lock_occupants` of both.
+    ``claim``: what occupies them, read already (:func:`claim_read`, covering the slot)."""
     if slot.stored is not None and slot.stored.status != SlotStatus.FREE:
         raise SlotTaken(
             gettext_noop(
@@ -232,13 +265,16 @@ def slot_claim(
         slot.start - timedelta(seconds=rules.before), slot.end + timedelta(seconds=rules.after)
     )
     occupant = schedule.occupant
-    occupied = occupancies(
-        organization=organization,
-        window=window,
-        now=now,
-        occupants=[occupant],
-        exclude_appointment=exclude_appointment,
-    ).get(occupant)
+    if claim is not None:
+        occupied = claim.occupancy(window)
+    else:
+        occupied = occupancies(
+            organization=organization,
+            window=window,
+            now=now,
+            occupants=[occupant],
+            exclude_appointment=exclude_appointment,
+        ).get(occupant)
     status = availability.slot_status(
         start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
     )
@@ -262,12 +298,16 @@ def slot_claim(
             expression=[field],
             params=params,
         )
-    own = patient_occupancy(
-        organization=organization,
-        patient_pk=patient.pk,
-        window=Period(slot.start, slot.end),
-        now=now,
-        exclude_appointment=exclude_appointment,
+    own = (
+        claim.patient_occupancy(Period(slot.start, slot.end))
+        if claim is not None
+        else patient_occupancy(
+            organization=organization,
+            patient_pk=patient.pk,
+            window=Period(slot.start, slot.end),
+            now=now,
+            exclude_appointment=exclude_appointment,
+        )
     )
     if own.status(start, end) != availability.FREE:
         raise SlotTaken(
@@ -751,13 +791,34 @@ def slot_take(
     (:func:`slot_find`), the booking rules (:func:`rules_check`: 422), the engine's verdict for
     the occupant and the patient (:func:`slot_claim`: 409), then lapsed holds in the way are
     tidied (the database constraints cannot see the clock). Call under
-    :func:`lock_occupants` of the occupant and the patient."""
+    :func:`lock_occupants` of the occupant and the patient.
+
+    What these steps read comes from one statement (:func:`claim_read`): the stored slot,
+    what occupies the occupant and the patient, whether lapsed holds are near. It is read
+    for a slot as long as the schedule's slots (at least :data:`CLAIM_SPAN`); a longer
+    stored slot is read again by the steps themselves, and lapsed holds are tidied (a
+    locked read and a write each) only when there are any.
+    """
+    rules = schedule_rules(schedule)
+    claim = claim_read(
+        organization=organization,
+        occupant=schedule.occupant,
+        patient_pk=patient.pk,
+        schedule_pk=schedule.pk,
+        start=start,
+        reach=start + max(schedule.slot_duration or CLAIM_SPAN, CLAIM_SPAN),
+        before=timedelta(seconds=rules.before),
+        after=timedelta(seconds=rules.after),
+        now=now,
+        exclude_appointment=exclude_appointment,
+    )
     slot = slot_find(
         organization=organization,
         schedule=schedule,
         start=start,
         occurrence_start=occurrence_start,
         field=field,
+        claim=claim,
     )
     rules_check(
         organization=organization,
@@ -768,6 +829,7 @@ def slot_take(
         exclude_appointment=exclude_appointment,
         field=field,
     )
+    covered = claim.covers(slot.start, slot.end)
     slot_claim(
         organization=organization,
         schedule=schedule,
@@ -776,14 +838,16 @@ def slot_take(
         now=now,
         exclude_appointment=exclude_appointment,
         field=field,
+        claim=claim if covered else None,
     )
-    expire_lapsed_holds(
-        organization=organization,
-        now=now,
-        actor=actor,
-        occupant=schedule.occupant,
-        patient=patient,
-        start=slot.start,
-        end=slot.end,
-    )
+    if not covered or claim.lapsed_holds():
+        expire_lapsed_holds(
+            organization=organization,
+            now=now,
+            actor=actor,
+            occupant=schedule.occupant,
+            patient=patient,
+            start=slot.start,
+            end=slot.end,
+        )
     return slot

@@ -83,6 +83,7 @@ def appointment_hold(
         actor=actor,
         idempotency_key=idempotency_key,
         held_until=held_until,
+        hold_duration=hold_duration,
         now=now,
     )
 
