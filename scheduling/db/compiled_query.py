@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import BigIntegerField, Func, QuerySet
 from django.db.models.query import get_related_populators
 
@@ -50,10 +50,7 @@ class CompiledQuery:
         if len(values) != len(self._markers):
             raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
         sql, order = self.sql(alias)
-        with _cursor(alias) as cursor:
-            cursor.execute(sql, [values[index] for index in order])
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
+        return _fetch(alias, sql, [values[index] for index in order])
 
 
 class CompiledModelQuery:
@@ -102,9 +99,7 @@ class CompiledModelQuery:
         if len(values) != len(self._markers):
             raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
         compiler, sql, order, model, init_list, start, end, populators = self._plan(alias)
-        with _cursor(alias) as cursor:
-            cursor.execute(sql, [values[index] for index in order])
-            rows = cursor.fetchall()
+        rows = _fetch(alias, sql, [values[index] for index in order])
         found = []
         for row in compiler.results_iter(results=[rows]):
             obj = model.from_db(alias, init_list, row[start:end])
@@ -116,6 +111,43 @@ class CompiledModelQuery:
     def first(self, *values: Any, alias: str = "default") -> Any | None:
         found = self.all(*values, alias=alias)
         return found[0] if found else None
+
+
+def _fetch(alias: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``, with the query itself as the connection's health check.
+
+    With ``CONN_HEALTH_CHECKS`` Django sends ``SELECT 1`` before the first query of every
+    request on a kept connection: a whole round trip (and a PostgreSQL wake-up) on every
+    API request, whose first query is a compiled one (the token's). Here that first query
+    is the check instead: if it fails on a connection not yet checked in this request,
+    outside a transaction, and the connection is indeed unusable (a restarted server, a
+    dropped socket), the connection is closed and the query runs once more on a new one,
+    which is what the health check would have achieved. A query that fails on a usable
+    connection is not repeated.
+    """
+    connection = connections[alias]
+    unchecked = (
+        connection.health_check_enabled
+        and not connection.health_check_done
+        and connection.connection is not None
+        and not connection.in_atomic_block
+    )
+    if unchecked:
+        connection.health_check_done = True  # no SELECT 1 from Django's own cursor()
+    try:
+        return _execute(alias, sql, params)
+    except (OperationalError, InterfaceError):
+        if not unchecked or connection.is_usable():
+            raise
+    connection.close()
+    return _execute(alias, sql, params)
+
+
+def _execute(alias: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with _cursor(alias) as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    return rows
 
 
 def _cursor(alias: str) -> Any:
@@ -131,7 +163,7 @@ def _cursor(alias: str) -> Any:
     connection = connections[alias]
     if connection.vendor != "postgresql":
         return connection.cursor()
-    connection.close_if_health_check_failed()
+    # (No close_if_health_check_failed(): _fetch checks by running the query.)
     connection.ensure_connection()
     raw = connection.connection
     if raw.prepare_threshold is None:
