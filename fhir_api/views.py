@@ -7,7 +7,7 @@ checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,7 @@ from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
+from scheduling.db import search_cache
 from scheduling.errors import InvalidSearchValue, NotFound
 from scheduling.recurrence import Period
 
@@ -124,6 +125,24 @@ class SearchParams:
 # --------------------------------------------------------------------------- views
 
 
+def cached_read(
+    organization: Any,
+    key: tuple[Any, ...],
+    build: Callable[[], dict[str, Any]],
+    *,
+    bookings: bool = True,
+    valid: Callable[[Any], bool] | None = None,
+) -> Any:
+    """The mapped resource of a read by id, from the per-process read cache when the
+    organisation's data stamps (which came with the token query) say its rows are
+    unchanged: then the read costs no query of its own. ``key`` must name everything the
+    resource depends on besides the stamped tables (scheduling.db.search_cache); the
+    organisation is part of every key. An id that is not found is never cached."""
+    return search_cache.read_cache.get_or_build(
+        organization, key, lambda: (build(), 1), bookings=bookings, valid=valid
+    )
+
+
 def versioned_read(request: Request, resource: dict[str, Any]) -> Response:
     """A read with ``ETag: W/"{versionId}"``; 304 without a body when ``If-None-Match``
     names that version (docs/api.md section 15), so a client can poll cheaply."""
@@ -219,8 +238,16 @@ class ScheduleReadView(TenantView):
     interaction = "read"
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        schedule = selectors.schedule_get(organization=self.organization, fhir_id=fhir_id)
-        return versioned_read(request, mappers.schedule_to_fhir(schedule))
+        organization = self.organization
+
+        def build() -> dict[str, Any]:
+            schedule = selectors.schedule_get(organization=organization, fhir_id=fhir_id)
+            return mappers.schedule_to_fhir(schedule)
+
+        # A schedule's resource depends on schedules, roles and practitioners only.
+        return versioned_read(
+            request, cached_read(organization, ("Schedule", fhir_id), build, bookings=False)
+        )
 
 
 #: Mapped Slot resources kept per cached snapshot: the first pages, which most searches ask.
@@ -298,8 +325,14 @@ class SlotReadView(TenantView):
     interaction = "read"
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        slot = selectors.slot_get(organization=self.organization, fhir_id=fhir_id)
-        return versioned_read(request, mappers.slot_to_fhir(slot))
+        organization = self.organization
+
+        def build() -> dict[str, Any]:
+            return mappers.slot_to_fhir(
+                selectors.slot_get(organization=organization, fhir_id=fhir_id)
+            )
+
+        return versioned_read(request, cached_read(organization, ("Slot", fhir_id), build))
 
 
 class AppointmentSearchView(FHIRSearchView):
@@ -374,13 +407,29 @@ class AppointmentReadView(TenantView):
     patient_scoped = True
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        assert self.patient is not None
-        appointment = selectors.appointment_get(
-            organization=self.organization, patient=self.patient, fhir_id=fhir_id
-        )
+        organization, patient = self.organization, self.patient
+        assert patient is not None
         # A hold lapses by the clock: the mapper reads it at this instant.
         now = selectors.utc_now()
-        return versioned_read(request, mappers.appointment_to_fhir(appointment, now=now))
+
+        def build() -> tuple[dict[str, Any], datetime | None]:
+            appointment = selectors.appointment_get(
+                organization=organization, patient=patient, fhir_id=fhir_id
+            )
+            resource = mappers.appointment_to_fhir(appointment, now=now)
+            # A live hold reads differently once it lapses, without its row changing.
+            lapses = appointment.held_until if appointment.is_held else None
+            return resource, lapses if lapses is not None and lapses > now else None
+
+        # The patient's row is not stamped (its name is in the resource): its version is
+        # part of the key, as is the patient, so one patient never sees another's entry.
+        resource, _ = cached_read(
+            organization,
+            ("Appointment", fhir_id, patient.pk, patient.version),
+            build,
+            valid=lambda value: value[1] is None or now < value[1],
+        )
+        return versioned_read(request, resource)
 
 
 class CapabilityView(TenantView):

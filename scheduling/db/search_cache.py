@@ -163,3 +163,5 @@ def _max_rows() -> int:
 slot_grid_cache = StampedCache(_max_rows())
 slot_cache = StampedCache(_max_rows())
 schedule_cache = StampedCache(_max_rows() // 4)
+#: Reads by id: the mapped resource of one stored row (fhir_api.views), one "row" each.
+read_cache = StampedCache(_max_rows() // 10)
