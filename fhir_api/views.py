@@ -6,11 +6,13 @@ checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters import FilterSet
@@ -176,6 +178,64 @@ class FHIRSearchView(TenantView):
 _SCHEDULE_MEMO_SIZE = 500
 
 
+class MappedSchedules:
+    """Mapped Schedule resources (stored ones and occurrences) kept across searches, keyed
+    by the rows they are built from: the schedule, its role and practitioners, each with
+    its trigger-kept ``version`` (scheduling.db.version_triggers), and the organisation's
+    time zone. A changed row has a new version, so a new key: nothing needs invalidating.
+
+    A search that misses the search cache (a new window, or any edit of the organisation's
+    schedules) then maps only what changed, instead of every occurrence again. Only
+    outside a transaction: a version written by a transaction that is rolled back could
+    be written again later with other contents, whereas committed versions never repeat.
+    Bounded; the oldest entries go first. The resources are shared: never change them.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[Any, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def usable() -> bool:
+        return not connection.in_atomic_block
+
+    @staticmethod
+    def rows_key(schedule: Any) -> tuple[Any, ...]:
+        """The schedule and every row its resource shows, each with its version."""
+        role = schedule.practitioner_role if schedule.practitioner_role_id else None
+        role_practitioner = role.practitioner if role is not None and role.practitioner_id else None
+        practitioner = schedule.practitioner if schedule.practitioner_id else None
+        return (
+            schedule.organization_id,
+            schedule.pk,
+            schedule.version,
+            *(
+                (row.pk, row.version) if row is not None else None
+                for row in (role, role_practitioner, practitioner)
+            ),
+        )
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Any, resource: dict[str, Any]) -> None:
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[key] = resource
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: About 2 KB each: a few MB per worker.
+mapped_schedules = MappedSchedules(20_000)
+
+
 class ScheduleSearchView(FHIRSearchView):
     resource_type = "Schedule"
     filterset = filters.ScheduleFilterSet
@@ -201,16 +261,30 @@ class ScheduleSearchView(FHIRSearchView):
         base = self.base_url(request)
         parts: mappers.ScheduleParts = {}
         memo = results.memo  # shared by the searches served from one cached list
+        shared = mapped_schedules if mapped_schedules.usable() else None
+        zone = self.organization.timezone
+        rows_keys: dict[int, tuple[Any, ...]] = {}
 
         def entry(r: selectors.ScheduleResult) -> tuple[str, dict[str, Any]]:
             key = (r.schedule.pk, r.period)
             resource = memo.get(key)
             if resource is None:
-                resource = (
-                    mappers.schedule_to_fhir(r.schedule)
-                    if r.period is None
-                    else mappers.schedule_occurrence_to_fhir(r.schedule, r.period, memo=parts)
-                )
+                schedule = r.schedule
+                shared_key = None
+                if shared is not None:
+                    rows_key = rows_keys.get(schedule.pk)
+                    if rows_key is None:
+                        rows_key = rows_keys[schedule.pk] = shared.rows_key(schedule)
+                    shared_key = (zone, rows_key, r.period)
+                    resource = shared.get(shared_key)
+                if resource is None:
+                    resource = (
+                        mappers.schedule_to_fhir(schedule)
+                        if r.period is None
+                        else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
+                    )
+                    if shared is not None:
+                        shared.put(shared_key, resource)
                 if len(memo) < _SCHEDULE_MEMO_SIZE:
                     memo[key] = resource
             return f"{base}/Schedule/{resource['id']}", resource

@@ -197,3 +197,57 @@ def test_a_cached_hold_lapses_on_time(
     lapsed = api.get(path)
     assert lapsed.json()["status"] == "cancelled"
     assert lapsed["ETag"] != live["ETag"]
+
+
+# --- Schedule search: mapped occurrences kept across searches (fhir_api.views) ------------
+
+
+@pytest.fixture
+def daily(org: Organization) -> Any:
+    from fhir_api.views import mapped_schedules
+
+    mapped_schedules.clear()
+    return ScheduleFactory(
+        organization=org,
+        fhir_id="daily",
+        planning_start=datetime(2030, 6, 3, 9, tzinfo=AMS),
+        planning_end=datetime(2030, 6, 3, 12, tzinfo=AMS),
+        rrule="FREQ=DAILY",
+    )
+
+
+def week(api: APIClient, start: str = "2030-06-03") -> list[dict[str, Any]]:
+    response = api.get(url(f"Schedule?date=ge{start}&date=lt2030-06-10&_count=50"))
+    assert response.status_code == 200, response.content
+    return [entry["resource"] for entry in response.json()["entry"]]
+
+
+def test_a_renamed_practitioner_shows_in_every_occurrence_at_once(
+    api: APIClient, daily: Any
+) -> None:
+    first = week(api)
+    assert len(first) == 7
+    assert week(api, "2030-06-04")[0] is not None  # another window: the kept resources
+    practitioner = daily.practitioner
+    practitioner.family = "Renamed"
+    practitioner.save()
+    for resource in week(api) + week(api, "2030-06-04"):
+        displays = [actor.get("display", "") for actor in resource["actor"]]
+        assert any("Renamed" in display for display in displays), displays
+
+
+def test_a_version_written_by_a_rolled_back_transaction_is_never_served(
+    api: APIClient, daily: Any
+) -> None:
+    from django.db import transaction
+
+    week(api)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        daily.comment = "rolled back"
+        daily.save()  # version 2, never committed
+        assert week(api)[0]["comment"] == "rolled back"
+        raise RuntimeError
+    daily.refresh_from_db()
+    daily.comment = "committed"
+    daily.save()  # version 2 again, other contents
+    assert {resource["comment"] for resource in week(api)} == {"committed"}

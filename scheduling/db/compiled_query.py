@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -59,29 +60,46 @@ class CompiledModelQuery:
     does (the compiler's converters, ``from_db``, the related populators), so the rows are
     exactly those of the queryset. For the reads by id every request of that kind runs.
 
-    ``kinds`` names each argument's type: ``s`` text, ``i`` integer (the markers that
-    stand for the arguments while compiling must pass the fields' own preparation).
+    ``kinds`` names each argument's type: ``s`` text, ``i`` integer, ``d`` aware datetime
+    (the markers that stand for the arguments while compiling must pass the fields' own
+    preparation; a datetime is passed as the backend adapts it).
     """
 
     def __init__(self, make: Callable[..., QuerySet[Any]], *, kinds: str = "s") -> None:
         self._make = make
+        self._kinds = kinds
         self._markers: tuple[Any, ...] = tuple(
-            f"\x00compiled-query-argument-{i}\x00" if kind == "s" else -7_900_000_001 - i
+            f"\x00compiled-query-argument-{i}\x00"
+            if kind == "s"
+            else datetime(2000, 1, 1 + i, 0, 0, 0, 790_001, tzinfo=UTC)
+            if kind == "d"
+            else -7_900_000_001 - i
             for i, kind in enumerate(kinds)
         )
         self._compiled: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
+
+    def _adapted(self, alias: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The values as the backend's field preparation passes them (datetimes only)."""
+        if "d" not in self._kinds:
+            return values
+        adapt = connections[alias].ops.adapt_datetimefield_value
+        return tuple(
+            adapt(value) if kind == "d" else value
+            for kind, value in zip(self._kinds, values, strict=True)
+        )
 
     def _plan(self, alias: str) -> tuple[Any, ...]:
         found = self._compiled.get(alias)
         if found is None:
             compiler = self._make(*self._markers).query.get_compiler(using=alias)
             sql, params = compiler.as_sql()
-            if any(param not in self._markers for param in params):
+            markers = self._adapted(alias, self._markers)
+            if any(param not in markers for param in params):
                 raise ValueError(
                     f"A compiled query's parameters must all be its arguments, got {params!r}"
                 )
-            order = tuple(self._markers.index(param) for param in params)
+            order = tuple(markers.index(param) for param in params)
             if set(order) != set(range(len(self._markers))):
                 raise ValueError("A compiled query must use each of its arguments.")
             klass_info, select = compiler.klass_info, compiler.select
@@ -99,6 +117,7 @@ class CompiledModelQuery:
         if len(values) != len(self._markers):
             raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
         compiler, sql, order, model, init_list, start, end, populators = self._plan(alias)
+        values = self._adapted(alias, values)
         rows = _fetch(alias, sql, [values[index] for index in order])
         found = []
         for row in compiler.results_iter(results=[rows]):
