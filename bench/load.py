@@ -474,6 +474,10 @@ def explain_searches(plan: dict[str, Any]) -> list[dict[str, str]]:
             table = _TABLE_RE.search(sql)
             if status != 200 or not sql.startswith("SELECT") or table is None or sql in seen:
                 continue
+            if "$1" in sql:
+                # A compiled query bound on the server: its text has no values to EXPLAIN
+                # with (PostgreSQL 16's GENERIC_PLAN could; 15 cannot).
+                continue
             seen.add(sql)
             rows.append(_plan_row(f"{label}: {table.group(1).removeprefix('scheduling_')}", sql))
     if rows:
