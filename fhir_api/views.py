@@ -130,7 +130,7 @@ class SearchParams:
 def cached_read(
     organization: Any,
     key: tuple[Any, ...],
-    build: Callable[[], dict[str, Any]],
+    build: Callable[[], Any],
     *,
     bookings: bool = True,
     valid: Callable[[Any], bool] | None = None,

@@ -144,7 +144,7 @@ def _fetch(alias: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     which is what the health check would have achieved. A query that fails on a usable
     connection is not repeated.
     """
-    connection = connections[alias]
+    connection: Any = connections[alias]  # (the stubs lack the health-check attributes)
     unchecked = (
         connection.health_check_enabled
         and not connection.health_check_done

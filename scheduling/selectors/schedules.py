@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -149,7 +149,7 @@ def _schedule_search(
     window: Period | None,
 ) -> list[ScheduleResult]:
     if ids is None and actor is None and active is None and window is not None:
-        rows: Sequence[Schedule] = _SCHEDULES_IN_WINDOW.all(
+        rows: Iterable[Schedule] = _SCHEDULES_IN_WINDOW.all(
             organization.pk, window.start, window.end, ""
         )
     else:
