@@ -7,7 +7,9 @@ It creates a fresh test database (django.test.utils.create_test_db), loads its o
 measures the p50 of
   1. a 100-entry Slot search page (one week, 20 schedules with 15-minute slots, 100 booked
      appointments), served from the search cache and uncached (caches cleared each time),
-  2. a one-week Schedule search over 20 daily recurring schedules (140 occurrences),
+  2. a one-week Schedule search over 20 daily recurring schedules (160 occurrences), from
+     the search cache and uncached,
+  3. reads by id and ``metadata`` (the read cache cleared before each round),
 through Django's test Client, against the "floor": the same rows fetched with a raw SQL
 cursor and encoded with orjson. The Slot floor runs the same per-occupant busy query the
 engine needs (every active appointment of the week, by occupant). Prints ratios (target
@@ -222,6 +224,7 @@ def main() -> None:
         except ModuleNotFoundError:  # before selectors became a package
             search_cache = importlib.import_module("scheduling.selectors").search_cache
         caches = (search_cache.slot_cache, search_cache.slot_grid_cache)
+        # (the schedule and read caches: below)
         org_id, token = load_data()
         http = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
         base = f"/v2/{org_id}/fhir/R4"
@@ -241,6 +244,10 @@ def main() -> None:
             # day is included): whatever it is, the same every round.
             assert r.status_code == 200 and orjson.loads(r.content)["total"] in (140, 160)
 
+        def schedules_uncached() -> None:
+            search_cache.schedule_cache.clear()
+            schedules()
+
         patient_http = Client(HTTP_AUTHORIZATION=f"Bearer {READER_TOKEN}")
         from scheduling.models import Appointment
 
@@ -248,8 +255,12 @@ def main() -> None:
         assert booked is not None
         reader_path = f"{base}/Patient/{booked.patient.fhir_id}/Appointment/{booked.fhir_id}"
 
-        def getter(client: Client, path: str) -> Callable[[], None]:
+        read_cache = getattr(search_cache, "read_cache", None)  # older checkouts have none
+
+        def getter(client: Client, path: str, *, uncached: bool = False) -> Callable[[], None]:
             def run() -> None:
+                if uncached and read_cache is not None:
+                    read_cache.clear()
                 r = client.get(path)
                 assert r.status_code == 200, (path, r.status_code, r.content[:300])
 
@@ -264,19 +275,33 @@ def main() -> None:
             ("Slot search, 100-entry page, uncached", slots_uncached, floor_slots),
             ("Schedule search, 20 schedules x 1 week", schedules, floor_schedules),
             (
-                "Slot/{id} read",
-                getter(http, f"{base}/Slot/bench-slot"),
-                floor_read("scheduling_slot", "bench-slot"),
+                "Schedule search, 20 schedules x 1 week, uncached",
+                schedules_uncached,
+                floor_schedules,
             ),
-            (
-                "Schedule/{id} read",
-                getter(http, f"{base}/Schedule/bench-00"),
-                floor_read("scheduling_schedule", "bench-00"),
-            ),
-            (
-                "Patient/{pid}/Appointment/{id} read",
-                getter(patient_http, reader_path),
-                floor_read("scheduling_appointment", booked.fhir_id),
+            *(
+                (f"{name} read{label}", getter(client, path, uncached=uncached), floor)
+                for name, client, path, floor in (
+                    (
+                        "Slot/{id}",
+                        http,
+                        f"{base}/Slot/bench-slot",
+                        floor_read("scheduling_slot", "bench-slot"),
+                    ),
+                    (
+                        "Schedule/{id}",
+                        http,
+                        f"{base}/Schedule/bench-00",
+                        floor_read("scheduling_schedule", "bench-00"),
+                    ),
+                    (
+                        "Patient/{pid}/Appointment/{id}",
+                        patient_http,
+                        reader_path,
+                        floor_read("scheduling_appointment", booked.fhir_id),
+                    ),
+                )
+                for label, uncached in ((", uncached", True), ("", False))
             ),
             ("metadata", getter(http, f"{base}/metadata"), metadata_floor),
         ]

@@ -6,16 +6,18 @@
    ``2 x cores`` workers) on a free loopback port;
 3. drives it from a separate process (bench/load_client.py: asyncio + aiohttp, keep-alive,
    N concurrent connections) through timed phases: the ``/healthz`` ceiling, a one-week
-   free-slot search, two searches of a second clinic of STORED slots (issue 19: 50
-   schedules without a slot duration x 720 stored 15-minute Slots, 30% busy; a week of
-   free slots and one schedule's day, ``--stored-seconds`` each, 0 skips them,
-   ``--stored-only`` runs only these), and a mix of searches and bookings, while sampling
-   worker memory;
+   free-slot search, reads by id (``Slot/{id}``, ``Schedule/{id}``,
+   ``Patient/{pid}/Appointment/{id}``) and ``metadata``, two searches of a second clinic
+   of STORED slots (issue 19: 50 schedules without a slot duration x 720 stored 15-minute
+   Slots, 30% busy; a week of free slots and one schedule's day, ``--stored-seconds``
+   each, 0 skips them, ``--stored-only`` runs only these), and a mix of searches and
+   bookings, while sampling worker memory;
 4. prints throughput, latency percentiles, errors, memory and EXPLAIN plans against the
    targets, then stops the server and drops the database (also on Ctrl-C or errors).
 
     .venv/bin/python bench/load.py            # ~7 minutes (5-minute mixed run)
     .venv/bin/python bench/load.py --quick    # ~1 minute
+    .venv/bin/python bench/load.py --reads-only   # /healthz and the reads by id only
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -51,6 +54,10 @@ TARGET_MIX_TAIL_RATIO = 10.0
 #: Issue 19: searches of a clinic of stored slots, per core of the machine.
 TARGET_STORED_RPS_PER_CORE = 600.0
 STORED_PHASES = ("stored-week", "stored-day")
+# Issue 19: reads by id and metadata as cheap as the generated-slot search.
+TARGET_READ_RPS_PER_CORE = 600.0
+#: The reads-by-id phases, in order (bench/load_client.READ_KINDS).
+READ_PHASES = ("read-slot", "read-schedule", "read-appointment", "metadata")
 #: Memory is "flat" when the last sample is within this share of the first (warm) one.
 FLAT_MEMORY_TOLERANCE = 0.10
 MEMORY_SAMPLE_SECONDS = 10.0
@@ -65,6 +72,8 @@ class Options:
     ceiling_seconds: float
     slot_seconds: float
     mix_seconds: float
+    read_seconds: float
+    reads_only: bool
     warmup_seconds: float
     concurrency: int
     workers: int
@@ -297,6 +306,111 @@ def run_phase(
     return result
 
 
+# --- Reads by id (issue 19) -------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux /proc), None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the parenthesised command name: state, ppid, ... utime and stime are the
+    # 12th and 13th fields (14 and 15 of the whole line), in clock ticks.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(options: Options) -> list[int]:
+    """PostgreSQL's processes serving the benchmark database (the workers' connections)."""
+    import psycopg
+
+    with psycopg.connect(with_database(options.database_url, "postgres"), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", [options.database_name]
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def server_cpu(master: int, options: Options) -> dict[int, float]:
+    """CPU seconds so far of each gunicorn worker and each PostgreSQL backend they use."""
+    found = {}
+    for pid in worker_pids(master) + backend_pids(options):
+        value = cpu_seconds(pid)
+        if value is not None:
+            found[pid] = value
+    return found
+
+
+def run_measured_phase(
+    plan_path: Path, phase: str, seconds: float, options: Options, master: int
+) -> dict[str, Any]:
+    """:func:`run_phase`, with the server CPU it cost (``server_cpu_seconds``): the
+    gunicorn workers and their PostgreSQL backends, from the end of the warm-up on."""
+    before: dict[int, float] = {}
+    timer = threading.Timer(
+        options.warmup_seconds, lambda: before.update(server_cpu(master, options))
+    )
+    timer.start()
+    try:
+        result = run_phase(plan_path, phase, seconds, options)
+    finally:
+        timer.cancel()
+    after = server_cpu(master, options)
+    result["server_cpu_seconds"] = sum(
+        max(0.0, value - before.get(pid, 0.0)) for pid, value in after.items()
+    )
+    return result
+
+
+def run_read_phases(plan_path: Path, options: Options, master: int) -> dict[str, dict[str, Any]]:
+    """One phase per kind of read by id, and ``metadata``, each with the server CPU it cost.
+
+    The machine is shared (the load client, PostgreSQL, other work), so besides requests
+    per second per core the phases report requests per CPU-second of the server itself.
+    """
+    return {
+        phase: run_measured_phase(plan_path, phase, options.read_seconds, options, master)
+        for phase in READ_PHASES
+    }
+
+
+def print_read_report(results: dict[str, dict[str, Any]]) -> bool:
+    """The reads-by-id table and its targets; True when every target is met."""
+    print(
+        f"Reads by id (target >= {TARGET_READ_RPS_PER_CORE:.0f} req/s per core; "
+        "req/CPU-s: requests per CPU-second of the gunicorn workers and their PostgreSQL "
+        "backends):"
+    )
+    header = (
+        f"{'phase':<20}{'req/s':>9}{'req/s/core':>12}{'req/CPU-s':>11}{'p50 ms':>9}"
+        f"{'p99 ms':>9}  statuses"
+    )
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for phase in ("healthz", *READ_PHASES):
+        result = results.get(phase)
+        if result is None:
+            continue
+        s = result["all"]
+        cpu = result.get("server_cpu_seconds") or 0.0
+        per_cpu = s["count"] / cpu if cpu else 0.0
+        statuses = " ".join(f"{k}:{v}" for k, v in s["statuses"].items())
+        met = phase == "healthz" or (
+            s["rps"] / CORES >= TARGET_READ_RPS_PER_CORE
+            and error_count(result) == 0
+            and not result["transport_errors"]
+        )
+        ok = ok and met
+        print(
+            f"{phase:<20}{s['rps']:>9.0f}{s['rps'] / CORES:>12.0f}{per_cpu:>11.0f}"
+            f"{s['p50_ms']:>9.1f}{s['p99_ms']:>9.1f}  {statuses}  "
+            + ("(ceiling)" if phase == "healthz" else "PASS" if met else "FAIL")
+        )
+    print()
+    return ok
+
+
 # --- EXPLAIN -----------------------------------------------------------------------------
 
 _INDEX_RE = re.compile(
@@ -367,6 +481,10 @@ def explain_searches(plan: dict[str, Any]) -> list[dict[str, str]]:
             sql = query["sql"]
             table = _TABLE_RE.search(sql)
             if status != 200 or not sql.startswith("SELECT") or table is None or sql in seen:
+                continue
+            if "$1" in sql:
+                # A compiled query bound on the server: its text has no values to EXPLAIN
+                # with (PostgreSQL 16's GENERIC_PLAN could; 15 cannot).
                 continue
             seen.add(sql)
             rows.append(_plan_row(f"{label}: {table.group(1).removeprefix('scheduling_')}", sql))
@@ -561,6 +679,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--ceiling-seconds", type=float)
     parser.add_argument("--slot-seconds", type=float)
     parser.add_argument("--mix-seconds", type=float)
+    parser.add_argument("--read-seconds", type=float, help="each read-by-id phase")
+    parser.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="only /healthz and the reads by id (and metadata); no Slot search, no mix",
+    )
     parser.add_argument("--warmup-seconds", type=float)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2 * CORES)
@@ -590,6 +714,8 @@ def parse_args(argv: list[str] | None) -> Options:
         ceiling_seconds=args.ceiling_seconds or (10 if quick else 30),
         slot_seconds=args.slot_seconds or (10 if quick else 45),
         mix_seconds=args.mix_seconds or (30 if quick else 300),
+        read_seconds=args.read_seconds or (5 if quick else 20),
+        reads_only=args.reads_only,
         warmup_seconds=args.warmup_seconds
         if args.warmup_seconds is not None
         else (2 if quick else 5),
@@ -637,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             if not options.stored_only
             else load_data.Sizes(practitioners=1, schedules=0, patients=1, appointments=0)
         )
+        reads = load_data.read_targets(dataset.organization)
         stored_path: Path | None = None
         stored_counts: dict[str, int] = {}
         port = free_port()
@@ -644,8 +771,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = asdict(dataset) | {
             "base_url": base_url,
             "today": datetime.now(UTC).date().isoformat(),
+            "reads": reads,
         }
-        if options.stored_seconds > 0 or options.stored_only:
+        if (options.stored_seconds > 0 and not options.reads_only) or options.stored_only:
             stored_path, stored_counts = build_stored_plan(plan, workdir)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # fresh statistics, as autovacuum would provide
@@ -666,19 +794,23 @@ def main(argv: list[str] | None = None) -> int:
             memory: dict[int, MemorySeries] = {}
             print("Load:", flush=True)
             if not options.stored_only:
-                results["healthz"] = run_phase(
-                    plan_path, "healthz", options.ceiling_seconds, options
+                results["healthz"] = run_measured_phase(
+                    plan_path, "healthz", options.ceiling_seconds, options, master
                 )
-                results["slot"] = run_phase(plan_path, "slot", options.slot_seconds, options)
+                if not options.reads_only:
+                    results["slot"] = run_phase(plan_path, "slot", options.slot_seconds, options)
+                results.update(run_read_phases(plan_path, options, master))
             if stored_path is not None:
                 stored_results = run_stored_phases(stored_path, options)
-            if not options.stored_only:
+            if not options.stored_only and not options.reads_only:
                 results["mix"] = run_phase(
                     plan_path, "mix", options.mix_seconds, options, master=master, memory=memory
                 )
         ok = True
-        if results:
+        if results and not options.reads_only:
             ok = print_report(results, memory, explains, dataset.counts, options)
+        if results:
+            ok = print_read_report(results) and ok
         if stored_results:
             ok = print_stored_report(stored_results, stored_counts) and ok
         if options.json_path:

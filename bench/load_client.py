@@ -25,6 +25,8 @@ import aiohttp
 
 #: Share of each request kind in the mixed phase.
 MIX = (("slot", 40), ("schedule", 20), ("appointment", 30), ("book", 10))
+#: The reads-by-id phases (and ``metadata``): one kind each (bench/load.py).
+READ_KINDS = ("read-slot", "read-schedule", "read-appointment", "metadata")
 
 
 def api_headers(token: str) -> dict[str, str]:
@@ -55,6 +57,8 @@ class Requests:
         self.today = date.fromisoformat(plan["today"])
         self.schedules: list[str] = plan.get("schedules", [])
         self.rng = rng
+        #: Ids for the reads-by-id phases (bench/load_data.read_targets).
+        self.reads: dict[str, list[Any]] = plan.get("reads", {})
 
     def day(self, low: int, high: int) -> str:
         return (self.today + timedelta(days=self.rng.randint(low, high))).isoformat()
@@ -119,7 +123,23 @@ class Requests:
                 f"{self.fhir}/Patient/{patient}/Appointment/$book-slot",
                 json.dumps(body).encode(),
             )
+        read = self.make_read(kind)
+        if read is not None:
+            return read
         raise ValueError(f"unknown request kind {kind!r}")
+
+    def make_read(self, kind: str) -> tuple[str, str, bytes | None] | None:
+        """A read by id of a random stored row, or ``metadata``; None for other kinds."""
+        if kind == "metadata":
+            return "GET", f"{self.fhir}/metadata", None
+        if kind == "read-slot":
+            return "GET", f"{self.fhir}/Slot/{self.rng.choice(self.reads['slot'])}", None
+        if kind == "read-schedule":
+            return "GET", f"{self.fhir}/Schedule/{self.rng.choice(self.reads['schedule'])}", None
+        if kind == "read-appointment":
+            patient, appointment = self.rng.choice(self.reads["appointment"])
+            return "GET", f"{self.fhir}/Patient/{patient}/Appointment/{appointment}", None
+        return None
 
 
 def kinds_for(phase: str) -> tuple[list[str], list[int]]:
@@ -220,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             "mix",
             "stored-week",
             "stored-day",
+            *READ_KINDS,
         ],
     )
     parser.add_argument("--duration", type=float, default=30.0)

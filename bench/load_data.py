@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
@@ -360,3 +361,39 @@ def build_stored(*, sizes: StoredSizes, seed: int = 19) -> StoredDataset:
             "weekdays": len(days),
         },
     )
+
+
+#: How many ids of each kind the reads-by-id phases draw from (bench/load.py).
+READ_SAMPLE = 2_000
+
+
+def read_targets(organization_id: str, *, seed: int = 19) -> dict[str, Any]:
+    """Ids for the reads-by-id phases, drawn from what :func:`build` stored.
+
+    ``slot``: stored Slot ids; ``schedule``: Schedule ids; ``appointment``: [patient id,
+    appointment id] pairs (an appointment is read below its patient). Random samples of
+    at most ``READ_SAMPLE`` each, so a phase reads many different rows, not one row that
+    every cache would hold.
+    """
+    rng = random.Random(seed)
+
+    def sample(rows: list[Any]) -> list[Any]:
+        return rng.sample(rows, min(READ_SAMPLE, len(rows)))
+
+    slots = list(
+        m.Slot.objects.filter(organization_id=organization_id).values_list("fhir_id", flat=True)
+    )
+    schedules = list(
+        m.Schedule.objects.filter(organization_id=organization_id).values_list("fhir_id", flat=True)
+    )
+    appointments = [
+        [patient, appointment]
+        for patient, appointment in m.Appointment.objects.filter(
+            organization_id=organization_id
+        ).values_list("patient__fhir_id", "fhir_id")
+    ]
+    return {
+        "slot": sample(slots),
+        "schedule": sample(schedules),
+        "appointment": sample(appointments),
+    }

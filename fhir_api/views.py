@@ -6,11 +6,13 @@ checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_filters import FilterSet
@@ -25,6 +27,7 @@ from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
+from scheduling.db import search_cache
 from scheduling.errors import InvalidSearchValue, NotFound
 from scheduling.recurrence import Period
 
@@ -124,6 +127,24 @@ class SearchParams:
 # --------------------------------------------------------------------------- views
 
 
+def cached_read(
+    organization: Any,
+    key: tuple[Any, ...],
+    build: Callable[[], Any],
+    *,
+    bookings: bool = True,
+    valid: Callable[[Any], bool] | None = None,
+) -> Any:
+    """The mapped resource of a read by id, from the per-process read cache when the
+    organisation's data stamps (which came with the token query) say its rows are
+    unchanged: then the read costs no query of its own. ``key`` must name everything the
+    resource depends on besides the stamped tables (scheduling.db.search_cache); the
+    organisation is part of every key. An id that is not found is never cached."""
+    return search_cache.read_cache.get_or_build(
+        organization, key, lambda: (build(), 1), bookings=bookings, valid=valid
+    )
+
+
 def versioned_read(request: Request, resource: dict[str, Any]) -> Response:
     """A read with ``ETag: W/"{versionId}"``; 304 without a body when ``If-None-Match``
     names that version (docs/api.md section 15), so a client can poll cheaply."""
@@ -157,6 +178,64 @@ class FHIRSearchView(TenantView):
 _SCHEDULE_MEMO_SIZE = 500
 
 
+class MappedSchedules:
+    """Mapped Schedule resources (stored ones and occurrences) kept across searches, keyed
+    by the rows they are built from: the schedule, its role and practitioners, each with
+    its trigger-kept ``version`` (scheduling.db.version_triggers), and the organisation's
+    time zone. A changed row has a new version, so a new key: nothing needs invalidating.
+
+    A search that misses the search cache (a new window, or any edit of the organisation's
+    schedules) then maps only what changed, instead of every occurrence again. Only
+    outside a transaction: a version written by a transaction that is rolled back could
+    be written again later with other contents, whereas committed versions never repeat.
+    Bounded; the oldest entries go first. The resources are shared: never change them.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[Any, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def usable() -> bool:
+        return not connection.in_atomic_block
+
+    @staticmethod
+    def rows_key(schedule: Any) -> tuple[Any, ...]:
+        """The schedule and every row its resource shows, each with its version."""
+        role = schedule.practitioner_role if schedule.practitioner_role_id else None
+        role_practitioner = role.practitioner if role is not None and role.practitioner_id else None
+        practitioner = schedule.practitioner if schedule.practitioner_id else None
+        return (
+            schedule.organization_id,
+            schedule.pk,
+            schedule.version,
+            *(
+                (row.pk, row.version) if row is not None else None
+                for row in (role, role_practitioner, practitioner)
+            ),
+        )
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Any, resource: dict[str, Any]) -> None:
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[key] = resource
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: About 2 KB each: a few MB per worker.
+mapped_schedules = MappedSchedules(20_000)
+
+
 class ScheduleSearchView(FHIRSearchView):
     resource_type = "Schedule"
     filterset = filters.ScheduleFilterSet
@@ -182,16 +261,30 @@ class ScheduleSearchView(FHIRSearchView):
         base = self.base_url(request)
         parts: mappers.ScheduleParts = {}
         memo = results.memo  # shared by the searches served from one cached list
+        shared = mapped_schedules if mapped_schedules.usable() else None
+        zone = self.organization.timezone
+        rows_keys: dict[int, tuple[Any, ...]] = {}
 
         def entry(r: selectors.ScheduleResult) -> tuple[str, dict[str, Any]]:
             key = (r.schedule.pk, r.period)
             resource = memo.get(key)
             if resource is None:
-                resource = (
-                    mappers.schedule_to_fhir(r.schedule)
-                    if r.period is None
-                    else mappers.schedule_occurrence_to_fhir(r.schedule, r.period, memo=parts)
-                )
+                schedule = r.schedule
+                shared_key = None
+                if shared is not None:
+                    rows_key = rows_keys.get(schedule.pk)
+                    if rows_key is None:
+                        rows_key = rows_keys[schedule.pk] = shared.rows_key(schedule)
+                    shared_key = (zone, rows_key, r.period)
+                    resource = shared.get(shared_key)
+                if resource is None:
+                    resource = (
+                        mappers.schedule_to_fhir(schedule)
+                        if r.period is None
+                        else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
+                    )
+                    if shared is not None:
+                        shared.put(shared_key, resource)
                 if len(memo) < _SCHEDULE_MEMO_SIZE:
                     memo[key] = resource
             return f"{base}/Schedule/{resource['id']}", resource
@@ -219,8 +312,16 @@ class ScheduleReadView(TenantView):
     interaction = "read"
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        schedule = selectors.schedule_get(organization=self.organization, fhir_id=fhir_id)
-        return versioned_read(request, mappers.schedule_to_fhir(schedule))
+        organization = self.organization
+
+        def build() -> dict[str, Any]:
+            schedule = selectors.schedule_get(organization=organization, fhir_id=fhir_id)
+            return mappers.schedule_to_fhir(schedule)
+
+        # A schedule's resource depends on schedules, roles and practitioners only.
+        return versioned_read(
+            request, cached_read(organization, ("Schedule", fhir_id), build, bookings=False)
+        )
 
 
 #: Mapped Slot resources kept per cached snapshot: the first pages, which most searches ask.
@@ -298,8 +399,14 @@ class SlotReadView(TenantView):
     interaction = "read"
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        slot = selectors.slot_get(organization=self.organization, fhir_id=fhir_id)
-        return versioned_read(request, mappers.slot_to_fhir(slot))
+        organization = self.organization
+
+        def build() -> dict[str, Any]:
+            return mappers.slot_to_fhir(
+                selectors.slot_get(organization=organization, fhir_id=fhir_id)
+            )
+
+        return versioned_read(request, cached_read(organization, ("Slot", fhir_id), build))
 
 
 class AppointmentSearchView(FHIRSearchView):
@@ -374,13 +481,29 @@ class AppointmentReadView(TenantView):
     patient_scoped = True
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        assert self.patient is not None
-        appointment = selectors.appointment_get(
-            organization=self.organization, patient=self.patient, fhir_id=fhir_id
-        )
+        organization, patient = self.organization, self.patient
+        assert patient is not None
         # A hold lapses by the clock: the mapper reads it at this instant.
         now = selectors.utc_now()
-        return versioned_read(request, mappers.appointment_to_fhir(appointment, now=now))
+
+        def build() -> tuple[dict[str, Any], datetime | None]:
+            appointment = selectors.appointment_get(
+                organization=organization, patient=patient, fhir_id=fhir_id
+            )
+            resource = mappers.appointment_to_fhir(appointment, now=now)
+            # A live hold reads differently once it lapses, without its row changing.
+            lapses = appointment.held_until if appointment.is_held else None
+            return resource, lapses if lapses is not None and lapses > now else None
+
+        # The patient's row is not stamped (its name is in the resource): its version is
+        # part of the key, as is the patient, so one patient never sees another's entry.
+        resource, _ = cached_read(
+            organization,
+            ("Appointment", fhir_id, patient.pk, patient.version),
+            build,
+            valid=lambda value: value[1] is None or now < value[1],
+        )
+        return versioned_read(request, resource)
 
 
 class CapabilityView(TenantView):

@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from fhir_api.capability import capability_statement
+from scheduling.db import search_cache
 from scheduling.models import Organization
 from tests.api_helpers import url
 from tests.factories import AppointmentFactory, PatientFactory, ScheduleFactory, SlotFactory
@@ -59,12 +60,15 @@ def test_reads_by_id_and_metadata_are_pinned(
     queries: int,
 ) -> None:
     assert api.get(url(path)).status_code == 200  # compiled and warm
+    # Uncached: what a read costs when the read cache cannot answer (tests/test_read_cache.py).
+    search_cache.read_cache.clear()
     with CaptureQueriesContext(connection) as captured:
         response = api.get(url(path))
     assert response.status_code == 200
     assert len(captured) == queries, [q["sql"] for q in captured.captured_queries]
     if path != "metadata":
         # The ETag and a 304 cost no more.
+        search_cache.read_cache.clear()
         with CaptureQueriesContext(connection) as captured:
             again = api.get(url(path), HTTP_IF_NONE_MATCH=response["ETag"])
         assert again.status_code == 304 and len(captured) == queries
@@ -151,3 +155,52 @@ def test_a_winning_booking_is_pinned(api: APIClient, org: Organization) -> None:
     assert len(captured) <= LOSING_QUERIES[connection.vendor], [
         (q["sql"] or "(prepared)")[:120] for q in captured.captured_queries
     ]
+
+
+def _kept_connection_for_a_new_request() -> None:
+    """What Django does for a kept connection when the next request starts (the test client
+    leaves it out): its health is unknown again."""
+    connection.health_check_done = False
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_is_checked_by_the_first_query_not_a_select_1(
+    api: APIClient, rows: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (run with DATABASE_URL=postgres://...)")
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"]
+    assert api.get(url("Slot/slot-v")).status_code == 200
+    checks: list[bool] = []
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(True) or True)
+    _kept_connection_for_a_new_request()
+    assert api.get(url("Slot/slot-v")).status_code == 200
+    assert checks == [], "a SELECT 1 round trip before the request's first query"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_connection_that_died_is_replaced_not_answered_503(
+    api: APIClient, rows: dict[str, Any]
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (run with DATABASE_URL=postgres://...)")
+    import psycopg
+
+    assert api.get(url("Slot/slot-v")).status_code == 200
+    backend = connection.connection.info.backend_pid
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"],
+        autocommit=True,
+    ) as other:
+        # As a restarted server or a dropped socket would leave it.
+        other.execute("SELECT pg_terminate_backend(%s, 5000)", [backend])
+    _kept_connection_for_a_new_request()
+    response = api.get(url("Slot/slot-v"))
+    assert response.status_code == 200, response.content
+    assert connection.connection.info.backend_pid != backend

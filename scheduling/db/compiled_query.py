@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import BigIntegerField, Func, QuerySet
 from django.db.models.query import get_related_populators
 
@@ -52,10 +52,7 @@ class CompiledQuery:
         if len(values) != len(self._markers):
             raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
         sql, order = self.sql(alias)
-        with _cursor(alias) as cursor:
-            cursor.execute(sql, [values[index] for index in order])
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
+        return _fetch(alias, sql, [values[index] for index in order])
 
 
 class CompiledModelQuery:
@@ -64,29 +61,46 @@ class CompiledModelQuery:
     does (the compiler's converters, ``from_db``, the related populators), so the rows are
     exactly those of the queryset. For the reads by id every request of that kind runs.
 
-    ``kinds`` names each argument's type: ``s`` text, ``i`` integer (the markers that
-    stand for the arguments while compiling must pass the fields' own preparation).
+    ``kinds`` names each argument's type: ``s`` text, ``i`` integer, ``d`` aware datetime
+    (the markers that stand for the arguments while compiling must pass the fields' own
+    preparation; a datetime is passed as the backend adapts it).
     """
 
     def __init__(self, make: Callable[..., QuerySet[Any]], *, kinds: str = "s") -> None:
         self._make = make
+        self._kinds = kinds
         self._markers: tuple[Any, ...] = tuple(
-            f"\x00compiled-query-argument-{i}\x00" if kind == "s" else -7_900_000_001 - i
+            f"\x00compiled-query-argument-{i}\x00"
+            if kind == "s"
+            else datetime(2000, 1, 1 + i, 0, 0, 0, 790_001, tzinfo=UTC)
+            if kind == "d"
+            else -7_900_000_001 - i
             for i, kind in enumerate(kinds)
         )
         self._compiled: dict[str, tuple[Any, ...]] = {}
         self._lock = threading.Lock()
+
+    def _adapted(self, alias: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The values as the backend's field preparation passes them (datetimes only)."""
+        if "d" not in self._kinds:
+            return values
+        adapt = connections[alias].ops.adapt_datetimefield_value
+        return tuple(
+            adapt(value) if kind == "d" else value
+            for kind, value in zip(self._kinds, values, strict=True)
+        )
 
     def _plan(self, alias: str) -> tuple[Any, ...]:
         found = self._compiled.get(alias)
         if found is None:
             compiler = self._make(*self._markers).query.get_compiler(using=alias)
             sql, params = compiler.as_sql()
-            if any(param not in self._markers for param in params):
+            markers = self._adapted(alias, self._markers)
+            if any(param not in markers for param in params):
                 raise ValueError(
                     f"A compiled query's parameters must all be its arguments, got {params!r}"
                 )
-            order = tuple(self._markers.index(param) for param in params)
+            order = tuple(markers.index(param) for param in params)
             if set(order) != set(range(len(self._markers))):
                 raise ValueError("A compiled query must use each of its arguments.")
             klass_info, select = compiler.klass_info, compiler.select
@@ -104,9 +118,8 @@ class CompiledModelQuery:
         if len(values) != len(self._markers):
             raise TypeError(f"Expected {len(self._markers)} values, got {len(values)}.")
         compiler, sql, order, model, init_list, start, end, populators = self._plan(alias)
-        with _cursor(alias) as cursor:
-            cursor.execute(sql, [values[index] for index in order])
-            rows = cursor.fetchall()
+        values = self._adapted(alias, values)
+        rows = _fetch(alias, sql, [values[index] for index in order])
         found = []
         for row in compiler.results_iter(results=[rows]):
             obj = model.from_db(alias, init_list, row[start:end])
@@ -231,6 +244,43 @@ def _native_cursor(alias: str) -> Any | None:
     return connection.make_cursor(cursor)
 
 
+def _fetch(alias: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql``, with the query itself as the connection's health check.
+
+    With ``CONN_HEALTH_CHECKS`` Django sends ``SELECT 1`` before the first query of every
+    request on a kept connection: a whole round trip (and a PostgreSQL wake-up) on every
+    API request, whose first query is a compiled one (the token's). Here that first query
+    is the check instead: if it fails on a connection not yet checked in this request,
+    outside a transaction, and the connection is indeed unusable (a restarted server, a
+    dropped socket), the connection is closed and the query runs once more on a new one,
+    which is what the health check would have achieved. A query that fails on a usable
+    connection is not repeated.
+    """
+    connection: Any = connections[alias]  # (the stubs lack the health-check attributes)
+    unchecked = (
+        connection.health_check_enabled
+        and not connection.health_check_done
+        and connection.connection is not None
+        and not connection.in_atomic_block
+    )
+    if unchecked:
+        connection.health_check_done = True  # no SELECT 1 from Django's own cursor()
+    try:
+        return _execute(alias, sql, params)
+    except (OperationalError, InterfaceError):
+        if not unchecked or connection.is_usable():
+            raise
+    connection.close()
+    return _execute(alias, sql, params)
+
+
+def _execute(alias: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with _cursor(alias) as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    return rows
+
+
 def _cursor(alias: str) -> Any:
     """A Django cursor that PostgreSQL may run as a prepared statement.
 
@@ -244,7 +294,7 @@ def _cursor(alias: str) -> Any:
     connection = connections[alias]
     if connection.vendor != "postgresql":
         return connection.cursor()
-    connection.close_if_health_check_failed()
+    # (No close_if_health_check_failed(): _fetch checks by running the query.)
     connection.ensure_connection()
     raw = connection.connection
     if raw.prepare_threshold is None:

@@ -176,3 +176,5 @@ schedule_cache = StampedCache(_max_rows() // 4)
 #: ``$book-slot``: the schedule a booking names (schedules only), so a booking does not
 #: read it again while no practitioner, role or schedule of the organisation changed.
 booking_schedule_cache = StampedCache(_max_rows() // 4)
+#: Reads by id: the mapped resource of one stored row (fhir_api.views), one "row" each.
+read_cache = StampedCache(_max_rows() // 10)

@@ -79,10 +79,12 @@ def ids_and_parents(ids: Iterable[str]) -> tuple[set[str], set[str]]:
     return wanted, lookup
 
 
-def window_q(window: Period, start_field: str, end_field: str) -> Q:
-    """Rows overlapping the window, plus recurring rows that start before it ends."""
-    plain = Q(rrule="", **{f"{start_field}__lt": window.end, f"{end_field}__gt": window.start})
-    recurring = ~Q(rrule="") & Q(**{f"{start_field}__lt": window.end})
+def window_q(window: Period, start_field: str, end_field: str, blank: str = "") -> Q:
+    """Rows overlapping the window, plus recurring rows that start before it ends.
+
+    ``blank`` is the empty rule (a compiled query passes it as an argument)."""
+    plain = Q(rrule=blank, **{f"{start_field}__lt": window.end, f"{end_field}__gt": window.start})
+    recurring = ~Q(rrule=blank) & Q(**{f"{start_field}__lt": window.end})
     return plain | recurring
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.db.models import (
@@ -25,6 +27,7 @@ from scheduling.selectors.common import (
     expand_rule,
     generated_not_found,
     ids_and_parents,
+    occurrence_stamps,
     overlaps,
     token_matches,
     window_q,
@@ -123,6 +126,19 @@ def schedule_search(
     return search_cache.schedule_cache.get_or_build(organization, key, build, bookings=False)
 
 
+#: (organisation id, window start, window end, ""): the Schedule search's one query in its
+#: common form (a date window, no other filter), compiled once per process.
+_SCHEDULES_IN_WINDOW = CompiledModelQuery(
+    lambda organization_id, start, end, blank: (
+        Schedule.objects.filter(organization_id=organization_id)
+        .filter(window_q(Period(start, end), "planning_start", "planning_end", blank))
+        .select_related("practitioner_role__practitioner", "practitioner")
+        .order_by()  # sorted by start and id below
+    ),
+    kinds="sdds",
+)
+
+
 def _schedule_search(
     *,
     organization: Organization,
@@ -132,8 +148,75 @@ def _schedule_search(
     service_category: Sequence[Token] | None,
     window: Period | None,
 ) -> list[ScheduleResult]:
+    if ids is None and actor is None and active is None and window is not None:
+        rows: Iterable[Schedule] = _SCHEDULES_IN_WINDOW.all(
+            organization.pk, window.start, window.end, ""
+        )
+    else:
+        rows = _filtered(organization, ids=ids, actor=actor, active=active, window=window)
+    wanted: set[str] = set(ids) if ids is not None else set()
+    results: list[ScheduleResult] = []
+    for schedule in rows:
+        schedule.organization = organization  # avoid a query per row in the mappers
+        if service_category and not token_matches(schedule.service_category, service_category):
+            continue
+        if window is None or not schedule.rrule:
+            if ids is None or schedule.fhir_id in wanted:
+                results.append(ScheduleResult(schedule))
+            continue
+        for period in _occurrences(schedule, organization, window):
+            result = ScheduleResult(schedule, period)
+            if ids is None or schedule.fhir_id in wanted or result.id in wanted:
+                results.append(result)
+    results.sort(key=lambda r: (r.start, r.id))
+    return results
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _occurrences(schedule: Schedule, organization: Organization, window: Period) -> list[Period]:
+    """:func:`schedule_availability` of a recurring schedule, through the per-process cache
+    of expansions the Slot search uses (``occurrence_stamps``: whole seconds, keyed by every
+    input of the rule). A window or period with a fraction of a second takes the exact,
+    uncached path, so the result is the same either way."""
+    start, end = schedule.planning_start, schedule.planning_end
+    if start.microsecond or end.microsecond or window.start.microsecond or window.end.microsecond:
+        return schedule_availability(
+            schedule=schedule,
+            organization=organization,
+            window_start=window.start,
+            window_end=window.end,
+        )
+    stamps = occurrence_stamps(
+        rrule=schedule.rrule,
+        first_start=(start - _EPOCH) // _MICROSECOND,
+        first_end=(end - _EPOCH) // _MICROSECOND,
+        tzid=schedule.rule_timezone(organization),
+        exdates=json.dumps(schedule.exdates or []),
+        window=window,
+        window_start=int(window.start.timestamp()),
+        window_end=int(window.end.timestamp()),
+    )
+    return [_period(s, e) for s, e in stamps]
+
+
+@lru_cache(maxsize=65_536)
+def _period(start: int, end: int) -> Period:
+    # Periods are immutable, and many schedules share their occurrences' times.
+    return Period(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+
+
+def _filtered(
+    organization: Organization,
+    *,
+    ids: Sequence[str] | None,
+    actor: str | None,
+    active: bool | None,
+    window: Period | None,
+) -> QuerySet[Schedule]:
     qs = _schedules(organization)
-    wanted: set[str] = set()
     if ids is not None:
         wanted, lookup = ids_and_parents(ids)
         qs = qs.filter(fhir_id__in=lookup if window is not None else wanted)
@@ -154,26 +237,7 @@ def _schedule_search(
         qs = qs.filter(active=active)
     if window is not None:
         qs = qs.filter(window_q(window, "planning_start", "planning_end"))
-    results: list[ScheduleResult] = []
-    for schedule in qs:
-        schedule.organization = organization  # avoid a query per row in the mappers
-        if service_category and not token_matches(schedule.service_category, service_category):
-            continue
-        if window is None or not schedule.rrule:
-            if ids is None or schedule.fhir_id in wanted:
-                results.append(ScheduleResult(schedule))
-            continue
-        for period in schedule_availability(
-            schedule=schedule,
-            organization=organization,
-            window_start=window.start,
-            window_end=window.end,
-        ):
-            result = ScheduleResult(schedule, period)
-            if ids is None or schedule.fhir_id in wanted or result.id in wanted:
-                results.append(result)
-    results.sort(key=lambda r: (r.start, r.id))
-    return results
+    return qs
 
 
 #: (organisation id, schedule id): the one stored schedule, as ``_schedules`` loads it.
