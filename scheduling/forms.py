@@ -444,7 +444,7 @@ class PractitionerRoleAdminForm(forms.ModelForm):  # type: ignore[type-arg]
         fields = ("organization", "fhir_id", "practitioner", "code", "specialty", "active")
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
         refuse_occupant_clash(self, roles=[self.instance])
 
 
