@@ -346,6 +346,66 @@ def test_cached_answers_follow_now_without_a_rebuild(
     assert search_cache.slot_cache.misses == builds
 
 
+def test_a_search_without_start_is_served_from_the_cache_and_cut_to_its_own_window(
+    api: APIClient, org: Organization, weekly: Schedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``start`` the window is now to now + 7 days: it moves with every request.
+    Its snapshot is built for whole hours around it and cut to each request's window, so
+    the answer is what an uncached search gives, to the second, from one build."""
+    monday = next_monday()
+    other = ScheduleFactory(organization=org, fhir_id="other", planning_start=local_nine(monday))
+    Slot.objects.create(
+        organization=org,
+        fhir_id="stored",
+        schedule=other,
+        status=SlotStatus.FREE,
+        start=local_nine(monday, 30),
+        end=local_nine(monday, 45),
+    )
+
+    def at(now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+        monkeypatch.setattr(selectors, "utc_now", lambda: now)
+        cached = search(api, "Slot?_count=500")
+        saved = [cache.max_weight for cache in CACHES]
+        for cache in CACHES:
+            cache.max_weight = 0
+        try:
+            uncached = search(api, "Slot?_count=500")
+        finally:
+            for cache, weight in zip(CACHES, saved, strict=True):
+                cache.max_weight = weight
+        return cached, uncached
+
+    # 09:20:07 on Monday: 09:00-09:15 has ended (left out), 09:15-09:30 has started (busy).
+    first, uncached = at(local_nine(monday, 20) + timedelta(seconds=7))
+    assert first == uncached
+    got = statuses(first)
+    assert f"weekly-{local_nine(monday, 0):%Y%m%dT%H%M%SZ}" not in got
+    assert got[f"weekly-{local_nine(monday, 15):%Y%m%dT%H%M%SZ}"] == "busy"
+    assert got["stored"] == "free"
+    builds = search_cache.slot_cache.misses
+    # Seconds and minutes later in the same hour: no build, and the window still moves.
+    for now in (
+        local_nine(
+            monday,
+            29,
+        )
+        + timedelta(seconds=59),
+        local_nine(monday, 31),
+    ):
+        again, uncached = at(now)
+        assert again == uncached
+    # At 09:31 the stored 09:30 slot has started, the 09:15 one has ended.
+    assert statuses(again)["stored"] == "busy"
+    assert f"weekly-{local_nine(monday, 15):%Y%m%dT%H%M%SZ}" not in statuses(again)
+    assert search_cache.slot_cache.misses == builds
+    # The window's end moves too: next Monday 09:15 starts before 09:31 + 7 days, 09:45
+    # after it.
+    next_week = monday + timedelta(days=7)
+    assert f"weekly-{local_nine(next_week, 15):%Y%m%dT%H%M%SZ}" in statuses(again)
+    assert f"weekly-{local_nine(next_week, 45):%Y%m%dT%H%M%SZ}" not in statuses(again)
+
+
 def test_cached_and_uncached_answers_are_equal(
     api: APIClient, org: Organization, weekly: Schedule
 ) -> None:

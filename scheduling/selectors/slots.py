@@ -665,6 +665,61 @@ def _clocked_at(
     return out
 
 
+def _whole_hours(window: Period) -> Period:
+    """``window`` widened to whole UTC hours (itself when it already is)."""
+    start = window.start.astimezone(UTC)
+    lo = start.replace(minute=0, second=0, microsecond=0)
+    end = window.end.astimezone(UTC)
+    hi = end.replace(minute=0, second=0, microsecond=0)
+    if hi < end:
+        hi += timedelta(hours=1)
+    if lo == start and hi == end:
+        return window
+    return Period(lo, hi)
+
+
+def _row_end(row: tuple[int, str, int, Any]) -> int:
+    """A snapshot row's end in epoch seconds: stored columns keep microseconds."""
+    _start, _id, kind, payload = row
+    return int(payload[6] // 1_000_000) if kind == 0 else int(payload[2])
+
+
+def _cut_rows(
+    rows: list[tuple[int, str, int, Any]], lo: int, hi: int
+) -> list[tuple[int, str, int, Any]]:
+    """The rows (sorted by start) overlapping ``[lo, hi)``, as the grid and the stored-slot
+    query select them for a window: start before ``hi``, end after ``lo``."""
+    first = bisect.bisect_left(rows, lo, key=lambda row: row[0])
+    last = bisect.bisect_left(rows, hi, key=lambda row: row[0])
+    # Rows starting before ``lo`` are at most the widening's hour (plus longer slots).
+    return [row for row in rows[:first] if _row_end(row) > lo] + rows[first:last]
+
+
+def _cut_to(snapshot: _SlotSnapshot, lo: int, hi: int) -> _SlotSnapshot:
+    """The snapshot of a widened window, as the snapshot of ``[lo, hi)`` inside it would
+    be: the same verdicts (a slot's depends only on what overlaps it), fewer rows."""
+    stored_open = _cut_rows(snapshot.stored_open, lo, hi)
+    open_rows = _cut_rows(snapshot.open, lo, hi)
+    return _SlotSnapshot(
+        stored_open=stored_open,
+        stored_open_starts=[row[0] for row in stored_open],
+        stored_clocked=_cut_rows(snapshot.stored_clocked, lo, hi),
+        stored_fixed={
+            status: _cut_rows(rows, lo, hi) for status, rows in snapshot.stored_fixed.items()
+        },
+        open=open_rows,
+        open_starts=[row[0] for row in open_rows],
+        clocked=_cut_rows(snapshot.clocked, lo, hi),
+        tentative=_cut_rows(snapshot.tentative, lo, hi),
+        blocked=_cut_rows(snapshot.blocked, lo, hi),
+        schedules=snapshot.schedules,
+        rules=snapshot.rules,
+        valid_until=snapshot.valid_until,
+        instances=snapshot.instances,
+        memo=snapshot.memo,
+    )
+
+
 def slot_search(
     *,
     organization: Organization,
@@ -687,6 +742,10 @@ def slot_search(
     parents: set[str] | None = None
     if schedule_ids is not None:
         _, parents = ids_and_parents(schedule_ids)
+    # A search without ``start`` runs from now, so its window moves with every request and
+    # would never meet a cached snapshot: the snapshot is built for the window widened to
+    # whole hours, and cut to the request's own window when read (:func:`_cut_to`).
+    asked, window = window, _whole_hours(window)
     key = (
         "slot",
         window.start,
@@ -726,6 +785,8 @@ def slot_search(
         return snapshot.valid_until is None or now_ts < snapshot.valid_until
 
     snapshot = search_cache.slot_cache.get_or_build(organization, key, build, valid=current)
+    if asked != window:
+        snapshot = _cut_to(snapshot, ts(asked.start), ts(asked.end))
 
     wanted_status = set(statuses) if statuses else None
     free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
