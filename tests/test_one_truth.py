@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -173,11 +174,20 @@ def test_a_patient_is_never_in_two_places(
     patient = PatientFactory(organization=org)
     at = gp.planning_start + timedelta(hours=1)
     assert _book(api, org, patient.fhir_id, gp, at).status_code == 201
-    assert_outcome(
+    refused = assert_outcome(
         _book(api, org, patient.fhir_id, other, at),
         409,
         contains="patient already has an appointment at that time",
     )
+    # The clash is written in the clinic's time with its offset, not in UTC.
+    local = at.astimezone(ZoneInfo(org.timezone))
+    offset = local.strftime("%z")
+    expected = (
+        f"({local:%Y-%m-%d %H:%M}-{local + timedelta(minutes=gp.slot_minutes):%H:%M} "
+        f"({offset[:3]}:{offset[3:]}))"
+    )
+    diagnostics = refused["issue"][0]["diagnostics"]
+    assert expected in diagnostics and "UTC" not in diagnostics
     # Another patient can take the other doctor's slot; the first patient a later one.
     assert _book(api, org, PatientFactory(organization=org).fhir_id, other, at).status_code == 201
     assert _book(api, org, patient.fhir_id, other, at + timedelta(minutes=15)).status_code == 201

@@ -24,6 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError
 from django.db.models import Q
@@ -53,7 +54,7 @@ from scheduling.selectors.occupancy import (
     patient_occupancy,
     schedule_rules,
 )
-from scheduling.services.common import audit, iso
+from scheduling.services.common import audit, clinic_time, iso
 
 __all__ = [
     "CLASH_HORIZON",
@@ -193,11 +194,8 @@ def slot_find(
     )
 
 
-def _describe(busy: list[tuple[int, int]]) -> str:
-    return ", ".join(
-        f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}-{datetime.fromtimestamp(e, UTC):%H:%M}"
-        for s, e in busy[:3]
-    )
+def _describe(busy: list[tuple[int, int]], zone: ZoneInfo) -> str:
+    return ", ".join(clinic_time(s, zone, until=e) for s, e in busy[:3])
 
 
 def slot_claim(
@@ -272,11 +270,11 @@ def slot_claim(
     if own.status(start, end) != availability.FREE:
         raise SlotTaken(
             gettext_noop(
-                "The patient already has an appointment at that time (%(times)s UTC); "
+                "The patient already has an appointment at that time (%(times)s); "
                 "choose another slot."
             ),
             expression=[field],
-            params={"times": _describe(own.busy)},
+            params={"times": _describe(own.busy, organization.zone)},
         )
 
 
@@ -511,7 +509,7 @@ class ClashCheck:
                 != availability.FREE
             ]
             clashes += self._named(
-                gettext_noop("the practitioner already has %(names)s at %(time)s UTC"),
+                gettext_noop("the practitioner already has %(names)s at %(time)s"),
                 hit,
                 line,
                 occupant=occupant,
@@ -522,7 +520,7 @@ class ClashCheck:
                 (s, e) for s, e in spans if line.occupancy(s, e).status(s, e) != availability.FREE
             ]
             clashes += self._named(
-                gettext_noop("the patient already has %(names)s at %(time)s UTC"),
+                gettext_noop("the patient already has %(names)s at %(time)s"),
                 own,
                 line,
                 patient_pk=appointment.patient_id,
@@ -594,7 +592,7 @@ class ClashCheck:
                     template,
                     {
                         "names": ", ".join(names) or Text(gettext_noop("an appointment")),
-                        "time": f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}",
+                        "time": clinic_time(s, self.organization.zone),
                     },
                 )
             )
