@@ -150,7 +150,14 @@ def test_one_practitioner_two_schedules_books_once(
     first, second = PatientFactory(organization=org), PatientFactory(organization=org)
     at = gp.planning_start
     assert _book(api, org, first.fhir_id, gp, at).status_code == 201
-    assert_outcome(_book(api, org, second.fhir_id, vaccination, at), 409, contains="no longer free")
+    refused = assert_outcome(
+        _book(api, org, second.fhir_id, vaccination, at), 409, contains="no longer free"
+    )
+    # The slot is named in the clinic's time with its offset (09:00 Amsterdam), not UTC.
+    local = at.astimezone(ZoneInfo(org.timezone))
+    offset = local.strftime("%z")
+    named = f"The slot at {local:%Y-%m-%d %H:%M} ({offset[:3]}:{offset[3:]}) of schedule"
+    assert refused["issue"][0]["diagnostics"].startswith(named)
     # Search of the other schedule shows the booked time busy, and the slot the booking
     # reaches into (the 30-minute slot covers the 15-minute booking) too.
     statuses = _statuses(_slots(api, org, [vaccination], at))

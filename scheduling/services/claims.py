@@ -157,7 +157,10 @@ def slot_find(
                     "search Slot?schedule=... for the slots on offer."
                 ),
                 expression=[field],
-                params={"start": iso(start), "schedule": schedule.fhir_id},
+                params={
+                    "start": clinic_time(start, organization.zone),
+                    "schedule": schedule.fhir_id,
+                },
             )
         return FoundSlot(stored.start, stored.end, stored)
     duration = schedule.slot_duration
@@ -174,7 +177,7 @@ def slot_find(
                 return FoundSlot(start, start + duration, stored)
     if stored is not None:
         return FoundSlot(stored.start, stored.end, stored)
-    params = {"start": iso(start), "schedule": schedule.fhir_id}
+    params = {"start": clinic_time(start, organization.zone), "schedule": schedule.fhir_id}
     if occurrence_start:
         raise BusinessRuleViolation(
             gettext_noop(
@@ -218,7 +221,7 @@ def slot_claim(
             ),
             expression=[field],
             params={
-                "start": iso(slot.start),
+                "start": clinic_time(slot.start, organization.zone),
                 "schedule": schedule.fhir_id,
                 "status": slot.stored.status,
             },
@@ -241,7 +244,7 @@ def slot_claim(
         start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
     )
     if status != availability.FREE:
-        params = {"start": iso(slot.start), "schedule": schedule.fhir_id}
+        params = {"start": clinic_time(slot.start, organization.zone), "schedule": schedule.fhir_id}
         if status == availability.BUSY_TENTATIVE:
             raise SlotTaken(
                 gettext_noop(
@@ -618,7 +621,7 @@ def rules_check(
         raise BusinessRuleViolation(
             gettext_noop("The slot at %(start)s has already started; choose a future slot."),
             expression=[field],
-            params={"start": iso(slot.start)},
+            params={"start": clinic_time(slot.start, organization.zone)},
         )
     if refusal == availability.NOTICE:
         raise BusinessRuleViolation(
@@ -630,7 +633,7 @@ def rules_check(
             params={
                 "schedule": schedule.fhir_id,
                 "minutes": schedule.minimum_notice_minutes,
-                "start": iso(slot.start),
+                "start": clinic_time(slot.start, organization.zone),
             },
         )
     if refusal == availability.ADVANCE:
@@ -643,7 +646,7 @@ def rules_check(
             params={
                 "schedule": schedule.fhir_id,
                 "days": schedule.maximum_advance_days,
-                "start": iso(slot.start),
+                "start": clinic_time(slot.start, organization.zone),
             },
         )
     cap = schedule.max_active_per_patient
