@@ -383,7 +383,14 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
         (
             gettext_lazy("Expert"),
             {
-                "fields": ("rrule", "service_category", "service_type", "specialty"),
+                "fields": (
+                    "rrule",
+                    "window_start",
+                    "window_end",
+                    "service_category",
+                    "service_type",
+                    "specialty",
+                ),
                 "classes": ("collapse",),
             },
         ),

@@ -276,6 +276,15 @@ def _parse_exdate_line(line: str, *, tz: zoneinfo.ZoneInfo, first_start: datetim
     return value.isoformat()
 
 
+class WallDateTimeField(forms.SplitDateTimeField):
+    """A date and a time as a naive wall clock: the form reads it in the schedule's zone."""
+
+    def compress(self, data_list: list[Any]) -> datetime | None:
+        if data_list and data_list[0] is not None and data_list[1] is not None:
+            return datetime.combine(data_list[0], data_list[1])
+        return None
+
+
 if TYPE_CHECKING:
     _ScheduleModelForm = forms.ModelForm[Schedule]
 else:  # django-stubs' generics are not subscriptable at runtime
@@ -340,11 +349,28 @@ class ScheduleAdminForm(_ScheduleModelForm):
         widget=ZoneInput,
         help_text=gettext_lazy("Type to search, e.g. Amsterdam. The organisation's zone is first."),
     )
+    # Required unless the raw window fields are filled (checked in clean).
     first_date = forms.DateField(
-        label=gettext_lazy("First date"), widget=admin_widgets.AdminDateWidget
+        label=gettext_lazy("First date"), required=False, widget=admin_widgets.AdminDateWidget
     )
-    start_time = forms.TimeField(label=gettext_lazy("From"), widget=admin_widgets.AdminTimeWidget)
-    end_time = forms.TimeField(label=gettext_lazy("Until"), widget=admin_widgets.AdminTimeWidget)
+    start_time = forms.TimeField(
+        label=gettext_lazy("From"), required=False, widget=admin_widgets.AdminTimeWidget
+    )
+    end_time = forms.TimeField(
+        label=gettext_lazy("Until"), required=False, widget=admin_widgets.AdminTimeWidget
+    )
+    window_start = WallDateTimeField(
+        label=gettext_lazy("Window start"),
+        required=False,
+        widget=admin_widgets.AdminSplitDateTime,
+        help_text=gettext_lazy(
+            "For a first window longer than a day: when start and end are both filled they "
+            "win over the first date and times above."
+        ),
+    )
+    window_end = WallDateTimeField(
+        label=gettext_lazy("Window end"), required=False, widget=admin_widgets.AdminSplitDateTime
+    )
     ends_next_day = forms.BooleanField(
         label=gettext_lazy("Ends the next day"),
         required=False,
@@ -400,6 +426,13 @@ class ScheduleAdminForm(_ScheduleModelForm):
                 end_time=end_local.time(),
                 ends_next_day=end_local.date() > start_local.date(),
             )
+            if (end_local.date() - start_local.date()).days > 1:
+                # Longer than the from-until fields can say (e.g. a window made through the
+                # API): keep it whole in the raw fields, which win.
+                self.initial.update(
+                    window_start=start_local.replace(tzinfo=None),
+                    window_end=end_local.replace(tzinfo=None),
+                )
             simple = parse_simple_rrule(instance.rrule, tz=tz)
             if simple is not None:
                 # The structured fields carry the rule, so the raw field starts empty and
@@ -463,17 +496,34 @@ class ScheduleAdminForm(_ScheduleModelForm):
         self, cleaned: dict[str, Any], tz: zoneinfo.ZoneInfo
     ) -> tuple[datetime | None, datetime | None]:
         """The first window as instants: the first date's from-until wall times in ``tz``."""
-        day, from_time, until_time = (
-            cleaned.get("first_date"),
-            cleaned.get("start_time"),
-            cleaned.get("end_time"),
-        )
-        if day is None or from_time is None or until_time is None:
-            return None, None
-        end_day = day + timedelta(days=1) if cleaned.get("ends_next_day") else day
-        start = datetime.combine(day, from_time, tzinfo=tz)
-        end = datetime.combine(end_day, until_time, tzinfo=tz)
-        for name, wall in (("start_time", start), ("end_time", end)):
+        raw_start, raw_end = cleaned.get("window_start"), cleaned.get("window_end")
+        if raw_start is not None and raw_end is not None:
+            start, end = raw_start.replace(tzinfo=tz), raw_end.replace(tzinfo=tz)
+            names = ("window_start", "window_end")
+        else:
+            day, from_time, until_time = (
+                cleaned.get("first_date"),
+                cleaned.get("start_time"),
+                cleaned.get("end_time"),
+            )
+            missing = [
+                name
+                for name, value in (
+                    ("first_date", day),
+                    ("start_time", from_time),
+                    ("end_time", until_time),
+                )
+                if value is None and name not in self.errors
+            ]
+            for name in missing:
+                self.add_error(name, forms.Field.default_error_messages["required"])
+            if day is None or from_time is None or until_time is None:
+                return None, None
+            end_day = day + timedelta(days=1) if cleaned.get("ends_next_day") else day
+            start = datetime.combine(day, from_time, tzinfo=tz)
+            end = datetime.combine(end_day, until_time, tzinfo=tz)
+            names = ("start_time", "end_time")
+        for name, wall in zip(names, (start, end), strict=True):
             # A wall time skipped by a clock change (02:30 on the last Sunday of March in
             # Amsterdam) does not exist: say so rather than silently shift it.
             if wall.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall.replace(
@@ -486,7 +536,7 @@ class ScheduleAdminForm(_ScheduleModelForm):
                 )
                 return None, None
         if end <= start:
-            self.add_error("end_time", _("The end must be after the start."))
+            self.add_error(names[1], _("The end must be after the start."))
             return None, None
         return start.astimezone(UTC), end.astimezone(UTC)
 

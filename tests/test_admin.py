@@ -628,6 +628,45 @@ def test_a_night_window_ends_the_next_day_and_a_skipped_hour_is_an_error(
 
 
 @pytest.mark.django_db
+def test_a_window_longer_than_a_day_survives_the_form(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    # A schedule made through the API may have one window of several days; the from-until
+    # fields cannot say that, so the raw window fields carry it and saving keeps it whole.
+    schedule = two_tenants["schedule"]
+    schedule.planning_start = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    schedule.planning_end = datetime(2026, 12, 11, 16, 0, tzinfo=UTC)
+    schedule.rrule = ""
+    schedule.save()
+    url = reverse("admin:scheduling_schedule_change", args=[schedule.pk])
+    form = staff_client.get(url).context["adminform"].form
+    assert form.initial["window_start"] == datetime(2026, 12, 7, 9, 0)
+    assert form.initial["window_end"] == datetime(2026, 12, 11, 17, 0)
+    data = schedule_post(
+        org,
+        schedule.practitioner_role.pk,
+        fhir_id=schedule.fhir_id,
+        frequency="",
+        weekdays=[],
+        until="",
+        window_start_0="2026-12-07",
+        window_start_1="09:00",
+        window_end_0="2026-12-11",
+        window_end_1="17:00",
+    )
+    response = staff_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    schedule.refresh_from_db()
+    assert schedule.planning_start == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    assert schedule.planning_end == datetime(2026, 12, 11, 16, 0, tzinfo=UTC)
+
+    # Without the raw fields the first date and times are required again.
+    bare = _bound_form(org, schedule.practitioner_role.pk, first_date="", start_time="")
+    assert not bare.is_valid()
+    assert set(bare.errors) >= {"first_date", "start_time"}
+
+
+@pytest.mark.django_db
 def test_the_zone_list_starts_with_the_organisations_zone(
     staff_client: Client, two_tenants: dict[str, Any], org: Organization
 ) -> None:
