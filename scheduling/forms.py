@@ -354,10 +354,15 @@ class ScheduleAdminForm(_ScheduleModelForm):
         label=gettext_lazy("First date"), required=False, widget=admin_widgets.AdminDateWidget
     )
     start_time = forms.TimeField(
-        label=gettext_lazy("From"), required=False, widget=admin_widgets.AdminTimeWidget
+        label=gettext_lazy("From"),
+        required=False,
+        # Hours and minutes, as a clinic says them ("13:00", not "13:00:00").
+        widget=admin_widgets.AdminTimeWidget(format="%H:%M"),
     )
     end_time = forms.TimeField(
-        label=gettext_lazy("Until"), required=False, widget=admin_widgets.AdminTimeWidget
+        label=gettext_lazy("Until"),
+        required=False,
+        widget=admin_widgets.AdminTimeWidget(format="%H:%M"),
     )
     window_start = WallDateTimeField(
         label=gettext_lazy("Window start"),

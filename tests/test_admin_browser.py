@@ -289,6 +289,22 @@ def test_calendar_in_dutch(live_server: Any, browser_page: Any, clinic: dict[str
     assert "Tijd blokkeren" in page.inner_text(".wk-nav")
     page.goto(f"{base}/admin/scheduling/schedule/{existing.pk}/change/")
     assert page.inner_text("#schedule-summary .summary").startswith("Eenmalig")
+    # The schedule form in Dutch: dates in the Dutch format, Preview shows without saving.
+    local = existing.planning_start.astimezone(AMS)
+    assert page.input_value("#id_first_date") == f"{local:%d-%m-%Y}"
+    assert page.input_value("#id_start_time") == f"{local:%H:%M}"
+    page.fill("#id_end_time", f"{local + timedelta(hours=1):%H:%M}")
+    with page.expect_navigation():
+        page.click("#preview-button")
+    assert page.input_value("#preview-button") == "Voorbeeld"
+    assert page.inner_text("#schedule-summary h2") == "Voorbeeld (nog niet opgeslagen)"
+    summary = page.inner_text("#schedule-summary .summary")
+    assert (
+        summary.startswith("Eenmalig") and f"slots van {existing.slot_minutes} minuten" in summary
+    )
+    page.screenshot(path=str(ARTIFACTS / "desk-schedule-preview-nl.png"), full_page=True)
+    existing.refresh_from_db()
+    assert existing.planning_end.astimezone(AMS).time() != (local + timedelta(hours=1)).time()
     assert Organization.objects.count() == 2
 
 
