@@ -628,6 +628,24 @@ def test_a_night_window_ends_the_next_day_and_a_skipped_hour_is_an_error(
 
 
 @pytest.mark.django_db
+def test_preview_never_shows_or_uses_another_organisations_schedule_or_role(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    theirs = two_tenants["foreign_schedule"]
+    data = schedule_post(org, theirs.practitioner_role.pk, _preview="Preview")
+    # Their schedule's page: not found for this staff user, preview or not.
+    url = reverse("admin:scheduling_schedule_change", args=[theirs.pk])
+    response = staff_client.post(url, {**data, "fhir_id": theirs.fhir_id})
+    assert response.status_code == 302
+    assert "their-sched" not in staff_client.get(response.url).content.decode()
+    # Their role on a new schedule: a form error, no summary.
+    added = staff_client.post(reverse("admin:scheduling_schedule_add"), data)
+    assert added.status_code == 200
+    assert added.context["adminform"].form.errors.get("practitioner_role")
+    assert not added.context.get("summary")
+
+
+@pytest.mark.django_db
 def test_a_window_longer_than_a_day_survives_the_form(
     staff_client: Client, two_tenants: dict[str, Any], org: Organization
 ) -> None:
