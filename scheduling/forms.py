@@ -279,7 +279,7 @@ def _parse_exdate_line(line: str, *, tz: zoneinfo.ZoneInfo, first_start: datetim
 class WallDateTimeField(forms.SplitDateTimeField):
     """A date and a time as a naive wall clock: the form reads it in the schedule's zone."""
 
-    def compress(self, data_list: list[Any]) -> datetime | None:
+    def compress(self, data_list: tuple[date, time] | None) -> datetime | None:
         if data_list and data_list[0] is not None and data_list[1] is not None:
             return datetime.combine(data_list[0], data_list[1])
         return None
@@ -405,6 +405,10 @@ class ScheduleAdminForm(_ScheduleModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["rrule"].required = False
+        if not (self.data.get("window_start_0") and self.data.get("window_end_0")):
+            # Marked required (bold) for people; the raw window fields, when filled, stand in.
+            for name in ("first_date", "start_time", "end_time"):
+                self.fields[name].required = True
         self.fields["rrule"].help_text = _(
             "For experts: an RFC 5545 RRULE (e.g. FREQ=MONTHLY;BYDAY=1MO). When filled it wins "
             "over the fields above; empty it to use them."
@@ -616,7 +620,7 @@ class PractitionerRoleAdminForm(forms.ModelForm):  # type: ignore[type-arg]
         fields = ("organization", "fhir_id", "practitioner", "code", "specialty", "active")
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
         refuse_occupant_clash(self, roles=[self.instance])
 
 
