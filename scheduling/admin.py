@@ -10,6 +10,8 @@ from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -345,21 +347,19 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
         ),
         (
             gettext_lazy("First availability window"),
-            {"fields": ("planning_start", "planning_end", "slot_minutes")},
-        ),
-        (
-            gettext_lazy("Repeats"),
             {
                 "fields": (
-                    "frequency",
-                    "interval",
-                    "weekdays",
-                    "until",
-                    "count",
-                    "exceptions",
+                    "first_date",
+                    ("start_time", "end_time"),
+                    "ends_next_day",
+                    "slot_minutes",
                     "recurrence_timezone",
                 )
             },
+        ),
+        (
+            gettext_lazy("Repeats"),
+            {"fields": ("frequency", "interval", "weekdays", "until", "count", "exceptions")},
         ),
         (
             gettext_lazy("Booking rules"),
@@ -383,7 +383,14 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
         (
             gettext_lazy("Expert"),
             {
-                "fields": ("rrule", "service_category", "service_type", "specialty"),
+                "fields": (
+                    "rrule",
+                    "window_start",
+                    "window_end",
+                    "service_category",
+                    "service_type",
+                    "specialty",
+                ),
                 "classes": ("collapse",),
             },
         ),
@@ -432,11 +439,28 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
             first_end=obj.planning_end,
             tzid=obj.rule_timezone(obj.organization),
             exdate_count=len(obj.exdates or []),
+            slot_minutes=obj.slot_minutes,
         )
 
     calendar_name = "scheduling_schedule"
     calendar_view = staticmethod(admin_views.schedule_calendar_view)
     block_view = staticmethod(admin_views.schedule_block_view)
+
+    def _preview_context(self, schedule: Schedule) -> dict[str, Any]:
+        """The summary and next occurrences of ``schedule`` (saved or not), in its zone."""
+        context: dict[str, Any] = {}
+        rule_tz = schedule.rule_timezone(schedule.organization)
+        tz = schedule.organization.zone
+        try:
+            preview = upcoming_occurrences(schedule, after=timezone.now())
+        except DomainError as exc:
+            preview, context["preview_error"] = [], exc.translated()
+        context.update(
+            summary=self.summary(schedule),
+            preview=[(p.start.astimezone(tz), p.end.astimezone(tz)) for p in preview],
+            preview_zone=rule_tz,
+        )
+        return context
 
     def change_view(
         self,
@@ -448,20 +472,69 @@ class ScheduleAdmin(GeneratedIdMixin, CalendarAdminMixin, OrganizationScopedAdmi
         context = dict(extra_context or {})
         obj = self.get_object(request, object_id)
         if obj is not None:
-            tz = obj.organization.zone
-            rule_tz = obj.rule_timezone(obj.organization)
-            try:
-                preview = upcoming_occurrences(obj, after=timezone.now())
-            except DomainError as exc:
-                preview, context["preview_error"] = [], exc.translated()
             context.update(
-                summary=self.summary(obj),
-                preview=[(p.start.astimezone(tz), p.end.astimezone(tz)) for p in preview],
-                preview_zone=rule_tz,
                 calendar_url=reverse("admin:scheduling_schedule_calendar", args=[obj.pk]),
                 block_url=reverse("admin:scheduling_schedule_block", args=[obj.pk]),
             )
+            if request.method == "POST" and "_preview" in request.POST:
+                if not self.has_change_permission(request, obj):
+                    raise PermissionDenied
+                return self._preview_view(request, obj, form_url, context)
+            context.update(self._preview_context(obj))
         return super().change_view(request, object_id, form_url, context)
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method == "POST" and "_preview" in request.POST:
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+            return self._preview_view(request, None, form_url, dict(extra_context or {}))
+        return super().add_view(request, form_url, extra_context)
+
+    def _preview_view(
+        self, request: HttpRequest, obj: Schedule | None, form_url: str, context: dict[str, Any]
+    ) -> HttpResponse:
+        """Validate the posted form and show it again with what it would do: never saves.
+
+        The same form and validation as saving (Django's change form), so "Preview" then
+        "Save" cannot disagree; only the last step (save, log, redirect) is left out.
+        """
+        add = obj is None
+        fieldsets = self.get_fieldsets(request, obj)
+        form_class = self.get_form(
+            request, obj, change=not add, fields=flatten_fieldsets(fieldsets)
+        )
+        form = form_class(request.POST, request.FILES, instance=obj)
+        if form.is_valid():
+            # form.instance carries the posted values (unsaved): preview exactly that.
+            context.update(self._preview_context(form.instance), previewed=True)
+        admin_form = helpers.AdminForm(
+            form,
+            list(fieldsets),  # type: ignore[arg-type]
+            self.get_prepopulated_fields(request, obj),
+            self.get_readonly_fields(request, obj),
+            model_admin=self,
+        )
+        context.update(
+            {
+                **self.admin_site.each_context(request),
+                "title": (_("Add %s") if add else _("Change %s")) % self.opts.verbose_name,
+                "subtitle": str(obj) if obj else None,
+                "adminform": admin_form,
+                "object_id": obj.pk if obj is not None else None,
+                "original": obj,
+                "is_popup": False,
+                "to_field": None,
+                "media": self.media + admin_form.media,
+                "inline_admin_formsets": [],
+                "errors": helpers.AdminErrorList(form, []),
+                "preserved_filters": self.get_preserved_filters(request),
+            }
+        )
+        return self.render_change_form(
+            request, context, add=add, change=not add, obj=obj, form_url=form_url
+        )
 
 
 @admin.register(Slot)

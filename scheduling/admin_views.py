@@ -496,7 +496,7 @@ def _block_view(
                     )
                 except BlockHitsBookings:
                     # The same bookings the service found, at the reader's local time (the
-                    # error's own list is in UTC, for the API).
+                    # error's own list carries the offset, for the API).
                     hits = [
                         _("%(patient)s, %(when)s (%(appointment)s)")
                         % {

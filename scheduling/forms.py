@@ -15,8 +15,11 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.contrib.admin import widgets as admin_widgets
 from django.utils import formats
 from django.utils.dates import WEEKDAYS
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext, pgettext
 
@@ -31,10 +34,58 @@ FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
 PREVIEW_COUNT = 10
 
 
+#: Zones a Dutch clinic's staff are most likely to want, offered right after the
+#: organisation's own (the full IANA list follows; the input filters as one types).
+COMMON_ZONES = (
+    "Europe/Amsterdam",
+    "Europe/Brussels",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Paris",
+    "UTC",
+    "America/Curacao",
+    "America/Aruba",
+    "America/Paramaribo",
+    "America/New_York",
+    "Asia/Jakarta",
+    "Australia/Sydney",
+)
+
+
 @lru_cache(maxsize=1)
 def timezone_choices() -> list[tuple[str, str]]:
     """Every IANA zone this system knows, sorted, as form choices."""
     return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+
+
+def zone_suggestions(first: str | None) -> list[str]:
+    """The organisation's zone, then the common ones, then every other, each once."""
+    known = [name for name, _label in timezone_choices()]
+    head = [name for name in (first, *COMMON_ZONES) if name and name in set(known)]
+    seen = set(head)
+    return list(dict.fromkeys(head)) + [name for name in known if name not in seen]
+
+
+class ZoneInput(forms.TextInput):
+    """A text box with an HTML ``<datalist>``: the browser filters the zones as one types.
+
+    No script, so it works under the admin's CSP (``script-src 'self'``) and with a
+    keyboard or screen reader like any other text box.
+    """
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs={"autocomplete": "off", "size": 30, **(attrs or {})})
+        self.suggestions: list[str] = zone_suggestions(None)
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        list_id = f"{(attrs or {}).get('id') or 'id_' + name}_list"
+        box = super().render(name, value, {**(attrs or {}), "list": list_id}, renderer)
+        options = format_html_join(
+            "", '<option value="{}"></option>', ((z,) for z in self.suggestions)
+        )
+        return format_html('{}<datalist id="{}">{}</datalist>', box, list_id, options)
 
 
 @dataclass
@@ -147,17 +198,27 @@ def _frequency_phrase(rule: SimpleRule) -> str:
 
 
 def describe_recurrence(
-    *, rrule: str, first_start: datetime, first_end: datetime, tzid: str, exdate_count: int = 0
+    *,
+    rrule: str,
+    first_start: datetime,
+    first_end: datetime,
+    tzid: str,
+    exdate_count: int = 0,
+    slot_minutes: int | None = None,
 ) -> str:
     """A plain-language, translated summary of a schedule's availability.
 
-    For example "Every Monday and Wednesday, 09:00-12:00 Europe/Amsterdam, until 31 Dec 2027"
-    (with an en dash between the times).
+    For example "Every Monday and Wednesday, 09:00-12:00 Europe/Amsterdam, 15-minute slots,
+    until 31 Dec 2027" (with an en dash between the times; the slots only when given).
     """
     tz = zoneinfo.ZoneInfo(tzid)
     start_local = first_start.astimezone(tz)
     end_local = first_end.astimezone(tz)
     times = f"{start_local:%H:%M}\u2013{end_local:%H:%M} {tzid}"
+    if slot_minutes:
+        times += ", " + ngettext("%(n)d-minute slots", "%(n)d-minute slots", slot_minutes) % {
+            "n": slot_minutes
+        }
     if not rrule:
         when = _date(start_local.date())
         return _("Once, %(date)s, %(times)s") % {"date": when, "times": times}
@@ -215,6 +276,15 @@ def _parse_exdate_line(line: str, *, tz: zoneinfo.ZoneInfo, first_start: datetim
     return value.isoformat()
 
 
+class WallDateTimeField(forms.SplitDateTimeField):
+    """A date and a time as a naive wall clock: the form reads it in the schedule's zone."""
+
+    def compress(self, data_list: tuple[date, time] | None) -> datetime | None:
+        if data_list and data_list[0] is not None and data_list[1] is not None:
+            return datetime.combine(data_list[0], data_list[1])
+        return None
+
+
 if TYPE_CHECKING:
     _ScheduleModelForm = forms.ModelForm[Schedule]
 else:  # django-stubs' generics are not subscriptable at runtime
@@ -252,7 +322,8 @@ class ScheduleAdminForm(_ScheduleModelForm):
     until = forms.DateField(
         label=gettext_lazy("Until (date)"),
         required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
+        # The admin's own date box, like the first date: one format (the language's) for both.
+        widget=admin_widgets.AdminDateWidget,
         help_text=gettext_lazy(
             "Last day with availability (inclusive). Leave empty, or use a count."
         ),
@@ -271,8 +342,44 @@ class ScheduleAdminForm(_ScheduleModelForm):
             "Days left out, one per line: a date (2026-12-28) or a date-time (2026-12-28T09:00)."
         ),
     )
-    recurrence_timezone = forms.ChoiceField(
-        label=gettext_lazy("Time zone"), required=False, choices=timezone_choices
+    recurrence_timezone = forms.CharField(
+        label=gettext_lazy("Time zone"),
+        required=False,
+        max_length=64,
+        widget=ZoneInput,
+        help_text=gettext_lazy("Type to search, e.g. Amsterdam. The organisation's zone is first."),
+    )
+    # Required unless the raw window fields are filled (checked in clean).
+    first_date = forms.DateField(
+        label=gettext_lazy("First date"), required=False, widget=admin_widgets.AdminDateWidget
+    )
+    start_time = forms.TimeField(
+        label=gettext_lazy("From"),
+        required=False,
+        # Hours and minutes, as a clinic says them ("13:00", not "13:00:00").
+        widget=admin_widgets.AdminTimeWidget(format="%H:%M"),
+    )
+    end_time = forms.TimeField(
+        label=gettext_lazy("Until"),
+        required=False,
+        widget=admin_widgets.AdminTimeWidget(format="%H:%M"),
+    )
+    window_start = WallDateTimeField(
+        label=gettext_lazy("Window start"),
+        required=False,
+        widget=admin_widgets.AdminSplitDateTime,
+        help_text=gettext_lazy(
+            "For a first window longer than a day: when start and end are both filled they "
+            "win over the first date and times above."
+        ),
+    )
+    window_end = WallDateTimeField(
+        label=gettext_lazy("Window end"), required=False, widget=admin_widgets.AdminSplitDateTime
+    )
+    ends_next_day = forms.BooleanField(
+        label=gettext_lazy("Ends the next day"),
+        required=False,
+        help_text=gettext_lazy("For a night shift, e.g. 22:00 until 06:00."),
     )
 
     class Meta:
@@ -283,8 +390,6 @@ class ScheduleAdminForm(_ScheduleModelForm):
             "active",
             "practitioner_role",
             "practitioner",
-            "planning_start",
-            "planning_end",
             "slot_minutes",
             "recurrence_timezone",
             "rrule",
@@ -300,6 +405,10 @@ class ScheduleAdminForm(_ScheduleModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["rrule"].required = False
+        if not (self.data.get("window_start_0") and self.data.get("window_end_0")):
+            # Marked required (bold) for people; the raw window fields, when filled, stand in.
+            for name in ("first_date", "start_time", "end_time"):
+                self.fields[name].required = True
         self.fields["rrule"].help_text = _(
             "For experts: an RFC 5545 RRULE (e.g. FREQ=MONTHLY;BYDAY=1MO). When filled it wins "
             "over the fields above; empty it to use them."
@@ -312,9 +421,27 @@ class ScheduleAdminForm(_ScheduleModelForm):
             organization.timezone if organization else "Europe/Amsterdam"
         )
         self.fields["recurrence_timezone"].initial = zone_name
+        self.fields["recurrence_timezone"].widget.suggestions = zone_suggestions(
+            organization.timezone if organization else None
+        )
         if instance.pk:
             self.initial["recurrence_timezone"] = zone_name
             tz = zoneinfo.ZoneInfo(zone_name)
+            start_local = instance.planning_start.astimezone(tz)
+            end_local = instance.planning_end.astimezone(tz)
+            self.initial.update(
+                first_date=start_local.date(),
+                start_time=start_local.time(),
+                end_time=end_local.time(),
+                ends_next_day=end_local.date() > start_local.date(),
+            )
+            if (end_local.date() - start_local.date()).days > 1:
+                # Longer than the from-until fields can say (e.g. a window made through the
+                # API): keep it whole in the raw fields, which win.
+                self.initial.update(
+                    window_start=start_local.replace(tzinfo=None),
+                    window_end=end_local.replace(tzinfo=None),
+                )
             simple = parse_simple_rrule(instance.rrule, tz=tz)
             if simple is not None:
                 # The structured fields carry the rule, so the raw field starts empty and
@@ -354,10 +481,8 @@ class ScheduleAdminForm(_ScheduleModelForm):
                 return cleaned
         cleaned["rrule"] = rrule
 
-        start = cleaned.get("planning_start")
-        end = cleaned.get("planning_end")
-        if start and end and end <= start:
-            self.add_error("planning_end", _("The end must be after the start."))
+        start, end = self._first_window(cleaned, tz)
+        cleaned["planning_start"], cleaned["planning_end"] = start, end
         until = cleaned.get("until")
         if not raw and rrule and until and start and until < start.astimezone(tz).date():
             self.add_error("until", _("The last day is before the first window."))
@@ -375,6 +500,54 @@ class ScheduleAdminForm(_ScheduleModelForm):
             self.add_error("exceptions", _("Exceptions only apply to a repeating schedule."))
         cleaned["exdates"] = exdates
         return cleaned
+
+    def _first_window(
+        self, cleaned: dict[str, Any], tz: zoneinfo.ZoneInfo
+    ) -> tuple[datetime | None, datetime | None]:
+        """The first window as instants: the first date's from-until wall times in ``tz``."""
+        raw_start, raw_end = cleaned.get("window_start"), cleaned.get("window_end")
+        if raw_start is not None and raw_end is not None:
+            start, end = raw_start.replace(tzinfo=tz), raw_end.replace(tzinfo=tz)
+            names = ("window_start", "window_end")
+        else:
+            day, from_time, until_time = (
+                cleaned.get("first_date"),
+                cleaned.get("start_time"),
+                cleaned.get("end_time"),
+            )
+            missing = [
+                name
+                for name, value in (
+                    ("first_date", day),
+                    ("start_time", from_time),
+                    ("end_time", until_time),
+                )
+                if value is None and name not in self.errors
+            ]
+            for name in missing:
+                self.add_error(name, forms.Field.default_error_messages["required"])
+            if day is None or from_time is None or until_time is None:
+                return None, None
+            end_day = day + timedelta(days=1) if cleaned.get("ends_next_day") else day
+            start = datetime.combine(day, from_time, tzinfo=tz)
+            end = datetime.combine(end_day, until_time, tzinfo=tz)
+            names = ("start_time", "end_time")
+        for name, wall in zip(names, (start, end), strict=True):
+            # A wall time skipped by a clock change (02:30 on the last Sunday of March in
+            # Amsterdam) does not exist: say so rather than silently shift it.
+            if wall.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall.replace(
+                tzinfo=None
+            ):
+                self.add_error(
+                    name,
+                    _("%(time)s does not exist on %(date)s in %(zone)s (the clocks change).")
+                    % {"time": f"{wall:%H:%M}", "date": wall.date().isoformat(), "zone": tz.key},
+                )
+                return None, None
+        if end <= start:
+            self.add_error(names[1], _("The end must be after the start."))
+            return None, None
+        return start.astimezone(UTC), end.astimezone(UTC)
 
     def _structured_rrule(self, cleaned: dict[str, Any], tz: zoneinfo.ZoneInfo) -> str:
         freq = cleaned.get("frequency") or ""
@@ -407,6 +580,9 @@ class ScheduleAdminForm(_ScheduleModelForm):
         # model's own validation runs.
         if "exdates" in self.cleaned_data:
             self.instance.exdates = self.cleaned_data["exdates"]
+        if self.cleaned_data.get("planning_start") and self.cleaned_data.get("planning_end"):
+            self.instance.planning_start = self.cleaned_data["planning_start"]
+            self.instance.planning_end = self.cleaned_data["planning_end"]
         super()._post_clean()  # type: ignore[misc]
         refuse_occupant_clash(self, schedules=[self.instance])
 

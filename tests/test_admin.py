@@ -98,10 +98,9 @@ def schedule_post(org: Organization, role_pk: int | str, **overrides: Any) -> di
         "practitioner_role": role_pk,
         "practitioner": "",
         "comment": "",
-        "planning_start_0": "2026-12-07",
-        "planning_start_1": "09:00",
-        "planning_end_0": "2026-12-07",
-        "planning_end_1": "12:00",
+        "first_date": "2026-12-07",
+        "start_time": "09:00",
+        "end_time": "12:00",
         "slot_minutes": "15",
         "frequency": "WEEKLY",
         "interval": "1",
@@ -310,7 +309,8 @@ def test_structured_schedule_created_through_admin(
     page = staff_client.get(reverse("admin:scheduling_schedule_change", args=[schedule.pk]))
     body = page.content.decode()
     assert (
-        "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, until 31 Dec 2027" in body
+        "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, 15-minute slots, "
+        "until 31 Dec 2027" in body
     )
     preview = page.context["preview"]
     assert len(preview) == 10
@@ -327,11 +327,7 @@ def test_structured_schedule_created_through_admin(
 
 
 def _bound_form(org: Organization, role_pk: int, **overrides: Any) -> ScheduleAdminForm:
-    data = schedule_post(org, role_pk, **overrides)
-    # The bare form has plain date-time fields; the admin splits them into date and time.
-    for name in ("planning_start", "planning_end"):
-        data[name] = f"{data.pop(name + '_0')} {data.pop(name + '_1')}"
-    return ScheduleAdminForm(data=data)
+    return ScheduleAdminForm(data=schedule_post(org, role_pk, **overrides))
 
 
 @pytest.mark.django_db
@@ -342,7 +338,11 @@ def _bound_form(org: Organization, role_pk: int, **overrides: Any) -> ScheduleAd
         ({"rrule": "this is junk"}, "rrule", ""),
         ({"rrule": "FREQ=DAILY;COUNT=3;UNTIL=20271231T000000Z"}, "rrule", "UNTIL"),
         ({"until": "2027-12-31", "count": "5"}, "count", "not both"),
-        ({"planning_end_1": "08:00"}, "planning_end", "after the start"),
+        ({"end_time": "08:00"}, "end_time", "after the start"),
+        ({"end_time": "09:00"}, "end_time", "after the start"),
+        ({"end_time": "25:00"}, "end_time", ""),
+        ({"first_date": ""}, "first_date", ""),
+        ({"recurrence_timezone": "Amsterdam"}, "recurrence_timezone", ""),
         ({"recurrence_timezone": "Mars/Olympus_Mons"}, "recurrence_timezone", ""),
         ({"until": "2026-01-01"}, "until", "before the first window"),
         ({"exceptions": "next tuesday"}, "exceptions", "next tuesday"),
@@ -462,6 +462,247 @@ def test_summary_in_english_and_dutch() -> None:
         assert describe_recurrence(**kwargs) == (
             "Elke maandag en woensdag, 09:00\u201312:00 Europe/Amsterdam, tot 31 december 2027"
         )
+        # The slot length is part of the summary when given.
+        assert describe_recurrence(**kwargs, slot_minutes=15) == (
+            "Elke maandag en woensdag, 09:00\u201312:00 Europe/Amsterdam, slots van 15 minuten, "
+            "tot 31 december 2027"
+        )
+    with translation.override("en"):
+        assert describe_recurrence(**kwargs, slot_minutes=20) == (
+            "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, 20-minute slots, "
+            "until 31 Dec 2027"
+        )
+
+
+@pytest.mark.django_db
+def test_preview_validates_and_shows_occurrences_without_saving(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    role = two_tenants["schedule"].practitioner_role
+    data = schedule_post(
+        org,
+        role.pk,
+        first_date="2026-12-07",
+        start_time="13:00",
+        end_time="17:00",
+        _preview="Preview",
+    )
+    before = Schedule.objects.count()
+    response = staff_client.post(reverse("admin:scheduling_schedule_add"), data)
+    assert response.status_code == 200
+    assert Schedule.objects.count() == before
+    assert not Schedule.objects.filter(fhir_id="new-sched").exists()
+    body = response.content.decode()
+    assert "Preview (not saved yet)" in body
+    assert (
+        "Every Monday and Wednesday, 13:00\u201317:00 Europe/Amsterdam, 15-minute slots, "
+        "until 31 Dec 2027" in body
+    )
+    occurrences = response.context["preview"]
+    assert len(occurrences) == 10
+    assert all(start.strftime("%H:%M") == "13:00" for start, _end in occurrences)
+    assert {start.strftime("%a") for start, _end in occurrences} == {"Mon", "Wed"}
+    # The form comes back filled in, ready to save.
+    assert 'value="13:00"' in body and 'name="_save"' in body
+
+    # A bad form under Preview is shown with its errors, no summary, nothing saved.
+    bad = staff_client.post(reverse("admin:scheduling_schedule_add"), {**data, "end_time": "12:00"})
+    assert bad.status_code == 200
+    assert "after the start" in bad.content.decode()
+    assert "summary" not in bad.context or not bad.context["summary"]
+    assert Schedule.objects.count() == before
+
+    # Saving the same data (without _preview) does save.
+    del data["_preview"]
+    saved = staff_client.post(reverse("admin:scheduling_schedule_add"), data)
+    assert saved.status_code == 302
+    assert Schedule.objects.filter(fhir_id="new-sched").exists()
+
+
+@pytest.mark.django_db
+def test_preview_on_the_change_page_leaves_the_stored_schedule_alone(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    schedule = two_tenants["schedule"]
+    stored = (schedule.planning_start, schedule.planning_end, schedule.rrule)
+    url = reverse("admin:scheduling_schedule_change", args=[schedule.pk])
+    form = staff_client.get(url).context["adminform"].form
+    data = schedule_post(
+        org,
+        schedule.practitioner_role.pk,
+        fhir_id=schedule.fhir_id,
+        start_time="07:00",
+        end_time="08:00",
+        frequency="DAILY",
+        weekdays=[],
+        _preview="Preview",
+    )
+    data["first_date"] = form.initial["first_date"].isoformat()
+    response = staff_client.post(url, data)
+    assert response.status_code == 200
+    assert "Every day, 07:00\u201308:00" in response.context["summary"]
+    schedule.refresh_from_db()
+    assert (schedule.planning_start, schedule.planning_end, schedule.rrule) == stored
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("zone", "day", "times", "expected"),
+    [
+        # The last Sunday of March: Amsterdam moves from +01:00 to +02:00 at 02:00.
+        (
+            "Europe/Amsterdam",
+            "2026-03-29",
+            ("13:00", "17:00"),
+            (datetime(2026, 3, 29, 11, 0, tzinfo=UTC), datetime(2026, 3, 29, 15, 0, tzinfo=UTC)),
+        ),
+        # The clinic opens at 01:00 (+01:00) and closes at 05:00 (+02:00): three hours.
+        (
+            "Europe/Amsterdam",
+            "2026-03-29",
+            ("01:00", "05:00"),
+            (datetime(2026, 3, 29, 0, 0, tzinfo=UTC), datetime(2026, 3, 29, 3, 0, tzinfo=UTC)),
+        ),
+        # Sydney's summer (+11:00): a morning there is the previous evening in UTC.
+        (
+            "Australia/Sydney",
+            "2026-12-08",
+            ("09:00", "12:30"),
+            (datetime(2026, 12, 7, 22, 0, tzinfo=UTC), datetime(2026, 12, 8, 1, 30, tzinfo=UTC)),
+        ),
+        # The first Sunday of April Sydney goes back from +11:00 to +10:00 at 03:00.
+        (
+            "Australia/Sydney",
+            "2026-04-05",
+            ("13:00", "17:00"),
+            (datetime(2026, 4, 5, 3, 0, tzinfo=UTC), datetime(2026, 4, 5, 7, 0, tzinfo=UTC)),
+        ),
+    ],
+)
+def test_from_until_times_are_read_in_the_chosen_zone(
+    two_tenants: dict[str, Any],
+    org: Organization,
+    zone: str,
+    day: str,
+    times: tuple[str, str],
+    expected: tuple[datetime, datetime],
+) -> None:
+    role = two_tenants["schedule"].practitioner_role
+    form = _bound_form(
+        org,
+        role.pk,
+        first_date=day,
+        start_time=times[0],
+        end_time=times[1],
+        recurrence_timezone=zone,
+        frequency="",
+        weekdays=[],
+        until="",
+    )
+    assert form.is_valid(), form.errors
+    assert (form.instance.planning_start, form.instance.planning_end) == expected
+
+
+@pytest.mark.django_db
+def test_a_night_window_ends_the_next_day_and_a_skipped_hour_is_an_error(
+    two_tenants: dict[str, Any], org: Organization
+) -> None:
+    role = two_tenants["schedule"].practitioner_role
+    night = _bound_form(org, role.pk, start_time="22:00", end_time="06:00", ends_next_day="on")
+    assert night.is_valid(), night.errors
+    assert night.instance.planning_start == datetime(2026, 12, 7, 21, 0, tzinfo=UTC)
+    assert night.instance.planning_end == datetime(2026, 12, 8, 5, 0, tzinfo=UTC)
+
+    gap = _bound_form(
+        org,
+        role.pk,
+        first_date="2026-03-29",
+        start_time="02:30",
+        end_time="04:00",
+        frequency="",
+        weekdays=[],
+        until="",
+    )
+    assert not gap.is_valid()
+    assert "does not exist" in str(gap.errors["start_time"])
+
+
+@pytest.mark.django_db
+def test_preview_never_shows_or_uses_another_organisations_schedule_or_role(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    theirs = two_tenants["foreign_schedule"]
+    data = schedule_post(org, theirs.practitioner_role.pk, _preview="Preview")
+    # Their schedule's page: not found for this staff user, preview or not.
+    url = reverse("admin:scheduling_schedule_change", args=[theirs.pk])
+    response = staff_client.post(url, {**data, "fhir_id": theirs.fhir_id})
+    assert response.status_code == 302
+    assert "their-sched" not in staff_client.get(response.url).content.decode()
+    # Their role on a new schedule: a form error, no summary.
+    added = staff_client.post(reverse("admin:scheduling_schedule_add"), data)
+    assert added.status_code == 200
+    assert added.context["adminform"].form.errors.get("practitioner_role")
+    assert not added.context.get("summary")
+
+
+@pytest.mark.django_db
+def test_a_window_longer_than_a_day_survives_the_form(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    # A schedule made through the API may have one window of several days; the from-until
+    # fields cannot say that, so the raw window fields carry it and saving keeps it whole.
+    schedule = two_tenants["schedule"]
+    schedule.planning_start = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    schedule.planning_end = datetime(2026, 12, 11, 16, 0, tzinfo=UTC)
+    schedule.rrule = ""
+    schedule.save()
+    url = reverse("admin:scheduling_schedule_change", args=[schedule.pk])
+    form = staff_client.get(url).context["adminform"].form
+    assert form.initial["window_start"] == datetime(2026, 12, 7, 9, 0)
+    assert form.initial["window_end"] == datetime(2026, 12, 11, 17, 0)
+    data = schedule_post(
+        org,
+        schedule.practitioner_role.pk,
+        fhir_id=schedule.fhir_id,
+        frequency="",
+        weekdays=[],
+        until="",
+        window_start_0="2026-12-07",
+        window_start_1="09:00",
+        window_end_0="2026-12-11",
+        window_end_1="17:00",
+    )
+    response = staff_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    schedule.refresh_from_db()
+    assert schedule.planning_start == datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    assert schedule.planning_end == datetime(2026, 12, 11, 16, 0, tzinfo=UTC)
+
+    # Without the raw fields the first date and times are required again.
+    bare = _bound_form(org, schedule.practitioner_role.pk, first_date="", start_time="")
+    assert not bare.is_valid()
+    assert set(bare.errors) >= {"first_date", "start_time"}
+
+
+@pytest.mark.django_db
+def test_the_zone_list_starts_with_the_organisations_zone(
+    staff_client: Client, two_tenants: dict[str, Any], org: Organization
+) -> None:
+    org.timezone = "America/Curacao"
+    org.save()
+    page = staff_client.get(reverse("admin:scheduling_schedule_add"))
+    form = page.context["adminform"].form
+    assert form.fields["recurrence_timezone"].initial == "America/Curacao"
+    suggestions = form.fields["recurrence_timezone"].widget.suggestions
+    assert suggestions[:2] == ["America/Curacao", "Europe/Amsterdam"]
+    assert len(suggestions) == len(set(suggestions)) > 400
+    body = page.content.decode()
+    # A plain text box with a datalist: searchable without any script.
+    assert 'list="id_recurrence_timezone_list"' in body
+    assert '<datalist id="id_recurrence_timezone_list"><option value="America/Curacao">' in body
+    # One date format for the first and the last date: the admin's own date box.
+    assert 'name="first_date" class="vDateField"' in body
+    assert 'name="until" class="vDateField"' in body
 
 
 # --- calendar and blocking time -----------------------------------------------------------
@@ -791,10 +1032,9 @@ def test_saving_a_schedule_that_overlaps_another_of_the_practitioner_warns(
         org,
         mine.practitioner_role.pk,
         fhir_id="vaccinations",
-        planning_start_0=f"{local:%Y-%m-%d}",
-        planning_start_1=f"{local + timedelta(hours=1):%H:%M}",
-        planning_end_0=f"{local:%Y-%m-%d}",
-        planning_end_1=f"{local + timedelta(hours=5):%H:%M}",
+        first_date=f"{local:%Y-%m-%d}",
+        start_time=f"{local + timedelta(hours=1):%H:%M}",
+        end_time=f"{local + timedelta(hours=5):%H:%M}",
         frequency="",
         weekdays=[],
         until="",

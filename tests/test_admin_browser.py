@@ -152,16 +152,36 @@ def test_staff_user_runs_the_clinic_in_a_browser(
     assert page.input_value("#id_organization") == "clinic-a"
     page.fill("#id_fhir_id", "dr-bakker-mornings")
     page.select_option("#id_practitioner_role", label=str(clinic["role"]))
-    page.fill("#id_planning_start_0", monday.isoformat())
-    page.fill("#id_planning_start_1", "09:00")
-    page.fill("#id_planning_end_0", monday.isoformat())
-    page.fill("#id_planning_end_1", "12:00")
+    # A first date and from-until times, not two date-times.
+    page.fill("#id_first_date", monday.isoformat())
+    page.fill("#id_start_time", "09:00")
+    page.fill("#id_end_time", "12:00")
     page.fill("#id_slot_minutes", "15")
     page.select_option("#id_frequency", "WEEKLY")
     page.check("input[name=weekdays][value=MO]")
     page.check("input[name=weekdays][value=WE]")
+    # The last date is the same kind of box as the first: the same format.
+    assert page.get_attribute("#id_until", "class") == page.get_attribute("#id_first_date", "class")
     page.fill("#id_until", "2027-12-31")
+    # The zone is a searchable text box, the organisation's zone first and preselected.
     assert page.input_value("#id_recurrence_timezone") == "Europe/Amsterdam"
+    zone_list = page.get_attribute("#id_recurrence_timezone", "list")
+    first_option = page.locator(f"datalist#{zone_list} option").first
+    assert first_option.get_attribute("value") == "Europe/Amsterdam"
+
+    # Preview first: summary and occurrences shown, nothing saved.
+    with page.expect_navigation():
+        page.click("#preview-button")
+    assert page.inner_text("#schedule-summary h2") == "Preview (not saved yet)"
+    assert page.inner_text("#schedule-summary .summary") == (
+        "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, 15-minute slots, "
+        "until 31 Dec 2027"
+    )
+    assert page.locator("#occurrence-preview li").count() == 10
+    assert not Schedule.objects.filter(fhir_id="dr-bakker-mornings").exists()
+    assert page.input_value("#id_start_time") == "09:00"
+    page.screenshot(path=str(ARTIFACTS / "desk-schedule-preview.png"), full_page=True)
+
     page.click("input[name=_continue]")
     page.wait_for_selector("#schedule-summary")
 
@@ -169,7 +189,8 @@ def test_staff_user_runs_the_clinic_in_a_browser(
     assert schedule.rrule == "FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20271231T225959Z"
     summary = page.inner_text("#schedule-summary .summary")
     assert summary == (
-        "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, until 31 Dec 2027"
+        "Every Monday and Wednesday, 09:00\u201312:00 Europe/Amsterdam, 15-minute slots, "
+        "until 31 Dec 2027"
     )
     items = page.locator("#occurrence-preview li")
     assert items.count() == 10
@@ -268,6 +289,22 @@ def test_calendar_in_dutch(live_server: Any, browser_page: Any, clinic: dict[str
     assert "Tijd blokkeren" in page.inner_text(".wk-nav")
     page.goto(f"{base}/admin/scheduling/schedule/{existing.pk}/change/")
     assert page.inner_text("#schedule-summary .summary").startswith("Eenmalig")
+    # The schedule form in Dutch: dates in the Dutch format, Preview shows without saving.
+    local = existing.planning_start.astimezone(AMS)
+    assert page.input_value("#id_first_date") == f"{local:%d-%m-%Y}"
+    assert page.input_value("#id_start_time") == f"{local:%H:%M}"
+    page.fill("#id_end_time", f"{local + timedelta(hours=1):%H:%M}")
+    with page.expect_navigation():
+        page.click("#preview-button")
+    assert page.input_value("#preview-button") == "Voorbeeld"
+    assert page.inner_text("#schedule-summary h2") == "Voorbeeld (nog niet opgeslagen)"
+    summary = page.inner_text("#schedule-summary .summary")
+    assert (
+        summary.startswith("Eenmalig") and f"slots van {existing.slot_minutes} minuten" in summary
+    )
+    page.screenshot(path=str(ARTIFACTS / "desk-schedule-preview-nl.png"), full_page=True)
+    existing.refresh_from_db()
+    assert existing.planning_end.astimezone(AMS).time() != (local + timedelta(hours=1)).time()
     assert Organization.objects.count() == 2
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ast
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
@@ -18,6 +20,9 @@ from django.utils import translation
 import scheduling.errors as errors
 from scheduling.errors import BlockHitsBookings, BusinessRuleViolation, Text, gettext_noop
 from scheduling.recurrence import validate_rrule
+from scheduling.services.blocks import time_block
+from scheduling.services.common import clinic_time
+from tests.factories import AppointmentFactory, OrganizationFactory, ScheduleFactory
 from tests.test_front_desk import _catalogue
 
 DOMAIN = Path(settings.BASE_DIR) / "scheduling"
@@ -107,10 +112,10 @@ def test_a_domain_error_keeps_english_in_message_and_speaks_dutch_when_translate
 
 def test_nested_texts_follow_the_language_of_the_sentence() -> None:
     booking = Text(
-        gettext_noop("%(patient)s, %(time)s UTC (%(appointment)s)"),
+        gettext_noop("%(patient)s, %(time)s (%(appointment)s)"),
         {
             "patient": Text(gettext_noop("a patient")),
-            "time": "2027-01-04 09:00",
+            "time": "2027-01-04 09:00 (+01:00)",
             "appointment": "A",
         },
     )
@@ -122,11 +127,11 @@ def test_nested_texts_follow_the_language_of_the_sentence() -> None:
         bookings=[booking],
         params={"count": 1, "bookings": [booking]},
     )
-    assert exc.bookings == ["a patient, 2027-01-04 09:00 UTC (A)"]
-    assert exc.message.endswith("(the bookings stay): a patient, 2027-01-04 09:00 UTC (A).")
+    assert exc.bookings == ["a patient, 2027-01-04 09:00 (+01:00) (A)"]
+    assert exc.message.endswith("(the bookings stay): a patient, 2027-01-04 09:00 (+01:00) (A).")
     with translation.override("nl"):
         dutch = exc.translated()
-    assert "a patient" not in dutch and "een patiënt, 2027-01-04 09:00 UTC (A)" in dutch
+    assert "a patient" not in dutch and "een patiënt, 2027-01-04 09:00 (+01:00) (A)" in dutch
 
 
 @pytest.mark.parametrize(
@@ -138,3 +143,48 @@ def test_recurrence_refusals_are_dutch_in_dutch(rrule: str) -> None:
         validate_rrule(rrule)
     with translation.override("nl"):
         assert excinfo.value.translated() != excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    ("instant", "zone", "expected"),
+    [
+        (datetime(2026, 12, 8, 8, 15, tzinfo=UTC), "Europe/Amsterdam", "2026-12-08 09:15 (+01:00)"),
+        (datetime(2026, 7, 8, 8, 15, tzinfo=UTC), "Europe/Amsterdam", "2026-07-08 10:15 (+02:00)"),
+        # Sydney's morning is the previous day in UTC.
+        (datetime(2026, 12, 7, 22, 0, tzinfo=UTC), "Australia/Sydney", "2026-12-08 09:00 (+11:00)"),
+        (datetime(2026, 12, 8, 8, 15, tzinfo=UTC), "UTC", "2026-12-08 08:15 (+00:00)"),
+    ],
+)
+def test_clinic_time_is_the_wall_time_with_its_offset(
+    instant: datetime, zone: str, expected: str
+) -> None:
+    assert clinic_time(instant, ZoneInfo(zone)) == expected
+    assert clinic_time(int(instant.timestamp()), ZoneInfo(zone)) == expected
+
+
+@pytest.mark.django_db
+def test_a_block_names_the_bookings_it_hits_in_the_clinics_time() -> None:
+    sydney = OrganizationFactory(id="clinic-syd", timezone="Australia/Sydney")
+    schedule = ScheduleFactory(organization=sydney)
+    start = datetime(2030, 12, 9, 9, 0, tzinfo=ZoneInfo("Australia/Sydney"))
+    AppointmentFactory(
+        organization=sydney,
+        schedule=schedule,
+        practitioner_role=schedule.practitioner_role,
+        start=start,
+        end=start + timedelta(minutes=15),
+    )
+    with pytest.raises(BlockHitsBookings) as excinfo:
+        time_block(
+            organization=sydney,
+            schedule=schedule,
+            start=start - timedelta(hours=1),
+            end=start + timedelta(hours=1),
+            comment="",
+            actor="test",
+        )
+    # 2030-12-08 22:00 UTC, as read in Sydney: the same instant, the clinic's wall time.
+    assert "2030-12-09 09:00 (+11:00)" in excinfo.value.message
+    assert "UTC" not in excinfo.value.message
+    with translation.override("nl"):
+        assert "2030-12-09 09:00 (+11:00)" in excinfo.value.translated()

@@ -461,8 +461,7 @@ def test_lapsed_hold_over_http_reads_cancelled_and_confirm_is_409(
         day = schedule.planning_start.date().isoformat()
         found = body(
             api.get(
-                f"/v2/{org.id}/fhir/R4/Slot?schedule={schedule.fhir_id}"
-                f"&start=ge{day}&start=le{day}"
+                f"/v2/{org.id}/fhir/R4/Slot?schedule={schedule.fhir_id}&start=ge{day}&start=le{day}"
             )
         )
         return next(

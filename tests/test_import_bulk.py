@@ -134,7 +134,8 @@ def test_a_clash_with_a_stored_appointment_is_named_and_nothing_is_written(
 
     message = excinfo.value.message
     assert message.startswith("entry 10 (Appointment/late): Appointment/late would double-book:")
-    assert "the practitioner already has Appointment/old0 at 2027-03-01 08:05 UTC" in message
+    # 08:05 UTC, written as the clinic (Europe/Amsterdam) reads it, with the offset.
+    assert "the practitioner already has Appointment/old0 at 2027-03-01 09:05 (+01:00)" in message
     assert row_counts(org) == before
     assert m.AuditEvent.objects.filter(organization=org).count() == audits
 

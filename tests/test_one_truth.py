@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -149,7 +150,14 @@ def test_one_practitioner_two_schedules_books_once(
     first, second = PatientFactory(organization=org), PatientFactory(organization=org)
     at = gp.planning_start
     assert _book(api, org, first.fhir_id, gp, at).status_code == 201
-    assert_outcome(_book(api, org, second.fhir_id, vaccination, at), 409, contains="no longer free")
+    refused = assert_outcome(
+        _book(api, org, second.fhir_id, vaccination, at), 409, contains="no longer free"
+    )
+    # The slot is named in the clinic's time with its offset (09:00 Amsterdam), not UTC.
+    local = at.astimezone(ZoneInfo(org.timezone))
+    offset = local.strftime("%z")
+    named = f"The slot at {local:%Y-%m-%d %H:%M} ({offset[:3]}:{offset[3:]}) of schedule"
+    assert refused["issue"][0]["diagnostics"].startswith(named)
     # Search of the other schedule shows the booked time busy, and the slot the booking
     # reaches into (the 30-minute slot covers the 15-minute booking) too.
     statuses = _statuses(_slots(api, org, [vaccination], at))
@@ -173,11 +181,20 @@ def test_a_patient_is_never_in_two_places(
     patient = PatientFactory(organization=org)
     at = gp.planning_start + timedelta(hours=1)
     assert _book(api, org, patient.fhir_id, gp, at).status_code == 201
-    assert_outcome(
+    refused = assert_outcome(
         _book(api, org, patient.fhir_id, other, at),
         409,
         contains="patient already has an appointment at that time",
     )
+    # The clash is written in the clinic's time with its offset, not in UTC.
+    local = at.astimezone(ZoneInfo(org.timezone))
+    offset = local.strftime("%z")
+    expected = (
+        f"({local:%Y-%m-%d %H:%M}-{local + timedelta(minutes=gp.slot_minutes):%H:%M} "
+        f"({offset[:3]}:{offset[3:]}))"
+    )
+    diagnostics = refused["issue"][0]["diagnostics"]
+    assert expected in diagnostics and "UTC" not in diagnostics
     # Another patient can take the other doctor's slot; the first patient a later one.
     assert _book(api, org, PatientFactory(organization=org).fhir_id, other, at).status_code == 201
     assert _book(api, org, patient.fhir_id, other, at + timedelta(minutes=15)).status_code == 201

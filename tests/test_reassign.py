@@ -200,7 +200,5 @@ def test_import_hands_a_role_over_or_refuses_naming_the_entry(
     assert role.practitioner_id != clinic["dr_b"].pk  # nothing written
     dr_c = PractitionerFactory(organization=org)
     _import_role(org, tmp_path, role, dr_c)
-    assert Appointment.objects.get(pk=clinic["booked_a"].pk).occupant == (
-        f"practitioner:{dr_c.pk}"
-    )
+    assert Appointment.objects.get(pk=clinic["booked_a"].pk).occupant == (f"practitioner:{dr_c.pk}")
     assert AuditEvent.objects.filter(appointment=clinic["booked_a"], actor="import_fhir").exists()

@@ -7,7 +7,8 @@ bookings listed unless the caller confirms, and the bookings then stay as they a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
 
@@ -17,7 +18,7 @@ from scheduling.recurrence import Period
 from scheduling.selectors.common import utc_now
 from scheduling.selectors.occupancy import Occupant, occupying_appointments
 from scheduling.services.claims import lock_occupants
-from scheduling.services.common import iso, new_fhir_id
+from scheduling.services.common import clinic_time, iso, new_fhir_id
 
 __all__ = ["time_block", "time_block_hits", "time_unblock"]
 
@@ -35,12 +36,12 @@ def time_block_hits(
     )
 
 
-def _describe(hit: Occupant) -> Text:
+def _describe(hit: Occupant, zone: ZoneInfo) -> Text:
     return Text(
-        gettext_noop("%(patient)s, %(time)s UTC (%(appointment)s)"),
+        gettext_noop("%(patient)s, %(time)s (%(appointment)s)"),
         {
             "patient": hit.patient or Text(gettext_noop("a patient")),
-            "time": f"{datetime.fromtimestamp(hit.start, UTC):%Y-%m-%d %H:%M}",
+            "time": clinic_time(hit.start, zone),
             "appointment": hit.label,
         },
     )
@@ -70,7 +71,7 @@ def time_block(
             organization=organization, schedule=schedule, start=start, end=end, now=now
         )
         if hits and not confirm:
-            described = [_describe(h) for h in hits]
+            described = [_describe(h, organization.zone) for h in hits]
             raise BlockHitsBookings(
                 gettext_noop(
                     "This block covers %(count)s booking(s); confirm to block the time anyway "

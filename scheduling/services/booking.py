@@ -46,7 +46,7 @@ from scheduling.services.claims import (
     seat_for,
     slot_take,
 )
-from scheduling.services.common import audit, iso, new_fhir_id
+from scheduling.services.common import audit, clinic_time, iso, new_fhir_id
 
 __all__ = [
     "BookingResult",
@@ -257,7 +257,7 @@ def _refuse_early(
                 "practitioner is booked then; choose another slot."
             ),
             expression=[_START],
-            params={"start": iso(start), "schedule": schedule.fhir_id},
+            params={"start": clinic_time(start, organization.zone), "schedule": schedule.fhir_id},
         )
     return named
 

@@ -25,6 +25,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, connection
 from django.db.models import Q
@@ -56,7 +57,7 @@ from scheduling.selectors.occupancy import (
     patient_occupancy,
     schedule_rules,
 )
-from scheduling.services.common import audit, iso
+from scheduling.services.common import audit, clinic_time, iso
 
 __all__ = [
     "CLASH_HORIZON",
@@ -187,7 +188,10 @@ def slot_find(
                     "search Slot?schedule=... for the slots on offer."
                 ),
                 expression=[field],
-                params={"start": iso(start), "schedule": schedule.fhir_id},
+                params={
+                    "start": clinic_time(start, organization.zone),
+                    "schedule": schedule.fhir_id,
+                },
             )
         return FoundSlot(stored.start, stored.end, stored)
     duration = schedule.slot_duration
@@ -204,7 +208,7 @@ def slot_find(
                 return FoundSlot(start, start + duration, stored)
     if stored is not None:
         return FoundSlot(stored.start, stored.end, stored)
-    params = {"start": iso(start), "schedule": schedule.fhir_id}
+    params = {"start": clinic_time(start, organization.zone), "schedule": schedule.fhir_id}
     if occurrence_start:
         raise BusinessRuleViolation(
             gettext_noop(
@@ -224,11 +228,8 @@ def slot_find(
     )
 
 
-def _describe(busy: list[tuple[int, int]]) -> str:
-    return ", ".join(
-        f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}-{datetime.fromtimestamp(e, UTC):%H:%M}"
-        for s, e in busy[:3]
-    )
+def _describe(busy: list[tuple[int, int]], zone: ZoneInfo) -> str:
+    return ", ".join(clinic_time(s, zone, until=e) for s, e in busy[:3])
 
 
 def slot_claim(
@@ -253,7 +254,7 @@ def slot_claim(
             ),
             expression=[field],
             params={
-                "start": iso(slot.start),
+                "start": clinic_time(slot.start, organization.zone),
                 "schedule": schedule.fhir_id,
                 "status": slot.stored.status,
             },
@@ -279,7 +280,7 @@ def slot_claim(
         start, end, occupied, int(now.timestamp()), rules, (schedule.pk, start)
     )
     if status != availability.FREE:
-        params = {"start": iso(slot.start), "schedule": schedule.fhir_id}
+        params = {"start": clinic_time(slot.start, organization.zone), "schedule": schedule.fhir_id}
         if status == availability.BUSY_TENTATIVE:
             raise SlotTaken(
                 gettext_noop(
@@ -312,11 +313,11 @@ def slot_claim(
     if own.status(start, end) != availability.FREE:
         raise SlotTaken(
             gettext_noop(
-                "The patient already has an appointment at that time (%(times)s UTC); "
+                "The patient already has an appointment at that time (%(times)s); "
                 "choose another slot."
             ),
             expression=[field],
-            params={"times": _describe(own.busy)},
+            params={"times": _describe(own.busy, organization.zone)},
         )
 
 
@@ -551,7 +552,7 @@ class ClashCheck:
                 != availability.FREE
             ]
             clashes += self._named(
-                gettext_noop("the practitioner already has %(names)s at %(time)s UTC"),
+                gettext_noop("the practitioner already has %(names)s at %(time)s"),
                 hit,
                 line,
                 occupant=occupant,
@@ -562,7 +563,7 @@ class ClashCheck:
                 (s, e) for s, e in spans if line.occupancy(s, e).status(s, e) != availability.FREE
             ]
             clashes += self._named(
-                gettext_noop("the patient already has %(names)s at %(time)s UTC"),
+                gettext_noop("the patient already has %(names)s at %(time)s"),
                 own,
                 line,
                 patient_pk=appointment.patient_id,
@@ -634,7 +635,7 @@ class ClashCheck:
                     template,
                     {
                         "names": ", ".join(names) or Text(gettext_noop("an appointment")),
-                        "time": f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}",
+                        "time": clinic_time(s, self.organization.zone),
                     },
                 )
             )
@@ -660,7 +661,7 @@ def rules_check(
         raise BusinessRuleViolation(
             gettext_noop("The slot at %(start)s has already started; choose a future slot."),
             expression=[field],
-            params={"start": iso(slot.start)},
+            params={"start": clinic_time(slot.start, organization.zone)},
         )
     if refusal == availability.NOTICE:
         raise BusinessRuleViolation(
@@ -672,7 +673,7 @@ def rules_check(
             params={
                 "schedule": schedule.fhir_id,
                 "minutes": schedule.minimum_notice_minutes,
-                "start": iso(slot.start),
+                "start": clinic_time(slot.start, organization.zone),
             },
         )
     if refusal == availability.ADVANCE:
@@ -685,7 +686,7 @@ def rules_check(
             params={
                 "schedule": schedule.fhir_id,
                 "days": schedule.maximum_advance_days,
-                "start": iso(slot.start),
+                "start": clinic_time(slot.start, organization.zone),
             },
         )
     cap = schedule.max_active_per_patient

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from scheduling.models import (
     Appointment,
@@ -38,3 +39,21 @@ def audit(
 
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
+
+
+def clinic_time(
+    value: datetime | int, zone: ZoneInfo, *, until: datetime | int | None = None
+) -> str:
+    """An instant (or epoch seconds) as the clinic reads it, for messages: the wall time in
+    the organisation's zone with its offset, "2026-12-08 09:15 (+01:00)"; with ``until``,
+    "2026-12-08 09:15-09:30 (+01:00)". The same for the admin and the API: the offset keeps
+    it one exact instant for a program, the wall time is what the receptionist sees."""
+    local = _aware(value).astimezone(zone)
+    text = f"{local:%Y-%m-%d %H:%M}"
+    if until is not None:
+        text += f"-{_aware(until).astimezone(zone):%H:%M}"
+    return f"{text} ({local.isoformat()[-6:]})"
+
+
+def _aware(value: datetime | int) -> datetime:
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int) else value

@@ -26,7 +26,7 @@ from scheduling.models import (
 )
 from scheduling.services.booking import BookingResult, appointment_book
 from scheduling.services.claims import expire_lapsed_holds, lock_occupants, patient_lock_key
-from scheduling.services.common import audit, iso
+from scheduling.services.common import audit, clinic_time, iso
 
 __all__ = [
     "DEFAULT_HOLD_DURATION",
@@ -133,7 +133,10 @@ def appointment_confirm(
                     "may be taken: hold it again."
                 ),
                 expression=["status"],
-                params={"appointment": locked.fhir_id, "time": iso(held_until)},
+                params={
+                    "appointment": locked.fhir_id,
+                    "time": clinic_time(held_until, organization.zone),
+                },
             )
         locked.status = AppointmentStatus.BOOKED
         locked.held_until = None

@@ -16,7 +16,7 @@ from scheduling.models import (
     Organization,
 )
 from scheduling.services.claims import cancellation_cutoff_check
-from scheduling.services.common import audit, iso
+from scheduling.services.common import audit, clinic_time
 from scheduling.services.idempotency import (
     idempotent_remember,
     idempotent_replay,
@@ -116,7 +116,10 @@ def _cancel_locked(
                 "started cannot be cancelled (the clinic can still do so)."
             ),
             expression=["start"],
-            params={"appointment": locked.fhir_id, "start": iso(locked.start)},
+            params={
+                "appointment": locked.fhir_id,
+                "start": clinic_time(locked.start, organization.zone),
+            },
         )
     if not by_staff:
         cancellation_cutoff_check(appointment=locked, now=now, action="cancel", field="start")
