@@ -72,8 +72,6 @@ class Options:
     ceiling_seconds: float
     slot_seconds: float
     mix_seconds: float
-    read_seconds: float
-    reads_only: bool
     warmup_seconds: float
     concurrency: int
     workers: int
@@ -82,6 +80,9 @@ class Options:
     keep_database: bool
     json_path: Path | None
     check: bool
+    # Phases added later default to "off", so other benches reusing Options keep working.
+    read_seconds: float = 0.0
+    reads_only: bool = False
     stored_seconds: float = 0.0
     stored_only: bool = False
 
