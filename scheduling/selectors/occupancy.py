@@ -100,6 +100,12 @@ def active_appointments_q(now: datetime) -> Q:
     )
 
 
+def lapsed_holds_q(now: datetime) -> Q:
+    """Holds whose ``held_until`` has passed by ``now``: they read as cancelled
+    (:func:`active_appointments_q`) until ``expire_lapsed_holds`` says so in the row."""
+    return Q(status=AppointmentStatus.PENDING, held_until__isnull=False, held_until__lte=now)
+
+
 @dataclass(frozen=True, slots=True)
 class Occupancies:
     """Occupancy per occupant key, and until when it holds without a new read.
@@ -254,35 +260,41 @@ def _appointment_spans(
     return _spans_of_rows(organization, plain_rows(rows), window, occupied=occupied)
 
 
+def _blocked_slots(organization: Organization, start: datetime, end: datetime) -> QuerySet[Slot]:
+    """Stored ``busy-unavailable`` slots overlapping ``[start, end)``."""
+    return Slot.objects.filter(
+        organization=organization,
+        status=SlotStatus.BUSY_UNAVAILABLE,
+        start__lt=end,
+        end__gt=start,
+    ).order_by()
+
+
+def _block_occupant(
+    schedule_pk: int, practitioner: int | None, role: int | None, role_practitioner: int | None
+) -> str:
+    """Whose time a blocked slot takes: its schedule's occupant (``Schedule.occupant``)."""
+    return occupant_key(
+        practitioner_id=practitioner or role_practitioner, role_id=role, schedule_id=schedule_pk
+    )
+
+
 def _blocked_spans(
     organization: Organization, occupants: set[str] | None, window: Period
 ) -> dict[str, list[tuple[int, int]]]:
     """Stored ``busy-unavailable`` slots overlapping ``window``, per occupant of their
     schedule: blocked time of one schedule blocks the person on every schedule."""
-    rows = (
-        Slot.objects.filter(
-            organization=organization,
-            status=SlotStatus.BUSY_UNAVAILABLE,
-            start__lt=window.end,
-            end__gt=window.start,
-        )
-        .order_by()
-        .values_list(
-            "schedule_id",
-            "schedule__practitioner_id",
-            "schedule__practitioner_role_id",
-            "schedule__practitioner_role__practitioner_id",
-            EpochSeconds("start"),
-            EpochSeconds("end"),
-        )
+    rows = _blocked_slots(organization, window.start, window.end).values_list(
+        "schedule_id",
+        "schedule__practitioner_id",
+        "schedule__practitioner_role_id",
+        "schedule__practitioner_role__practitioner_id",
+        EpochSeconds("start"),
+        EpochSeconds("end"),
     )
     blocked: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for schedule_pk, practitioner, role, role_practitioner, start, end in plain_rows(rows):
-        key = occupant_key(
-            practitioner_id=practitioner or role_practitioner,
-            role_id=role,
-            schedule_id=schedule_pk,
-        )
+        key = _block_occupant(schedule_pk, practitioner, role, role_practitioner)
         if occupants is None or key in occupants:
             blocked[key].append((start, end))
     return blocked
@@ -496,25 +508,16 @@ def _claim_querysets(
         now,
         occupied=False,
     ).values_list(_kind("p"), *_span_columns())
-    blocked = (
-        Slot.objects.filter(
-            organization=org,
-            status=SlotStatus.BUSY_UNAVAILABLE,
-            start__lt=occupied_end,
-            end__gt=occupied_start,
-        )
-        .order_by()
-        .values_list(
-            _kind("b"),
-            EpochSeconds("start"),
-            EpochSeconds("end"),
-            "schedule_id",
-            "schedule__practitioner_id",
-            *_nulls(1),
-            "schedule__practitioner_role_id",
-            "schedule__practitioner_role__practitioner_id",
-            *_nulls(5),
-        )
+    blocked = _blocked_slots(org, occupied_start, occupied_end).values_list(
+        _kind("b"),
+        EpochSeconds("start"),
+        EpochSeconds("end"),
+        "schedule_id",
+        "schedule__practitioner_id",
+        *_nulls(1),
+        "schedule__practitioner_role_id",
+        "schedule__practitioner_role__practitioner_id",
+        *_nulls(5),
     )
     stored = (
         Slot.objects.filter(organization=org, schedule_id=schedule_pk, start=slot_start)
@@ -525,10 +528,8 @@ def _claim_querysets(
     lapsed = (
         Appointment.objects.filter(
             Q(occupant=occupant) | Q(patient_id=patient_pk),
+            lapsed_holds_q(now),
             organization=org,
-            status=AppointmentStatus.PENDING,
-            held_until__isnull=False,
-            held_until__lte=now,
             start__lt=wide_end,
             end__gt=wide_start,
         )
@@ -585,11 +586,7 @@ class ClaimRead:
         for _part, start, end, schedule_pk, practitioner, _, role, role_practitioner, *_ in (
             row for row in self.rows if row[0] == "b"
         ):
-            key = occupant_key(
-                practitioner_id=practitioner or role_practitioner,
-                role_id=role,
-                schedule_id=schedule_pk,
-            )
+            key = _block_occupant(schedule_pk, practitioner, role, role_practitioner)
             # As _blocked_spans: a block of any of the occupant's schedules.
             if key == self.occupant and start < hi and end > lo:
                 busy.append((start, end))

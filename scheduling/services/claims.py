@@ -51,6 +51,7 @@ from scheduling.selectors.occupancy import (
     Occupant,
     active_appointments_q,
     claim_read,
+    lapsed_holds_q,
     occupancies,
     occupancy_spans,
     occupying_appointments,
@@ -340,12 +341,7 @@ def expire_lapsed_holds(
     booking runs it for the time it takes so the database constraints, which cannot see the
     clock, do not count a lapsed hold. Returns how many it tidied.
     """
-    lapsed = Appointment.objects.filter(
-        organization=organization,
-        status=AppointmentStatus.PENDING,
-        held_until__isnull=False,
-        held_until__lte=now,
-    )
+    lapsed = Appointment.objects.filter(lapsed_holds_q(now), organization=organization)
     who = Q()
     if occupant is not None:
         who |= Q(occupant=occupant)
