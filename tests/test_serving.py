@@ -248,6 +248,16 @@ def test_only_booking_conflicts_are_not_errors() -> None:
     assert load.error_count(result) == 1 + 2 + 3
 
 
+def test_per_core_figures_count_server_cpu_not_the_load_client() -> None:
+    load = load_bench_module("load")
+    # 1,200 requests for 2 CPU-seconds of gunicorn and PostgreSQL: 600 per core of the
+    # server, whatever the wall time and whatever the load client used.
+    measured = {"all": {"count": 1200, "rps": 400.0}, "server_cpu_seconds": 2.0}
+
+    assert load.per_cpu_second(measured) == 600.0
+    assert load.per_cpu_second({"all": {"count": 1200, "rps": 400.0}}) == 0.0
+
+
 def test_memory_is_flat_against_the_warm_sample_not_the_first() -> None:
     load = load_bench_module("load")
     warming_then_steady = load.MemorySeries(pid=1, samples=[70.0, 84.0, 85.0, 86.0], warm_index=1)
