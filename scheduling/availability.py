@@ -40,6 +40,7 @@ __all__ = [
     "cut_slots",
     "generate_slots",
     "merge",
+    "reach",
     "rule_refusal",
     "slot_id",
     "slot_status",
@@ -154,6 +155,13 @@ def rule_refusal(start: int, now: int, rules: Rules) -> str | None:
     return None
 
 
+def reach(now: int, rules: Rules) -> tuple[int, int | None]:
+    """The starts :func:`rule_refusal` accepts at ``now``, as ``[lo, hi)`` (``hi`` None: no
+    end): what a search counts as within reach without asking slot by slot."""
+    lo = max(now, now + rules.notice)
+    return lo, None if rules.advance is None else max(lo, now + rules.advance + 1)
+
+
 #: A seat holder: (start, end, slot key) of a booking in a slot of a schedule with a
 #: capacity above one; the key is (schedule pk, slot start).
 Seat = tuple[int, int, tuple[int, int]]
@@ -205,6 +213,37 @@ class Occupancy:
         if self.tentative and _overlapped(self.tentative, self._tentative_starts, lo, hi):
             return BUSY_TENTATIVE
         return FREE
+
+    def not_free(
+        self, starts: Sequence[int], step: int, rules: Rules = NO_RULES, pk: int | None = None
+    ) -> dict[int, str]:
+        """:meth:`status` of the slots ``[s, s + step)`` for the sorted ``starts``, for the
+        ones that are not free (the slot key is ``(pk, s)``, None without ``pk``).
+
+        A slot is free unless something that occupies the occupant overlaps it with its
+        buffers, so only the starts near a busy, tentative or seat span are asked: a week
+        of slots costs what occupies the occupant, not the number of slots.
+        """
+        spans = [*self.busy, *self.tentative, *((s, e) for s, e, _ in self.seats)]
+        if not spans:
+            return {}
+        out: dict[int, str] = {}
+        if self.seats and rules.capacity < 1:
+            candidates: Iterable[int] = starts  # no seat free even where no one sits
+        else:
+            # [s - before, s + step + after) overlaps [lo, hi) exactly when
+            # lo - step - after < s < hi + before.
+            found: set[int] = set()
+            for lo, hi in spans:
+                first = bisect.bisect_right(starts, lo - step - rules.after)
+                last = bisect.bisect_left(starts, hi + rules.before, first)
+                found.update(starts[first:last])
+            candidates = found
+        for start in candidates:
+            status = self.status(start, start + step, rules, None if pk is None else (pk, start))
+            if status != FREE:
+                out[start] = status
+        return out
 
     def _seats_full(self, lo: int, hi: int, rules: Rules, key: tuple[int, int] | None) -> bool:
         taken = 0

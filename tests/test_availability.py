@@ -166,3 +166,71 @@ def test_property_matches_brute_force(
             taken = any(s < b.end and b.start < e for b in busy) or s < at(now)
             expected[s] = GeneratedSlot(s, e, "busy" if taken else "free")
     assert got == [expected[s] for s in sorted(expected)]
+
+
+# --- The search's shortcuts agree with the per-slot answers --------------------------------
+
+spans = st.lists(st.tuples(st.integers(-50, 300), st.integers(-10, 80)), max_size=6).map(
+    lambda pairs: [(start, start + length) for start, length in pairs]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    starts=st.lists(st.integers(-60, 320), max_size=40).map(lambda xs: sorted(set(xs))),
+    step=st.integers(1, 45),
+    busy=spans,
+    tentative=spans,
+    seats=st.lists(
+        st.tuples(st.integers(-50, 300), st.integers(1, 60), st.sampled_from([7, 8])), max_size=5
+    ),
+    before=st.integers(0, 20),
+    after=st.integers(0, 20),
+    capacity=st.integers(0, 3),
+    keyed=st.booleans(),
+)
+def test_not_free_is_status_slot_by_slot(
+    starts: list[int],
+    step: int,
+    busy: list[tuple[int, int]],
+    tentative: list[tuple[int, int]],
+    seats: list[tuple[int, int, int]],
+    before: int,
+    after: int,
+    capacity: int,
+    keyed: bool,
+) -> None:
+    """``Occupancy.not_free`` asks only the slots near what occupies the occupant: it must
+    name exactly the starts whose ``status`` is not free, with that status (seats of this
+    schedule's slots, of another's, inverted and empty spans, capacity 0 included)."""
+    from scheduling.availability import FREE, Occupancy, Rules
+
+    # Seats are bookings of slot (pk, start) of a schedule 7 or 8; this schedule is 7.
+    occupancy = Occupancy.of(busy, tentative, [(s, s + n, (pk, s)) for s, n, pk in seats])
+    rules = Rules(before=before, after=after, capacity=capacity)
+    pk = 7 if keyed else None
+    expected = {
+        s: status
+        for s in starts
+        if (status := occupancy.status(s, s + step, rules, None if pk is None else (pk, s))) != FREE
+    }
+
+    assert occupancy.not_free(starts, step, rules, pk) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(-100, 400),
+    now=st.integers(0, 200),
+    notice=st.integers(0, 120),
+    advance=st.none() | st.integers(0, 150),
+)
+def test_reach_is_what_rule_refusal_accepts(
+    start: int, now: int, notice: int, advance: int | None
+) -> None:
+    from scheduling.availability import Rules, reach, rule_refusal
+
+    rules = Rules(notice=notice, advance=advance)
+    lo, hi = reach(now, rules)
+
+    assert (rule_refusal(start, now, rules) is None) == (lo <= start and (hi is None or start < hi))

@@ -8,6 +8,7 @@ These tests commit (``transaction=True``): on PostgreSQL the stamps only change 
 
 from __future__ import annotations
 
+import random
 import threading
 import time as time_module
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from scheduling.models import (
     Slot,
     SlotStatus,
 )
+from scheduling.recurrence import Period
 from tests.api_helpers import assert_bundle, ids, url
 from tests.conftest import is_postgres
 from tests.factories import (
@@ -551,3 +553,132 @@ def test_the_token_query_runs_as_a_prepared_statement(
     assert any("fhir_api_accesstoken" in statement for statement in statements), statements
     # Django's own queries are not prepared.
     assert not any("scheduling_appointment" in statement for statement in statements)
+
+
+# --------------------------------------------------------------- lanes and index agree
+
+
+def _answer(results: selectors.SlotResults) -> tuple[int, list[tuple[str, str, datetime]]]:
+    return len(results), [(r.id, r.status, r.start) for r in results[:]]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_snapshot_answers_alike_from_its_lanes_and_from_its_index(
+    org: Organization, seed: int
+) -> None:
+    """A snapshot just built answers from its lanes (counted by arithmetic, only a page's
+    slots made); one served again from its index (sorted once, bisected at now). Over
+    random rules (notice, advance, buffers, capacity), two schedules of one practitioner,
+    bookings, a live hold, blocked time, stored slots that replace generated ones, windows
+    cut from a wider snapshot and every status filter, both must give the same total,
+    rows, statuses and order as each other, page by page."""
+    rng = random.Random(seed)
+    monday = next_monday()
+
+    def rules() -> dict[str, Any]:
+        return {
+            "minimum_notice_minutes": rng.choice([None, 45, 24 * 60]),
+            "maximum_advance_days": rng.choice([None, 1, 3]),
+            "buffer_before_minutes": rng.choice([None, 10]),
+            "buffer_after_minutes": rng.choice([None, 5]),
+            "capacity": rng.choice([None, 1, 2]),
+        }
+
+    first = weekday_mornings(org, fhir_id="a", slot_minutes=rng.choice([10, 15, 20]), **rules())
+    # The same person's second schedule, whose ids sort between and after the first's.
+    second = weekday_mornings(
+        org,
+        fhir_id="a-b",
+        practitioner_role=first.practitioner_role,
+        practitioner=first.practitioner,
+        slot_minutes=30,
+        **rules(),
+    )
+    colleague = weekday_mornings(org, fhir_id="c", **rules())
+    # One booking a day at most per person, so no two of a person's overlap.
+    for schedule, days in ((first, (0, 2)), (colleague, (1, 3))):
+        for day in days:
+            start = local_nine(monday + timedelta(days=day), rng.choice([0, 15, 30]))
+            AppointmentFactory(
+                organization=org,
+                schedule=schedule,
+                practitioner_role=schedule.practitioner_role,
+                start=start,
+                end=start + timedelta(minutes=15),
+            )
+    # Often exactly at a slot's start (or at one less the notice): the edges of the clock.
+    now = local_nine(monday + timedelta(days=rng.randrange(3)), rng.choice([0, 15, 20, 30, 7]))
+    now -= timedelta(minutes=rng.choice([0, 45, 90]))
+    held = local_nine(monday + timedelta(days=4), 15)
+    AppointmentFactory(
+        organization=org,
+        schedule=colleague,
+        practitioner_role=colleague.practitioner_role,
+        status=AppointmentStatus.PENDING,
+        held_until=now + timedelta(minutes=10),
+        start=held,
+        end=held + timedelta(minutes=15),
+    )
+    blocked = local_nine(monday + timedelta(days=1), 30)
+    Slot.objects.create(
+        organization=org,
+        fhir_id="block",
+        schedule=second,
+        status=SlotStatus.BUSY_UNAVAILABLE,
+        start=blocked,
+        end=blocked + timedelta(minutes=20),
+    )
+    # A stored slot at a generated start of "a", and one with a generated id of "c".
+    replaced = local_nine(monday + timedelta(days=3), 0)
+    Slot.objects.create(
+        organization=org,
+        fhir_id="stored-a",
+        schedule=first,
+        status=SlotStatus.FREE,
+        start=replaced,
+        end=replaced + timedelta(minutes=15),
+    )
+    twin = local_nine(monday + timedelta(days=2), 45)
+    Slot.objects.create(
+        organization=org,
+        fhir_id=f"c-{twin:%Y%m%dT%H%M%SZ}",
+        schedule=colleague,
+        status=SlotStatus.FREE,
+        start=twin + timedelta(minutes=5),
+        end=twin + timedelta(minutes=20),
+    )
+    windows = [
+        Period(monday, monday + timedelta(days=7)),
+        # Not whole hours: the snapshot is built wider and cut.
+        Period(
+            local_nine(monday, 17) - timedelta(minutes=rng.randrange(0, 90)),
+            monday + timedelta(days=3, hours=rng.randrange(0, 24), minutes=5),
+        ),
+    ]
+    for window in windows:
+        for wanted in (None, ["free"], ["busy"], ["busy-tentative"], ["free", "busy-tentative"]):
+            for cache in CACHES:
+                cache.clear()
+
+            def search_now(
+                window: Period = window, wanted: list[str] | None = wanted
+            ) -> selectors.SlotResults:
+                return selectors.slot_search(
+                    organization=org, window=window, statuses=wanted, now=now
+                )
+
+            from_lanes = search_now()
+            page_from_lanes = [(r.id, r.status) for r in from_lanes[3:9]]
+            misses = search_cache.slot_cache.misses
+            from_index = search_now()
+            assert search_cache.slot_cache.misses == misses, "the second search is cached"
+            assert [(r.id, r.status) for r in from_index[3:9]] == page_from_lanes
+            lanes_answer, index_answer = _answer(search_now()), _answer(from_index)
+            assert _answer(from_lanes) == index_answer == lanes_answer
+            # Sorted by start, then id, and the total is the rows' count.
+            rows = index_answer[1]
+            assert [(start, i) for i, _, start in rows] == sorted(
+                (start, i) for i, _, start in rows
+            )
+            assert index_answer[0] == len(rows)
+            assert not wanted or {status for _, status, _ in rows} <= set(wanted)

@@ -130,16 +130,6 @@ class StampedCache:
             running.release()
         return value
 
-    def latest(self, organization: Organization, key: Hashable) -> Any:
-        """The value last stored for ``key``, under whatever stamps (None: none).
-
-        Only for building its successor from the parts whose inputs the builder has
-        checked are unchanged: never an answer by itself.
-        """
-        with self._lock:
-            found = self._entries.get((organization.pk, organization.timezone, key))
-        return None if found is None else found[1]
-
     def _store(self, full_key: Hashable, stamp: Any, value: Any, weight: int) -> None:
         with self._lock:
             # One entry per key: a new stamp replaces the old entry, so data that changed

@@ -5,21 +5,19 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, overload
 
-from django.db.models import (
-    TextField,
-)
+from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
 
 from scheduling import availability, recurrence
 from scheduling.availability import NO_RULES
 from scheduling.db import search_cache
-from scheduling.db.compiled_query import CompiledModelQuery
+from scheduling.db.compiled_query import CompiledModelQuery, CompiledStatement
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
     Organization,
@@ -261,38 +259,82 @@ _RULE_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
-class _SlotGrid:
-    """The slots a window's schedules generate, before any booking: depends on schedules only.
+class _Lane:
+    """One schedule's generated slots in a window, before any booking: its slot starts
+    (epoch seconds, sorted, distinct), each ``step`` seconds long."""
 
-    ``rows`` are ``(start_ts, id, 1, (schedule pk, start_ts, end_ts))`` sorted by start then
-    id, across all schedules.
+    pk: int
+    fhir_id: str
+    step: int
+    starts: list[int]
+    occupant: str  # whose time the slots are
+    rules: availability.Rules  # NO_RULES when the schedule has none
+    keyed: bool  # whether its slots are asked by key (a schedule with rules)
+
+
+@dataclass(frozen=True, slots=True)
+class _SlotGrid:
+    """The slots a window's schedules generate, before any booking: depends on schedules
+    only. Kept as one lane per schedule, not as rows: a week of a clinic is thousands of
+    slots, and a search that is answered once needs a page of them, not all."""
+
+    lanes: list[_Lane]
+    schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
+    rules: dict[int, availability.Rules]  # pk -> booking rules (absent: none)
+
+    @property
+    def weight(self) -> int:
+        return sum(len(lane.starts) for lane in self.lanes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """The engine's verdict on one lane: the starts that are not free by what occupies the
+    occupant (``marked``: busy or busy-tentative, also as sorted lists per status) and the
+    starts a stored slot replaces (``skipped``). Every other start is free by occupancy; the
+    clock (started, notice, advance) is the request's to apply."""
+
+    lane: _Lane
+    marked: dict[int, str]
+    busy: list[int]
+    tentative: list[int]
+    skipped: frozenset[int]
+    skipped_starts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _GeneratedIndex:
+    """The generated slots of a snapshot as rows ``(start_ts, id, 1, (schedule pk, start_ts,
+    end_ts))`` sorted by start then id, by the engine's verdict, for a snapshot that serves
+    more than one search (see ``_SlotSnapshot.index``): a request then only bisects at now.
+
+    ``open``: free by occupancy, of schedules without a notice or advance rule (free unless
+    started); ``clocked``: free by occupancy, of schedules whose notice or advance rule the
+    clock decides per request; ``tentative`` (a live hold) and ``blocked``.
     """
 
-    rows: list[tuple[int, str, int, Any]]
-    schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
-    occupants: dict[int, str]  # pk -> occupant key (whose time the slot is)
-    rules: dict[int, availability.Rules]  # pk -> booking rules (absent: none)
-    #: ``rows`` split by occupant (each still sorted): a snapshot re-asks the engine only
-    #: about the occupants whose time changed.
-    by_occupant: dict[str, list[tuple[int, str, int, Any]]] = field(default_factory=dict)
+    open: list[tuple[int, str, int, Any]]
+    open_starts: list[int]
+    clocked: list[tuple[int, str, int, Any]]
+    tentative: list[tuple[int, str, int, Any]]
+    blocked: list[tuple[int, str, int, Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class _SlotSnapshot:
     """Everything a slot search needs except ``now``: what is cached.
 
-    Rows are ``(start_ts, id, kind, payload)`` sorted by start then id. The engine sorted the
-    generated slots into ``open`` (nothing occupies their occupant: free unless they have
-    started, which only the request's ``now`` decides), ``tentative`` (a live hold) and
-    ``blocked``. Stored rows carry their status by the same engine (a stored free slot is
-    busy when its occupant is occupied), and are sorted the same way (``stored_*``): a
-    clinic imported from another system has thousands a week, which a request must not
-    walk. ``valid_until``: the first live hold's expiry, when
-    the snapshot must be rebuilt although no row changed.
+    Stored rows are ``(start_ts, id, 0, columns)`` sorted by start then id, with their
+    status by the engine (a stored free slot is busy when its occupant is occupied), sorted
+    into lists the clock does and does not change: a clinic imported from another system
+    has thousands a week, which a request must not walk. Generated slots are the grid's
+    lanes with the engine's verdict on each (``verdicts``); a snapshot asked again indexes
+    them once (:meth:`index`). ``valid_until``: the first live hold's expiry, when the
+    snapshot must be rebuilt although no row changed.
     """
 
     #: Stored slots the engine found free, of schedules without a notice or advance rule:
-    #: free until they start (``stored_open_starts``), busy after, like ``open``.
+    #: free until they start (``stored_open_starts``), busy after, like generated ones.
     stored_open: list[tuple[int, str, int, Any]]
     stored_open_starts: list[int]
     #: Stored slots free by occupancy, of schedules whose notice or advance rule the clock
@@ -300,28 +342,16 @@ class _SlotSnapshot:
     stored_clocked: list[tuple[int, str, int, Any]]
     #: The other stored slots by their (engine's) status, which the clock does not change.
     stored_fixed: dict[str, list[tuple[int, str, int, Any]]]
-    open: list[tuple[int, str, int, Any]]
-    open_starts: list[int]
-    #: Free by occupancy, but of schedules whose notice or advance rule the clock decides.
-    clocked: list[tuple[int, str, int, Any]]
-    tentative: list[tuple[int, str, int, Any]]
-    blocked: list[tuple[int, str, int, Any]]
+    verdicts: list[_Verdict]
     schedules: dict[int, tuple[str, str]]  # pk -> (fhir_id, service_category as JSON)
     rules: dict[int, availability.Rules] = field(default_factory=dict)  # by schedule pk
     valid_until: int | None = None
-    #: What the generated rows' verdicts were computed from, so the next snapshot of the
-    #: same search (after a booking) can keep the verdicts of every occupant whose inputs
-    #: are equal: the grid (identity), the stored slots that replace generated ones, and
-    #: per occupant its Occupancy and its rows' verdicts (open, clocked, tentative, blocked).
-    grid: _SlotGrid | None = None
-    replaced: frozenset[tuple[Any, ...]] = frozenset()
-    parts: dict[str, tuple[availability.Occupancy, tuple[list[Any], ...]]] = field(
-        default_factory=dict
-    )
     #: Schedule instances made for pages, shared by every search served from this snapshot.
     instances: dict[int, Schedule] = field(default_factory=dict)
     #: Resources the API layer mapped for pages of this snapshot (``SlotResults.memo``).
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: The generated index, once made (``index``); a dict so the frozen snapshot can keep it.
+    indexed: dict[str, _GeneratedIndex] = field(default_factory=dict)
 
     @property
     def weight(self) -> int:
@@ -329,11 +359,100 @@ class _SlotSnapshot:
             len(self.stored_open)
             + len(self.stored_clocked)
             + sum(len(rows) for rows in self.stored_fixed.values())
-            + len(self.open)
-            + len(self.clocked)
-            + len(self.tentative)
-            + len(self.blocked)
+            + sum(len(verdict.lane.starts) for verdict in self.verdicts)
         )
+
+    def index(self) -> _GeneratedIndex:
+        """The generated rows sorted once for every later search of this snapshot (two
+        threads may both make it: the same value, and the last one kept)."""
+        found = self.indexed.get("")
+        if found is None:
+            found = self.indexed[""] = _index(self.verdicts)
+        return found
+
+
+def _grid_rows(
+    organization: Organization, start: datetime, end: datetime, parents: Sequence[str] | None
+) -> QuerySet[Any]:
+    """The active schedules with a slot duration that may have slots in ``[start, end)``
+    (of ``parents`` only, if given), as the columns :func:`_slot_grid` reads: integers
+    and JSON text, decoded only where needed, since two hundred schedules are read by
+    every search and their datetimes and JSON cost more than the rest of the work."""
+    schedules = Schedule.objects.filter(
+        organization=organization, active=True, slot_minutes__isnull=False
+    ).filter(window_q(Period(start, end), "planning_start", "planning_end"))
+    if parents is not None:
+        schedules = schedules.filter(fhir_id__in=parents)
+    return schedules.order_by().values_list(
+        "pk",
+        "fhir_id",
+        Cast("service_category", TextField()),
+        "slot_minutes",
+        EpochMicros("planning_start"),
+        EpochMicros("planning_end"),
+        "rrule",
+        "recurrence_timezone",
+        Cast("exdates", TextField()),
+        "practitioner_id",
+        "practitioner_role_id",
+        "practitioner_role__practitioner_id",
+        *_RULE_COLUMNS,
+    )
+
+
+def _stored_rows(
+    organization: Organization, start: datetime, end: datetime, parents: Sequence[str] | None
+) -> QuerySet[Any]:
+    """The stored slots overlapping ``[start, end)`` (of the ``parents`` schedules only, if
+    given) with their schedule's occupant and rule columns. Instants as integer
+    microseconds and JSON as text, straight from the cursor: a clinic of stored slots has
+    thousands in a week, and parsing their datetimes and JSON cost more than the rest of
+    the build; a page converts only its own rows (``SlotResults._make``). With ``end``
+    bounded below, ``slot_org_end`` keeps this from reading the whole history."""
+    stored = Slot.objects.filter(organization=organization, start__lt=end, end__gt=start)
+    if parents is not None:
+        stored = stored.filter(schedule__fhir_id__in=parents)
+    return stored.order_by().values_list(
+        *_STORED_SLOT_SQL,
+        "schedule__practitioner_id",
+        "schedule__practitioner_role_id",
+        "schedule__practitioner_role__practitioner_id",
+        *(f"schedule__{name}" for name in _RULE_COLUMNS),
+    )
+
+
+#: Schedules a search names that one compiled statement takes (more: the ORM's).
+_COMPILED_PARENTS = 8
+
+
+@lru_cache(maxsize=4 * (_COMPILED_PARENTS + 1))
+def _compiled(
+    rows: Callable[[Organization, datetime, datetime, Sequence[str] | None], QuerySet[Any]],
+    parents: int | None,
+) -> CompiledStatement:
+    """``rows`` for ``parents`` named schedules (None: all), compiled once per process: a
+    search that is not cached runs it, and building and compiling the queryset cost
+    more than PostgreSQL's answer."""
+
+    def make(organization_id: str, start: datetime, end: datetime, *ids: str) -> list[Any]:
+        organization = Organization(pk=organization_id)
+        return [rows(organization, start, end, None if parents is None else list(ids))]
+
+    return CompiledStatement(make, kinds="sdd" + "s" * (parents or 0))
+
+
+def _read(
+    rows: Callable[[Organization, datetime, datetime, Sequence[str] | None], QuerySet[Any]],
+    organization: Organization,
+    window: Period,
+    parents: set[str] | None,
+) -> list[tuple[Any, ...]]:
+    """The rows of ``rows`` for the window, compiled when the parents are few."""
+    if parents is None or len(parents) <= _COMPILED_PARENTS:
+        ids = sorted(parents) if parents is not None else []
+        statement = _compiled(rows, None if parents is None else len(ids))
+        return statement.rows(organization.pk, window.start, window.end, *ids)
+    return plain_rows(rows(organization, window.start, window.end, sorted(parents)))
 
 
 def _slot_grid(
@@ -343,34 +462,10 @@ def _slot_grid(
     parents: set[str] | None,
     service_category: Sequence[Token] | None,
 ) -> _SlotGrid:
-    schedules_qs = Schedule.objects.filter(
-        organization=organization, active=True, slot_minutes__isnull=False
-    ).filter(window_q(window, "planning_start", "planning_end"))
-    if parents is not None:
-        schedules_qs = schedules_qs.filter(fhir_id__in=parents)
-    # Integers and JSON text, decoded only where needed: two hundred schedules are read
-    # by every search, and their datetimes and JSON cost more than the rest of the work.
-    schedules = plain_rows(
-        schedules_qs.order_by().values_list(
-            "pk",
-            "fhir_id",
-            Cast("service_category", TextField()),
-            "slot_minutes",
-            EpochMicros("planning_start"),
-            EpochMicros("planning_end"),
-            "rrule",
-            "recurrence_timezone",
-            Cast("exdates", TextField()),
-            "practitioner_id",
-            "practitioner_role_id",
-            "practitioner_role__practitioner_id",
-            *_RULE_COLUMNS,
-        )
-    )
+    schedules = _read(_grid_rows, organization, window, parents)
     window_start, window_end = ts(window.start), ts(window.end)
-    rows: list[tuple[int, str, int, Any]] = []
+    lanes: list[_Lane] = []
     infos: dict[int, tuple[str, str]] = {}
-    occupants: dict[int, str] = {}
     rules: dict[int, availability.Rules] = {}
     for (
         pk,
@@ -407,20 +502,25 @@ def _slot_grid(
         if not ordered:
             continue
         infos[pk] = (fhir_id, categories)
-        occupants[pk] = occupant_key(
-            practitioner_id=practitioner or role_practitioner, role_id=role, schedule_id=pk
-        )
-        if any(value is not None for value in rule_values):
+        keyed = any(value is not None for value in rule_values)
+        if keyed:
             rules[pk] = rules_of(*rule_values)
-        prefix = f"{fhir_id}-"
-        rows.extend((t, prefix + _stamp(t), 1, (pk, t, t + step)) for t in ordered)
-    rows.sort(key=_row_key)
-    by_occupant: dict[str, list[tuple[int, str, int, Any]]] = {}
-    for row in rows:
-        by_occupant.setdefault(occupants[row[3][0]], []).append(row)
-    return _SlotGrid(
-        rows=rows, schedules=infos, occupants=occupants, rules=rules, by_occupant=by_occupant
-    )
+        lanes.append(
+            _Lane(
+                pk=pk,
+                fhir_id=fhir_id,
+                step=step,
+                starts=ordered,
+                occupant=occupant_key(
+                    practitioner_id=practitioner or role_practitioner,
+                    role_id=role,
+                    schedule_id=pk,
+                ),
+                rules=rules.get(pk, NO_RULES),
+                keyed=keyed,
+            )
+        )
+    return _SlotGrid(lanes=lanes, schedules=infos, rules=rules)
 
 
 def _slot_snapshot(
@@ -431,31 +531,9 @@ def _slot_snapshot(
     grid: _SlotGrid,
     service_category: Sequence[Token] | None,
     now: datetime,
-    previous: _SlotSnapshot | None = None,
 ) -> _SlotSnapshot:
-    """The engine's verdict on the grid's slots and the stored slots of the window.
-
-    ``previous``: this search's snapshot before the data changed, whose verdicts are kept
-    for every occupant whose inputs are unchanged (see ``_SlotSnapshot.parts``)."""
-    # Stored slots are few; with ``end`` bounded below, ``slot_org_end`` keeps this from
-    # reading the whole history.
-    stored_qs = Slot.objects.filter(
-        organization=organization, start__lt=window.end, end__gt=window.start
-    ).order_by()
-    if parents is not None:
-        stored_qs = stored_qs.filter(schedule__fhir_id__in=parents)
-    # Instants as integer microseconds and JSON as text, straight from the cursor: a clinic
-    # of stored slots has thousands in a week, and parsing their datetimes and JSON cost
-    # more than the rest of the build. A page converts only its own rows (``_make``).
-    stored_values = plain_rows(
-        stored_qs.values_list(
-            *_STORED_SLOT_SQL,
-            "schedule__practitioner_id",
-            "schedule__practitioner_role_id",
-            "schedule__practitioner_role__practitioner_id",
-            *(f"schedule__{name}" for name in _RULE_COLUMNS),
-        )
-    )
+    """The engine's verdict on the grid's slots and the stored slots of the window."""
+    stored_values = _read(_stored_rows, organization, window, parents)
     width = len(_STORED_SLOT_COLUMNS)
     occupant_of_stored = [
         occupant_key(
@@ -471,26 +549,30 @@ def _slot_snapshot(
             rules[values[2]] = rules_of(*values[width + 3 :])
     # A search of a few schedules reads only their occupants' time (all of it: bookings of
     # their other schedules too); a search of the whole clinic reads everyone's in one go.
-    wanted = {*grid.occupants.values(), *occupant_of_stored} if parents is not None else None
+    wanted = (
+        {*(lane.occupant for lane in grid.lanes), *occupant_of_stored}
+        if parents is not None
+        else None
+    )
     occupied = (
         occupancies(organization=organization, window=window, now=now, occupants=wanted)
-        if grid.rows or stored_values
+        if grid.lanes or stored_values
         else Occupancies({}, None)
     )
 
     stored_rows: list[tuple[int, str, int, Any]] = []
     # Generated slots a stored one replaces: same schedule and start, or the same id.
-    replaced: set[tuple[int, int]] = set()
-    twins: set[tuple[str, int]] = set()  # (schedule fhir id, start) of generated-like ids
+    replaced: dict[int, set[int]] = {}  # schedule pk -> starts
+    twins: dict[str, set[int]] = {}  # schedule fhir id -> starts, of generated-like ids
     for values, key in zip(stored_values, occupant_of_stored, strict=True):
         columns = values[: len(_STORED_SLOT_COLUMNS)]
         _pk, fhir_id, schedule_pk, _, status, start, end, categories = columns[:8]
         start_ts = start // 1_000_000
-        replaced.add((schedule_pk, start_ts))
+        replaced.setdefault(schedule_pk, set()).add(start_ts)
         # Only an id ending in a UTC stamp can be a generated slot's.
         twin = recurrence.split_occurrence_id(fhir_id) if fhir_id[-1:] == "Z" else None
         if twin is not None:
-            twins.add((twin[0], ts(twin[1])))
+            twins.setdefault(twin[0], set()).add(ts(twin[1]))
         if service_category and not token_matches(json.loads(categories or "[]"), service_category):
             continue
         if status == SlotStatus.FREE:
@@ -503,7 +585,7 @@ def _slot_snapshot(
             if verdict != status:
                 columns = (*columns[:4], verdict, *columns[5:])
         stored_rows.append((start_ts, fhir_id, 0, columns))
-    stored_rows.sort(key=_row_key)
+    stored_rows.sort()
     # Sorted once here, so that a request only bisects at ``now`` (as for generated slots).
     stored_open: list[tuple[int, str, int, Any]] = []
     stored_clocked: list[tuple[int, str, int, Any]] = []
@@ -517,96 +599,133 @@ def _slot_snapshot(
         else:
             stored_open.append(row)
 
-    # Per occupant, in the order of its slots' starts (from all its schedules), one sweep:
-    # its rows' verdicts depend on its Occupancy, its schedules' rules (the grid) and the
-    # stored slots that replace generated ones, nothing else. When all of these equal the
-    # previous snapshot's, its verdicts are the engine's answer again and are kept: a
-    # booking re-sweeps the one occupant it changed, not the clinic's week.
-    replaced_key = frozenset(replaced) | frozenset(("twin", *twin) for twin in twins)
-    reusable = previous is not None and previous.grid is grid and previous.replaced == replaced_key
-    parts: dict[str, tuple[availability.Occupancy, tuple[list[Any], ...]]] = {}
-    for key, occupant_rows in grid.by_occupant.items():
-        occupancy = occupied.get(key)
-        if reusable:
-            assert previous is not None
-            kept = previous.parts.get(key)
-            if kept is not None and kept[0] == occupancy:
-                parts[key] = kept
-                continue
-        parts[key] = (
-            occupancy,
-            _verdicts(occupant_rows, occupancy, rules, grid, replaced, twins),
+    # The engine marks each lane's slots that are not free; it asks only the slots near
+    # what occupies their occupant, so the cost is the bookings, not the week's slots.
+    verdicts = []
+    for lane in grid.lanes:
+        gone = replaced.get(lane.pk, set()) | twins.get(lane.fhir_id, set())
+        skipped = frozenset(start for start in gone if _contains(lane.starts, start))
+        marked = occupied.get(lane.occupant).not_free(
+            lane.starts, lane.step, lane.rules, lane.pk if lane.keyed else None
         )
-    open_rows = _merged(part[1][0] for part in parts.values())
-    clocked_rows = _merged(part[1][1] for part in parts.values())
-    tentative_rows = _merged(part[1][2] for part in parts.values())
-    blocked_rows = _merged(part[1][3] for part in parts.values())
+        for start in skipped.intersection(marked):
+            del marked[start]
+        verdicts.append(
+            _Verdict(
+                lane=lane,
+                marked=marked,
+                busy=sorted(s for s, status in marked.items() if status == availability.BUSY),
+                tentative=sorted(
+                    s for s, status in marked.items() if status == availability.BUSY_TENTATIVE
+                ),
+                skipped=skipped,
+                skipped_starts=sorted(skipped),
+            )
+        )
     return _SlotSnapshot(
         stored_open=stored_open,
         stored_open_starts=[row[0] for row in stored_open],
         stored_clocked=stored_clocked,
         stored_fixed=stored_fixed,
+        verdicts=verdicts,
+        schedules=grid.schedules,
+        rules=rules,
+        valid_until=occupied.valid_until,
+    )
+
+
+def _contains(starts: list[int], start: int) -> bool:
+    i = bisect.bisect_left(starts, start)
+    return i < len(starts) and starts[i] == start
+
+
+def _index(verdicts: list[_Verdict]) -> _GeneratedIndex:
+    """Every lane's rows, sorted by start then id into the index's lists."""
+    open_rows: list[tuple[int, str, int, Any]] = []
+    clocked_rows: list[tuple[int, str, int, Any]] = []
+    tentative_rows: list[tuple[int, str, int, Any]] = []
+    blocked_rows: list[tuple[int, str, int, Any]] = []
+    for verdict in verdicts:
+        lane = verdict.lane
+        pk, step, prefix = lane.pk, lane.step, f"{lane.fhir_id}-"
+        free_rows = clocked_rows if lane.rules.clocked else open_rows
+        if not verdict.marked and not verdict.skipped:
+            free_rows.extend((s, prefix + _stamp(s), 1, (pk, s, s + step)) for s in lane.starts)
+            continue
+        marked, skipped = verdict.marked, verdict.skipped
+        for s in lane.starts:
+            if s in skipped:
+                continue
+            row = (s, prefix + _stamp(s), 1, (pk, s, s + step))
+            status = marked.get(s)
+            if status is None:
+                free_rows.append(row)
+            elif status == availability.BUSY:
+                blocked_rows.append(row)
+            else:
+                tentative_rows.append(row)
+    # Starts and then ids differ between rows, so tuples compare by (start, id) alone.
+    for rows in (open_rows, clocked_rows, tentative_rows, blocked_rows):
+        rows.sort()
+    return _GeneratedIndex(
         open=open_rows,
         open_starts=[row[0] for row in open_rows],
         clocked=clocked_rows,
         tentative=tentative_rows,
         blocked=blocked_rows,
-        schedules=grid.schedules,
-        rules=rules,
-        valid_until=occupied.valid_until,
-        grid=grid,
-        replaced=replaced_key,
-        parts=parts,
     )
 
 
-def _verdicts(
-    rows: list[tuple[int, str, int, Any]],
-    occupancy: availability.Occupancy,
-    rules: dict[int, availability.Rules],
-    grid: _SlotGrid,
-    replaced: set[tuple[int, int]],
-    twins: set[tuple[str, int]],
-) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """The engine's verdict on one occupant's generated rows (sorted by start), in one
-    sweep: (open, clocked, tentative, blocked) rows, each still sorted."""
-    open_rows: list[tuple[int, str, int, Any]] = []
-    clocked_rows: list[tuple[int, str, int, Any]] = []
-    tentative_rows: list[tuple[int, str, int, Any]] = []
-    blocked_rows: list[tuple[int, str, int, Any]] = []
-    sorted_into = {
-        availability.FREE: open_rows,
-        availability.BUSY_TENTATIVE: tentative_rows,
-        availability.BUSY: blocked_rows,
-    }
-    sweep = occupancy.sweep()
-    for row in rows:
-        slot_start, _, _, (pk, _, slot_end) = row
-        if replaced and (
-            (pk, slot_start) in replaced or (grid.schedules[pk][0], slot_start) in twins
-        ):
+def _between(values: list[int], lo: int, hi: int | None) -> int:
+    """How many of the sorted ``values`` lie in ``[lo, hi)`` (``hi`` None: no end)."""
+    last = len(values) if hi is None else bisect.bisect_left(values, hi)
+    return max(0, last - bisect.bisect_left(values, lo))
+
+
+def _lane_counts(verdict: _Verdict, lo: int, hi: int, now_ts: int) -> tuple[int, int, int]:
+    """(free, busy, busy-tentative) counts of a lane's slots starting in ``[lo, hi)`` at
+    ``now``, by arithmetic on the sorted starts: no slot is made."""
+    lane = verdict.lane
+
+    def unmarked(a: int, b: int | None) -> int:
+        return (
+            _between(lane.starts, a, b)
+            - _between(verdict.skipped_starts, a, b)
+            - _between(verdict.busy, a, b)
+            - _between(verdict.tentative, a, b)
+        )
+
+    reach_lo, reach_hi = availability.reach(now_ts, lane.rules)
+    free_lo, free_hi = max(reach_lo, lo), hi if reach_hi is None else min(reach_hi, hi)
+    free = unmarked(free_lo, free_hi) if free_lo < free_hi else 0
+    tentative = _between(verdict.tentative, lo, hi)
+    busy = _between(verdict.busy, lo, hi) + unmarked(lo, hi) - free
+    return free, busy, tentative
+
+
+def _lane_rows(
+    verdict: _Verdict, lo: int, hi: int, now_ts: int, wanted: set[str] | None
+) -> Iterator[tuple[int, str, int, Any]]:
+    """A lane's rows starting in ``[lo, hi)`` with their status at ``now``, only those of
+    the ``wanted`` statuses (None: all), lazily and in order: a page reads a few."""
+    lane = verdict.lane
+    starts, marked, skipped = lane.starts, verdict.marked, verdict.skipped
+    pk, step, prefix = lane.pk, lane.step, f"{lane.fhir_id}-"
+    free, busy = str(SlotStatus.FREE), str(SlotStatus.BUSY)
+    reach_lo, reach_hi = availability.reach(now_ts, lane.rules)
+    if wanted is not None and wanted == {free}:
+        # Only free slots: the ones the clock's rules reach.
+        lo = max(lo, reach_lo)
+        hi = hi if reach_hi is None else min(hi, reach_hi)
+    for index in range(bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi)):
+        s = starts[index]
+        if s in skipped:
             continue
-        slot_rules = rules.get(pk)
-        if slot_rules is None:
-            sorted_into[sweep(slot_start, slot_end)].append(row)
-            continue
-        status = sweep(slot_start, slot_end, slot_rules, (pk, slot_start))
-        if status == availability.FREE and slot_rules.clocked:
-            clocked_rows.append(row)
-        else:
-            sorted_into[status].append(row)
-    return open_rows, clocked_rows, tentative_rows, blocked_rows
-
-
-def _merged(parts: Iterator[list[tuple[int, str, int, Any]]]) -> list[tuple[int, str, int, Any]]:
-    # Each part is sorted: Timsort merges the runs in about one pass.
-    rows = [row for part in parts for row in part]
-    rows.sort(key=_row_key)
-    return rows
-
-
-def _row_key(row: tuple[int, str, int, Any]) -> tuple[int, str]:
-    return row[0], row[1]
+        status = marked.get(s)
+        if status is None:
+            status = free if reach_lo <= s and (reach_hi is None or s < reach_hi) else busy
+        if wanted is None or status in wanted:
+            yield s, prefix + _stamp(s), 1, (pk, s, s + step, status)
 
 
 def _with_status(
@@ -631,37 +750,24 @@ def _stored_with_status(
             yield start, slot_id, kind, (*columns[:4], status, *columns[5:])
 
 
-def _stored_clocked_at(
-    rows: list[tuple[int, str, int, Any]],
-    now_ts: int,
-    rules: dict[int, availability.Rules],
-    wanted: str,
-) -> list[tuple[int, str, int, Any]]:
-    """The stored slots free by occupancy of schedules with notice or advance rules that
-    have ``wanted`` status at ``now`` (free: within reach of the rules; busy: not)."""
-    free = str(SlotStatus.FREE)
-    out = []
-    for start, slot_id, kind, columns in rows:
-        refused = availability.rule_refusal(start, now_ts, rules[columns[2]]) is not None
-        if (wanted == free) != refused:
-            out.append((start, slot_id, kind, (*columns[:4], wanted, *columns[5:])))
-    return out
-
-
 def _clocked_at(
     rows: list[tuple[int, str, int, Any]],
     now_ts: int,
     rules: dict[int, availability.Rules],
     wanted: str,
 ) -> list[tuple[int, str, int, Any]]:
-    """The generated slots of schedules with notice or advance rules that have ``wanted``
-    status at ``now`` (free: within reach; busy: not), with that status."""
+    """The rows (stored or generated) free by occupancy of schedules with notice or advance
+    rules that have ``wanted`` status at ``now`` (free: within reach; busy: not), with it."""
     free = str(SlotStatus.FREE)
     out = []
-    for start, slot_id, kind, (schedule_pk, slot_start, slot_end) in rows:
+    for start, slot_id, kind, payload in rows:
+        schedule_pk = payload[2] if kind == 0 else payload[0]
         refused = availability.rule_refusal(start, now_ts, rules[schedule_pk]) is not None
         if (wanted == free) != refused:
-            out.append((start, slot_id, kind, (schedule_pk, slot_start, slot_end, wanted)))
+            if kind == 0:
+                out.append((start, slot_id, kind, (*payload[:4], wanted, *payload[5:])))
+            else:
+                out.append((start, slot_id, kind, (*payload, wanted)))
     return out
 
 
@@ -695,29 +801,122 @@ def _cut_rows(
     return [row for row in rows[:first] if _row_end(row) > lo] + rows[first:last]
 
 
-def _cut_to(snapshot: _SlotSnapshot, lo: int, hi: int) -> _SlotSnapshot:
-    """The snapshot of a widened window, as the snapshot of ``[lo, hi)`` inside it would
-    be: the same verdicts (a slot's depends only on what overlaps it), fewer rows."""
-    stored_open = _cut_rows(snapshot.stored_open, lo, hi)
-    open_rows = _cut_rows(snapshot.open, lo, hi)
-    return _SlotSnapshot(
-        stored_open=stored_open,
-        stored_open_starts=[row[0] for row in stored_open],
-        stored_clocked=_cut_rows(snapshot.stored_clocked, lo, hi),
-        stored_fixed={
-            status: _cut_rows(rows, lo, hi) for status, rows in snapshot.stored_fixed.items()
-        },
-        open=open_rows,
-        open_starts=[row[0] for row in open_rows],
-        clocked=_cut_rows(snapshot.clocked, lo, hi),
-        tentative=_cut_rows(snapshot.tentative, lo, hi),
-        blocked=_cut_rows(snapshot.blocked, lo, hi),
-        schedules=snapshot.schedules,
-        rules=snapshot.rules,
-        valid_until=snapshot.valid_until,
-        instances=snapshot.instances,
-        memo=snapshot.memo,
+class _Streams:
+    """What a search reads: the total and the sorted streams of matching rows."""
+
+    __slots__ = ("streams", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.streams: list[Iterator[tuple[int, str, int, Any]]] = []
+
+    def add(self, count: int, rows: Iterator[tuple[int, str, int, Any]]) -> None:
+        self.total += count
+        self.streams.append(rows)
+
+
+def _stored_streams(
+    snapshot: _SlotSnapshot, lo: int, hi: int, cut: bool, now_ts: int, wanted: set[str] | None
+) -> _Streams:
+    """The stored slots' matches at ``now`` (free ones that have started are busy, like
+    generated ones), cut to ``[lo, hi)`` when the snapshot's window is wider."""
+
+    def rows_of(rows: list[tuple[int, str, int, Any]]) -> list[tuple[int, str, int, Any]]:
+        return _cut_rows(rows, lo, hi) if cut else rows
+
+    free, busy = str(SlotStatus.FREE), str(SlotStatus.BUSY)
+    out = _Streams()
+    stored_open = rows_of(snapshot.stored_open)
+    starts = [row[0] for row in stored_open] if cut else snapshot.stored_open_starts
+    started = bisect.bisect_left(starts, now_ts)
+    stored_clocked = rows_of(snapshot.stored_clocked)
+    if wanted is None or free in wanted:
+        out.add(
+            len(stored_open) - started, _stored_with_status(stored_open, started, len(stored_open))
+        )
+        if stored_clocked:
+            reachable = _clocked_at(stored_clocked, now_ts, snapshot.rules, free)
+            out.add(len(reachable), iter(reachable))
+    if wanted is None or busy in wanted:
+        out.add(started, _stored_with_status(stored_open, 0, started, busy))
+        if stored_clocked:
+            refused = _clocked_at(stored_clocked, now_ts, snapshot.rules, busy)
+            out.add(len(refused), iter(refused))
+    for fixed_status, fixed in snapshot.stored_fixed.items():
+        if wanted is None or fixed_status in wanted:
+            rows = rows_of(fixed)
+            out.add(len(rows), iter(rows))
+    return out
+
+
+def _indexed_streams(
+    snapshot: _SlotSnapshot,
+    out: _Streams,
+    lo: int,
+    hi: int,
+    cut: bool,
+    now_ts: int,
+    wanted: set[str] | None,
+) -> None:
+    """The generated slots' matches from the snapshot's index (a snapshot asked again)."""
+    index = snapshot.index()
+
+    def rows_of(rows: list[tuple[int, str, int, Any]]) -> list[tuple[int, str, int, Any]]:
+        return _cut_rows(rows, lo, hi) if cut else rows
+
+    free, busy, tentative = (
+        str(SlotStatus.FREE),
+        str(SlotStatus.BUSY),
+        str(SlotStatus.BUSY_TENTATIVE),
     )
+    open_rows = rows_of(index.open)
+    open_starts = [row[0] for row in open_rows] if cut else index.open_starts
+    clocked_rows = rows_of(index.clocked)
+    # Generated slots that have started are busy, never free.
+    started = bisect.bisect_left(open_starts, now_ts)
+    if wanted is None or free in wanted:
+        out.add(len(open_rows) - started, _with_status(open_rows, started, len(open_rows), free))
+        if clocked_rows:
+            reachable = _clocked_at(clocked_rows, now_ts, snapshot.rules, free)
+            out.add(len(reachable), iter(reachable))
+    if wanted is None or tentative in wanted:
+        rows = rows_of(index.tentative)
+        out.add(len(rows), _with_status(rows, 0, len(rows), tentative))
+    if wanted is None or busy in wanted:
+        rows = rows_of(index.blocked)
+        out.add(len(rows), _with_status(rows, 0, len(rows), busy))
+        out.add(started, _with_status(open_rows, 0, started, busy))
+        if clocked_rows:
+            out_of_reach = _clocked_at(clocked_rows, now_ts, snapshot.rules, busy)
+            out.add(len(out_of_reach), iter(out_of_reach))
+
+
+def _lane_streams(
+    snapshot: _SlotSnapshot,
+    out: _Streams,
+    lo: int,
+    hi: int,
+    now_ts: int,
+    wanted: set[str] | None,
+) -> None:
+    """The generated slots' matches straight from the lanes (a snapshot asked once):
+    counted by arithmetic, and only a page's rows made."""
+    free, busy, tentative = (
+        str(SlotStatus.FREE),
+        str(SlotStatus.BUSY),
+        str(SlotStatus.BUSY_TENTATIVE),
+    )
+    for verdict in snapshot.verdicts:
+        # The lane's slots overlapping [lo, hi): end after lo, start before hi.
+        first = lo - verdict.lane.step + 1
+        n_free, n_busy, n_tentative = _lane_counts(verdict, first, hi, now_ts)
+        count = (
+            (n_free if wanted is None or free in wanted else 0)
+            + (n_busy if wanted is None or busy in wanted else 0)
+            + (n_tentative if wanted is None or tentative in wanted else 0)
+        )
+        if count:
+            out.add(count, _lane_rows(verdict, first, hi, now_ts, wanted))
 
 
 def slot_search(
@@ -744,7 +943,7 @@ def slot_search(
         _, parents = ids_and_parents(schedule_ids)
     # A search without ``start`` runs from now, so its window moves with every request and
     # would never meet a cached snapshot: the snapshot is built for the window widened to
-    # whole hours, and cut to the request's own window when read (:func:`_cut_to`).
+    # whole hours, and cut to the request's own window when read.
     asked, window = window, _whole_hours(window)
     key = (
         "slot",
@@ -754,6 +953,7 @@ def slot_search(
         tuple(service_category) if service_category else None,
     )
     now_ts = ts(now)
+    built: list[bool] = []
 
     def build_grid() -> tuple[_SlotGrid, int]:
         grid = _slot_grid(
@@ -762,7 +962,7 @@ def slot_search(
             parents=parents,
             service_category=service_category,
         )
-        return grid, len(grid.rows)
+        return grid, grid.weight
 
     def build() -> tuple[_SlotSnapshot, int]:
         grid = search_cache.slot_grid_cache.get_or_build(
@@ -775,8 +975,8 @@ def slot_search(
             grid=grid,
             service_category=service_category,
             now=now,
-            previous=search_cache.slot_cache.latest(organization, key),
         )
+        built.append(True)
         return snapshot, snapshot.weight
 
     def current(snapshot: _SlotSnapshot) -> bool:
@@ -785,63 +985,19 @@ def slot_search(
         return snapshot.valid_until is None or now_ts < snapshot.valid_until
 
     snapshot = search_cache.slot_cache.get_or_build(organization, key, build, valid=current)
-    if asked != window:
-        snapshot = _cut_to(snapshot, ts(asked.start), ts(asked.end))
-
-    wanted_status = set(statuses) if statuses else None
-    free, busy_status = str(SlotStatus.FREE), str(SlotStatus.BUSY)
-    tentative_status = str(SlotStatus.BUSY_TENTATIVE)
-    total = 0
-    streams: list[Iterator[tuple[int, str, int, Any]]] = []
-    # Stored slots: free ones that have started are busy, like generated ones.
-    stored_started = bisect.bisect_left(snapshot.stored_open_starts, now_ts)
-    stored_open = snapshot.stored_open
-    if wanted_status is None or free in wanted_status:
-        total += len(stored_open) - stored_started
-        streams.append(_stored_with_status(stored_open, stored_started, len(stored_open)))
-        if snapshot.stored_clocked:
-            reachable = _stored_clocked_at(snapshot.stored_clocked, now_ts, snapshot.rules, free)
-            total += len(reachable)
-            streams.append(iter(reachable))
-    if wanted_status is None or busy_status in wanted_status:
-        total += stored_started
-        streams.append(_stored_with_status(stored_open, 0, stored_started, busy_status))
-        if snapshot.stored_clocked:
-            refused = _stored_clocked_at(
-                snapshot.stored_clocked, now_ts, snapshot.rules, busy_status
-            )
-            total += len(refused)
-            streams.append(iter(refused))
-    for fixed_status, rows in snapshot.stored_fixed.items():
-        if wanted_status is None or fixed_status in wanted_status:
-            total += len(rows)
-            streams.append(iter(rows))
-    # Generated slots that have started are busy, never free.
-    started = bisect.bisect_left(snapshot.open_starts, now_ts)
-    if wanted_status is None or free in wanted_status:
-        total += len(snapshot.open) - started
-        streams.append(_with_status(snapshot.open, started, len(snapshot.open), free))
-        if snapshot.clocked:
-            reachable = _clocked_at(snapshot.clocked, now_ts, snapshot.rules, free)
-            total += len(reachable)
-            streams.append(iter(reachable))
-    if wanted_status is None or tentative_status in wanted_status:
-        total += len(snapshot.tentative)
-        streams.append(
-            _with_status(snapshot.tentative, 0, len(snapshot.tentative), tentative_status)
-        )
-    if wanted_status is None or busy_status in wanted_status:
-        total += len(snapshot.blocked) + started
-        streams.append(_with_status(snapshot.blocked, 0, len(snapshot.blocked), busy_status))
-        streams.append(_with_status(snapshot.open, 0, started, busy_status))
-        if snapshot.clocked:
-            out_of_reach = _clocked_at(snapshot.clocked, now_ts, snapshot.rules, busy_status)
-            total += len(out_of_reach)
-            streams.append(iter(out_of_reach))
+    lo, hi, cut = ts(asked.start), ts(asked.end), asked != window
+    wanted = set(statuses) if statuses else None
+    out = _stored_streams(snapshot, lo, hi, cut, now_ts, wanted)
+    # A snapshot just built answers from its lanes, making only the page's slots; one
+    # served again is worth sorting once, after which a search only bisects at now.
+    if built:
+        _lane_streams(snapshot, out, lo, hi, now_ts, wanted)
+    else:
+        _indexed_streams(snapshot, out, lo, hi, cut, now_ts, wanted)
     return SlotResults(
         organization=organization,
-        total=total,
-        streams=streams,
+        total=out.total,
+        streams=out.streams,
         schedules=snapshot.schedules,
         instances=snapshot.instances,
         memo=snapshot.memo,
