@@ -138,6 +138,8 @@ _STORED_SLOT_SQL = (
     "version",
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Page results a snapshot keeps for the searches it serves (the first pages, in practice).
+_MADE_PER_SNAPSHOT = 2_000
 
 
 class SlotResults(Sequence[SlotResult]):
@@ -153,10 +155,12 @@ class SlotResults(Sequence[SlotResult]):
     __slots__ = (
         "_done",
         "_instances",
+        "_made",
         "_merged",
         "_organization",
         "_rows",
         "_schedules",
+        "_stored_schedules",
         "_total",
         "memo",
     )
@@ -170,6 +174,7 @@ class SlotResults(Sequence[SlotResult]):
         schedules: dict[int, tuple[str, str]],
         instances: dict[int, Schedule] | None = None,
         memo: dict[Any, Any] | None = None,
+        made: dict[tuple[str, str], SlotResult] | None = None,
     ) -> None:
         self._organization = organization
         self._total = total
@@ -180,6 +185,10 @@ class SlotResults(Sequence[SlotResult]):
         self._schedules = schedules
         # Instances are only read once made, so a cached snapshot's may be shared.
         self._instances: dict[int, Schedule] = {} if instances is None else instances
+        self._stored_schedules: dict[int, Schedule] = {}
+        # Results made for pages, by (id, status): shared like ``instances``, so a cached
+        # snapshot makes a page's results (and their model instances) once, not per search.
+        self._made: dict[tuple[str, str], SlotResult] = {} if made is None else made
         #: For the API layer: resources it mapped from these results, by (id, status). Shared
         #: by every search served from one cached snapshot, so the dicts must not change.
         self.memo: dict[Any, Any] = {} if memo is None else memo
@@ -197,6 +206,16 @@ class SlotResults(Sequence[SlotResult]):
 
     def _make(self, row: tuple[int, str, int, Any]) -> SlotResult:
         _, slot_id, kind, payload = row
+        key = (slot_id, payload[4] if kind == 0 else payload[3])
+        found = self._made.get(key)
+        if found is None:
+            found = self._make_new(row)
+            if len(self._made) < _MADE_PER_SNAPSHOT:
+                self._made[key] = found
+        return found
+
+    def _make_new(self, row: tuple[int, str, int, Any]) -> SlotResult:
+        _, slot_id, kind, payload = row
         organization = self._organization
         if kind == 0:
             values = dict(zip(_STORED_SLOT_COLUMNS, payload, strict=True))
@@ -206,15 +225,18 @@ class SlotResults(Sequence[SlotResult]):
                 values[name] = _EPOCH + timedelta(microseconds=values[name])
             values["service_category"] = json.loads(values["service_category"] or "[]")
             values["overbooked"] = bool(values["overbooked"])
-            schedule = Schedule(
-                pk=values.pop("schedule_id"),
-                organization=organization,
-                fhir_id=values.pop("schedule__fhir_id"),
-            )
+            schedule_pk = values.pop("schedule_id")
+            schedule_fhir_id = values.pop("schedule__fhir_id")
+            # One instance per schedule, shared by its slots on the page.
+            schedule = self._stored_schedules.get(schedule_pk)
+            if schedule is None:
+                schedule = self._stored_schedules[schedule_pk] = Schedule(
+                    pk=schedule_pk, organization=organization, fhir_id=schedule_fhir_id
+                )
             slot = Slot(organization=organization, schedule=schedule, **values)
             return SlotResult(schedule, slot=slot)
         schedule_pk, start_ts, end_ts, status = payload
-        schedule = self._instances.get(schedule_pk)  # type: ignore[assignment]
+        schedule = self._instances.get(schedule_pk)
         if schedule is None:
             fhir_id, categories = self._schedules[schedule_pk]
             # One instance per schedule, shared by its slots on the page.
@@ -350,6 +372,8 @@ class _SlotSnapshot:
     instances: dict[int, Schedule] = field(default_factory=dict)
     #: Resources the API layer mapped for pages of this snapshot (``SlotResults.memo``).
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: Results made for pages of this snapshot, by (id, status) (``SlotResults._made``).
+    made: dict[tuple[str, str], SlotResult] = field(default_factory=dict)
     #: The generated index, once made (``index``); a dict so the frozen snapshot can keep it.
     indexed: dict[str, _GeneratedIndex] = field(default_factory=dict)
 
@@ -1001,4 +1025,5 @@ def slot_search(
         schedules=snapshot.schedules,
         instances=snapshot.instances,
         memo=snapshot.memo,
+        made=snapshot.made,
     )
