@@ -292,6 +292,19 @@ class _Lane:
     occupant: str  # whose time the slots are
     rules: availability.Rules  # NO_RULES when the schedule has none
     keyed: bool  # whether its slots are asked by key (a schedule with rules)
+    #: Its rows ``(start_ts, id, 1, (pk, start_ts, end_ts))``, once made (:meth:`rows`).
+    made: dict[str, list[tuple[int, str, int, Any]]] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[int, str, int, Any]]:
+        """Every slot of the lane as a row, made once per grid: the grid outlives bookings,
+        so the index of each snapshot after a booking only sorts the rows into lists."""
+        found = self.made.get("")
+        if found is None:
+            pk, step, prefix = self.pk, self.step, f"{self.fhir_id}-"
+            found = self.made[""] = [
+                (s, prefix + _stamp(s), 1, (pk, s, s + step)) for s in self.starts
+            ]
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -671,16 +684,15 @@ def _index(verdicts: list[_Verdict]) -> _GeneratedIndex:
     blocked_rows: list[tuple[int, str, int, Any]] = []
     for verdict in verdicts:
         lane = verdict.lane
-        pk, step, prefix = lane.pk, lane.step, f"{lane.fhir_id}-"
         free_rows = clocked_rows if lane.rules.clocked else open_rows
         if not verdict.marked and not verdict.skipped:
-            free_rows.extend((s, prefix + _stamp(s), 1, (pk, s, s + step)) for s in lane.starts)
+            free_rows.extend(lane.rows())
             continue
         marked, skipped = verdict.marked, verdict.skipped
-        for s in lane.starts:
+        for row in lane.rows():
+            s = row[0]
             if s in skipped:
                 continue
-            row = (s, prefix + _stamp(s), 1, (pk, s, s + step))
             status = marked.get(s)
             if status is None:
                 free_rows.append(row)
