@@ -534,6 +534,11 @@ class Slot(TenantModel):
             models.Index(fields=["organization", "start"], name="slot_org_start"),
             # Overlap searches bound ``end`` from below: only rows not yet over are read.
             models.Index(fields=["organization", "end"], name="slot_org_end"),
+            # Blocked time (``busy-unavailable``) is read org-wide by every Slot search that
+            # is not cached and by every booking check; it is a few rows among all the
+            # stored slots, which without the status in the key were all read and filtered
+            # (2.9 ms of a 6 ms one-schedule day search in a clinic of 36,000 stored slots).
+            models.Index(fields=["organization", "status", "end"], name="slot_org_status_end"),
         ]
         verbose_name = _("slot")
         verbose_name_plural = _("slots")
