@@ -682,3 +682,47 @@ def test_a_snapshot_answers_alike_from_its_lanes_and_from_its_index(
             )
             assert index_answer[0] == len(rows)
             assert not wanted or {status for _, status, _ in rows} <= set(wanted)
+
+
+def test_a_results_instances_hold_the_rows_values_and_defer_the_rest(org: Organization) -> None:
+    """A page's schedule and slot instances are built from the columns the search read
+    (``selectors.common.loaded``); any other field is deferred and read from the row when
+    asked, never a model default that is not the row's."""
+    schedule = weekday_mornings(org, capacity=3, buffer_after_minutes=5)
+    monday = next_monday()
+    stored = Slot.objects.create(
+        organization=org,
+        schedule=schedule,
+        fhir_id="stored-one",
+        status=SlotStatus.BUSY,
+        start=local_nine(monday, 30),
+        end=local_nine(monday, 45),
+        comment="imported",
+        service_category=[{"code": "gp"}],
+    )
+    results = selectors.slot_search(
+        organization=org,
+        window=Period(local_nine(monday), local_nine(monday) + timedelta(hours=1)),
+        now=monday - timedelta(days=1),
+    )
+    page = results[: len(results)]
+    by_id = {r.id: r for r in page}
+    assert set(by_id) >= {"stored-one"} and len(by_id) > 1
+    made = by_id["stored-one"].slot
+    assert made is not None
+    assert (made.pk, made.fhir_id, made.status, made.start, made.end, made.comment) == (
+        stored.pk,
+        "stored-one",
+        SlotStatus.BUSY,
+        stored.start,
+        stored.end,
+        "imported",
+    )
+    assert made.service_category == [{"code": "gp"}] and made.schedule.fhir_id == schedule.fhir_id
+    # Not read by the search: asked of the database, so the row's values, not defaults.
+    with CaptureQueriesContext(connection) as asked:
+        for result in page:
+            assert result.schedule.pk == schedule.pk and result.schedule.organization is org
+            assert result.schedule.capacity == 3
+            assert result.schedule.buffer_after_minutes == 5
+    assert len(asked) >= 1

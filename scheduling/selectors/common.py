@@ -6,8 +6,10 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any, TypeVar
 
 from django.db.models import (
+    Model,
     Q,
 )
 
@@ -193,6 +195,27 @@ def occurrence_stamps(
             rrule, first_start, first_end, tzid, exdates, window.start, window.end
         )
     return [(s, e) for s, e in days if s < window_end and e > window_start]
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+@lru_cache(maxsize=32)
+def _attnames(model: type[Model]) -> tuple[str, ...]:
+    return tuple(field.attname for field in model._meta.concrete_fields)
+
+
+def loaded(model: type[_M], organization: Organization, **values: Any) -> _M:
+    """An instance of ``model`` of ``organization`` with only ``values`` (by attname) loaded,
+    as ``.only()`` would load it: the other fields are deferred, so reading one asks the
+    database instead of giving a default that is not the row's. Built with Django's own
+    ``from_db``, about three times cheaper than ``model(**values)``: a search page makes
+    an instance per schedule and per stored slot it shows."""
+    values["organization_id"] = organization.pk
+    names = [name for name in _attnames(model) if name in values]
+    instance = model.from_db(None, names, [values[name] for name in names])
+    model._meta.get_field("organization").set_cached_value(instance, organization)  # type: ignore[union-attr]
+    return instance
 
 
 def ts(value: datetime) -> int:

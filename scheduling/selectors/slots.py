@@ -31,6 +31,7 @@ from scheduling.selectors.common import (
     Token,
     generated_not_found,
     ids_and_parents,
+    loaded,
     occurrence_stamps,
     token_matches,
     ts,
@@ -218,31 +219,54 @@ class SlotResults(Sequence[SlotResult]):
         _, slot_id, kind, payload = row
         organization = self._organization
         if kind == 0:
-            values = dict(zip(_STORED_SLOT_COLUMNS, payload, strict=True))
-            # The snapshot keeps instants as microseconds and JSON as text (see
-            # ``_slot_snapshot``); SQLite gives booleans as 0/1.
-            for name in ("start", "end", "updated_at"):
-                values[name] = _EPOCH + timedelta(microseconds=values[name])
-            values["service_category"] = json.loads(values["service_category"] or "[]")
-            values["overbooked"] = bool(values["overbooked"])
-            schedule_pk = values.pop("schedule_id")
-            schedule_fhir_id = values.pop("schedule__fhir_id")
+            (
+                pk,
+                fhir_id,
+                schedule_pk,
+                schedule_fhir_id,
+                status,
+                start,
+                end,
+                categories,
+                overbooked,
+                comment,
+                updated_at,
+                version,
+            ) = payload
             # One instance per schedule, shared by its slots on the page.
             schedule = self._stored_schedules.get(schedule_pk)
             if schedule is None:
-                schedule = self._stored_schedules[schedule_pk] = Schedule(
-                    pk=schedule_pk, organization=organization, fhir_id=schedule_fhir_id
+                schedule = self._stored_schedules[schedule_pk] = loaded(
+                    Schedule, organization, id=schedule_pk, fhir_id=schedule_fhir_id
                 )
-            slot = Slot(organization=organization, schedule=schedule, **values)
+            # The snapshot keeps instants as microseconds and JSON as text (see
+            # ``_slot_snapshot``); SQLite gives booleans as 0/1.
+            slot = loaded(
+                Slot,
+                organization,
+                id=pk,
+                fhir_id=fhir_id,
+                schedule_id=schedule_pk,
+                status=status,
+                start=_EPOCH + timedelta(microseconds=start),
+                end=_EPOCH + timedelta(microseconds=end),
+                service_category=json.loads(categories or "[]"),
+                overbooked=bool(overbooked),
+                comment=comment,
+                updated_at=_EPOCH + timedelta(microseconds=updated_at),
+                version=version,
+            )
+            Slot.schedule.field.set_cached_value(slot, schedule)
             return SlotResult(schedule, slot=slot)
         schedule_pk, start_ts, end_ts, status = payload
         schedule = self._instances.get(schedule_pk)
         if schedule is None:
             fhir_id, categories = self._schedules[schedule_pk]
             # One instance per schedule, shared by its slots on the page.
-            schedule = Schedule(
-                pk=schedule_pk,
-                organization=organization,
+            schedule = loaded(
+                Schedule,
+                organization,
+                id=schedule_pk,
                 fhir_id=fhir_id,
                 service_category=json.loads(categories or "[]"),
             )
