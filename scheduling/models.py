@@ -507,8 +507,13 @@ class Schedule(TenantModel, RecurrenceFields):
 
 
 class Slot(TenantModel):
+    # Indexed by ``slot_schedule_end`` (its first column), not an index of its own.
     schedule = models.ForeignKey(
-        Schedule, on_delete=models.CASCADE, related_name="slots", verbose_name=_("schedule")
+        Schedule,
+        on_delete=models.CASCADE,
+        related_name="slots",
+        verbose_name=_("schedule"),
+        db_index=False,
     )
     status = models.CharField(max_length=20, choices=SlotStatus.choices, verbose_name=_("status"))
     start = models.DateTimeField(verbose_name=_("start"))
@@ -534,6 +539,11 @@ class Slot(TenantModel):
             models.Index(fields=["organization", "start"], name="slot_org_start"),
             # Overlap searches bound ``end`` from below: only rows not yet over are read.
             models.Index(fields=["organization", "end"], name="slot_org_end"),
+            # The same for one schedule's slots (a search with ``schedule=``): with only
+            # (schedule) or (schedule, start) PostgreSQL read every slot of the schedule's
+            # history before the window (a year of an imported schedule: 2.6 ms for one
+            # day, 0.43 with this). It also serves the foreign key (deleting a schedule).
+            models.Index(fields=["schedule", "end"], name="slot_schedule_end"),
             # Blocked time (``busy-unavailable``) is read org-wide by every Slot search that
             # is not cached and by every booking check; it is a few rows among all the
             # stored slots, which without the status in the key were all read and filtered
