@@ -809,3 +809,59 @@ def test_lock_occupants_creates_and_relocks_many_keys(org: Organization) -> None
         lock_occupants(organization=org, keys=keys)
     stored = set(OccupantLock.objects.filter(organization=org).values_list("key", flat=True))
     assert stored == keys - {""}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_occupant_lock_blocks_the_next_writer_without_rewriting_its_row(
+    org: Organization,
+) -> None:
+    """``lock_occupants`` on an existing row must lock it until the end of the transaction
+    (another writer waits), and writes no new version of it (``xmin`` unchanged)."""
+    import threading
+
+    from django.db import OperationalError, connection, connections, transaction
+
+    from scheduling.services.claims import lock_occupants
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (run with DATABASE_URL=postgres://...)")
+    key = "practitioner:7"
+    with transaction.atomic():
+        lock_occupants(organization=org, keys={key})
+
+    def version() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT xmin::text FROM scheduling_occupantlock "
+                "WHERE organization_id = %s AND key = %s",
+                [org.pk, key],
+            )
+            return str(cursor.fetchone()[0])
+
+    before = version()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                lock_occupants(organization=org, keys={key})
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(OperationalError), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '300ms'")
+            lock_occupants(organization=org, keys={key})
+    finally:
+        release.set()
+        holder.join(10)
+    with transaction.atomic():
+        lock_occupants(organization=org, keys={key})  # free again once the holder is done
+    assert version() == before

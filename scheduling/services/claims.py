@@ -105,7 +105,10 @@ def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
     if not wanted:
         return
     # One statement: a missing row is created (and locked, being new), an existing one is
-    # "updated" to itself, which locks it as SELECT ... FOR UPDATE would. Rows are taken
+    # locked by the conflict's DO UPDATE, as SELECT ... FOR UPDATE would lock it; its
+    # ``WHERE false`` leaves the row itself unwritten (PostgreSQL locks every conflicting
+    # row whatever the WHERE says), so a booking writes no new version of each lock row
+    # it takes: no WAL, and no dead versions for the next writer to walk. Rows are taken
     # in the order given, key order, the same for every writer. Written out rather than
     # bulk_create(update_conflicts=True), which built and compiled the same statement
     # for every booking; PostgreSQL and SQLite (3.24+) both know this upsert.
@@ -128,7 +131,8 @@ def _lock_sql(count: int) -> str:
     # Only the model's own table name and placeholders go into the text; values are bound.
     return (
         f'INSERT INTO {table} ("organization_id", "key") VALUES {rows} '  # noqa: S608
-        'ON CONFLICT ("organization_id", "key") DO UPDATE SET "key" = EXCLUDED."key"'
+        'ON CONFLICT ("organization_id", "key") DO UPDATE SET "key" = EXCLUDED."key" '
+        "WHERE false"
     )
 
 
