@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from scheduling.db.compiled_query import CompiledStatement
+from scheduling.db.compiled_query import CompiledStatement, _native_placeholders
 from scheduling.models import Organization, Schedule, Slot, SlotStatus
 from scheduling.selectors import occupancy, slots
 from tests.factories import ScheduleFactory
@@ -27,17 +27,27 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 def _generic_plan(statement: CompiledStatement, *arguments: Any) -> str:
     """EXPLAIN ANALYZE of a compiled statement as a prepared statement runs it once it has
-    a generic plan (its parameters unknown to the planner)."""
+    a generic plan: PREPAREd with PostgreSQL's own placeholders (Django's cursor would put
+    the values into the text, and the planner would see them), EXECUTEd with the generic
+    plan forced, so the planner knows none of the values."""
     sql, plan = statement.sql()
     prepared = [
         connection.ops.adapt_datetimefield_value(value) if isinstance(value, datetime) else value
         for value in arguments
     ]
     params = [prepared[x] if is_argument else x for is_argument, x in plan]
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT TEXT) {sql}", params)
-        return "\n".join(row[0] for row in cursor.fetchall())
+    placeholders = ", ".join(["%s"] * len(params))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"PREPARE plan_probe AS {_native_placeholders(sql)}")
+        try:
+            cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            cursor.execute(f"EXPLAIN (ANALYZE) EXECUTE plan_probe({placeholders})", params)
+            explained = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("DEALLOCATE plan_probe")
+    # A generic plan shows the parameters, not their values: the probe itself is checked.
+    assert "$1" in explained, explained
+    return explained
 
 
 def _removed_by_filter(explained: str) -> int:
