@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from django.db import InterfaceError, OperationalError, connections
 from django.db.models import BigIntegerField, Func, QuerySet
 from django.db.models.query import get_related_populators
@@ -192,6 +193,8 @@ class CompiledStatement:
             if {index for is_arg, index in plan if is_arg} != set(range(len(self._kinds))):
                 raise ValueError("A compiled statement must use each of its arguments.")
             found = (" UNION ALL ".join(parts), tuple(plan))
+            if connections[alias].vendor == "postgresql":
+                found = _constants_inlined(*found)
             with self._lock:
                 found = self._compiled.setdefault(alias, found)
         return found
@@ -217,6 +220,40 @@ class CompiledStatement:
 
 
 _PLACEHOLDER = re.compile(r"%%|%s")
+
+#: Constants written into a statement's text as literals (others stay parameters).
+_LITERAL_TYPES = (str, int, bool, type(None))
+
+
+def _constants_inlined(
+    sql: str, plan: tuple[tuple[bool, Any], ...]
+) -> tuple[str, tuple[tuple[bool, Any], ...]]:
+    """``sql`` with its constant parameters (statuses, the empty rule text, numbers) written
+    as literals, and the plan of the parameters that are left (the arguments).
+
+    A prepared statement is planned either for its values each time (a custom plan) or
+    once for any values (a generic plan). A generic plan can use a partial index only
+    where the statement's own text proves the index's condition (``rrule <> ''``,
+    ``occupant <> ''``): with the constants as parameters it never could. Only code
+    constants come here, never a request's values.
+    """
+    params = iter(plan)
+    kept: list[tuple[bool, Any]] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group() == "%%":
+            return "%%"
+        is_arg, value = next(params)
+        if not is_arg and isinstance(value, _LITERAL_TYPES):
+            # (a literal containing % must not read as a placeholder)
+            return psycopg.sql.quote(value).replace("%", "%%")
+        kept.append((is_arg, value))
+        return "%s"
+
+    inlined = _PLACEHOLDER.sub(replace, sql)
+    if next(params, None) is not None:
+        raise ValueError("More parameters than placeholders in a compiled statement.")
+    return inlined, tuple(kept)
 
 
 def _native_placeholders(sql: str) -> str:

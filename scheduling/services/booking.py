@@ -368,6 +368,7 @@ _TAKEN_AT = CompiledStatement(
         Appointment.objects.filter(
             organization_id=organization_id, occupant=occupant, start=start, rrule=""
         )
+        .exclude(occupant="")
         .filter(active_appointments_q(now))
         .order_by()
         .values_list("id")[:1]
