@@ -70,3 +70,24 @@ def test_every_argument_must_be_used() -> None:
     )
     with pytest.raises(ValueError, match="each of its arguments"):
         unused.sql()
+
+
+def test_constants_become_literals_and_arguments_stay_parameters() -> None:
+    """On PostgreSQL a statement's constants are written into its text (so a generic plan
+    can prove a partial index's condition); quotes and percent signs in them survive."""
+    from scheduling.db.compiled_query import _constants_inlined
+
+    sql = "SELECT a FROM t WHERE a = %s AND b = %s AND c LIKE 'x%%' AND d IN (%s, %s) AND e = %s"
+    plan = ((True, 0), (False, "it's 5%"), (False, 3), (False, None), (True, 1))
+    inlined, kept = _constants_inlined(sql, plan)
+    assert kept == ((True, 0), (True, 1))
+    assert inlined == (
+        "SELECT a FROM t WHERE a = %s AND b = 'it''s 5%%' AND c LIKE 'x%%' "
+        "AND d IN (3, NULL) AND e = %s"
+    )
+    assert _native_placeholders(inlined) == (
+        "SELECT a FROM t WHERE a = $1 AND b = 'it''s 5%' AND c LIKE 'x%' "
+        "AND d IN (3, NULL) AND e = $2"
+    )
+    with pytest.raises(ValueError):
+        _constants_inlined("SELECT %s", ((True, 0), (False, 1)))
