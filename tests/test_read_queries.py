@@ -46,7 +46,7 @@ def rows(org: Organization) -> dict[str, Any]:
 PINNED = [
     ("Schedule/sched-v", 2),
     ("Slot/slot-v", 2),
-    ("Patient/pat-v/Appointment/appt-v", 3),
+    ("Patient/pat-v/Appointment/appt-v", 2),
     ("metadata", 1),
 ]
 
