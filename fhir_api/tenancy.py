@@ -72,6 +72,10 @@ class TenantView(APIView):
             self._patient = patient
         return self._patient
 
+    def perform_authentication(self, request: Request) -> None:
+        """Nothing: the bearer token is checked in :meth:`initial`, and DRF's own
+        ``request.user`` (no authentication classes: anonymous) is left to whoever asks."""
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         organization_id = str(kwargs.get("organization_id", ""))
