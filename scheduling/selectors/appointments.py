@@ -98,13 +98,22 @@ _APPOINTMENT_BY_ID = CompiledModelQuery(
 )
 
 
-#: As ``_APPOINTMENT_BY_ID``, with the patient's row joined in.
+#: As ``_APPOINTMENT_BY_ID``, with the patient's row joined in; of the related rows only
+#: what an Appointment resource shows of them (half the columns to fetch and convert).
 _APPOINTMENT_AND_PATIENT_BY_ID = CompiledModelQuery(
     lambda organization_id, patient_pk, fhir_id: (
         Appointment.objects.filter(
             organization_id=organization_id, patient_id=patient_pk, fhir_id=fhir_id
         )
         .select_related("slot", "practitioner_role", "patient")
+        .only(
+            *(field.name for field in Appointment._meta.concrete_fields),
+            "slot__fhir_id",
+            "practitioner_role__fhir_id",
+            "patient__fhir_id",
+            "patient__given",
+            "patient__family",
+        )
         .order_by()
     ),
     kinds="sis",
@@ -121,7 +130,9 @@ def appointment_get(*, organization: Organization, patient: Patient, fhir_id: st
 
 def appointment_read(*, organization: Organization, patient_pk: int, fhir_id: str) -> Appointment:
     """:func:`appointment_get` for a patient known by its primary key alone: its row comes
-    joined to the appointment's, in the same query."""
+    joined to the appointment's, in the same query. For mapping the appointment: of its
+    slot, practitioner role and patient, only the fields the resource shows are loaded
+    (any other loads on access, one query each)."""
     appointment = _APPOINTMENT_AND_PATIENT_BY_ID.first(organization.pk, patient_pk, fhir_id)
     if appointment is not None:
         appointment.organization = organization
