@@ -183,16 +183,26 @@ _OWN = {name: index for index, name in enumerate(_token_columns())}
 _TOKEN_COLUMNS = len(_OWN)
 
 
-def _token_rows(digest: str, organization_id: str) -> QuerySet[AccessToken]:
+#: Where the path's patient's columns start, when the query has them.
+_PATIENT_COLUMNS = _TOKEN_COLUMNS + len(selectors.organization_columns(""))
+
+
+def _token_rows(
+    digest: str, organization_id: str, patient_id: str | None = None
+) -> QuerySet[AccessToken]:
     return AccessToken.objects.filter(digest=digest).values_list(
         *_token_columns().values(),
         # The organisation the request names rides along: one round trip for both.
         *selectors.organization_columns(organization_id),
+        # And below Patient/{id}, that patient's key.
+        *(selectors.patient_columns(organization_id, patient_id) if patient_id is not None else ()),
     )
 
 
-#: Every request runs it: compiled once per process (integers, text and booleans only).
+#: Every request runs one of them: compiled once per process (integers, text and booleans
+#: only). The second for the paths below Patient/{id}.
 _TOKEN_QUERY = CompiledQuery(_token_rows, arity=2)
+_TOKEN_AND_PATIENT_QUERY = CompiledQuery(_token_rows, arity=3)
 
 
 def authenticate(request: HttpRequest) -> Principal:
@@ -210,7 +220,25 @@ def authenticate_for(
     return principal, selectors.organization_from_row(rows[0][_TOKEN_COLUMNS:])
 
 
-def _token_query_rows(request: HttpRequest, organization_id: str) -> list[tuple[Any, ...]]:
+def authenticate_for_patient(
+    request: HttpRequest, organization_id: str, patient_id: str
+) -> tuple[Principal, Organization | None, selectors.PatientKey | None]:
+    """:func:`authenticate_for`, and the key of the organisation's patient ``patient_id``
+    (None when there is no such patient), still in one query. Access to neither is checked
+    here."""
+    rows = _token_query_rows(request, organization_id, patient_id)
+    principal = _principal(rows)
+    first = rows[0]
+    return (
+        principal,
+        selectors.organization_from_row(first[_TOKEN_COLUMNS:_PATIENT_COLUMNS]),
+        selectors.patient_key_from_row(first[_PATIENT_COLUMNS:]),
+    )
+
+
+def _token_query_rows(
+    request: HttpRequest, organization_id: str, patient_id: str | None = None
+) -> list[tuple[Any, ...]]:
     raw = bearer_token(request)
     if raw is None:
         raise AuthenticationRequired(
@@ -220,7 +248,9 @@ def _token_query_rows(request: HttpRequest, organization_id: str) -> list[tuple[
         )
     # One query for the token, its client and the client's organisations: one row per
     # organisation (a single row with None when it has none), no model instances.
-    return _TOKEN_QUERY.rows(token_digest(raw), organization_id)
+    if patient_id is None:
+        return _TOKEN_QUERY.rows(token_digest(raw), organization_id)
+    return _TOKEN_AND_PATIENT_QUERY.rows(token_digest(raw), organization_id, patient_id)
 
 
 def _principal(rows: list[tuple[Any, ...]]) -> Principal:

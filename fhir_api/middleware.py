@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as messages_middleware
+from django.contrib.sessions import middleware as sessions_middleware
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils.deprecation import MiddlewareMixin
 
 from fhir_api.errors import (
     API_PREFIXES,
@@ -167,3 +172,26 @@ class SecurityHeadersMiddleware:
             # Patient data must not linger in browser, proxy or CDN caches.
             response["Cache-Control"] = "no-store"
         return response
+
+
+class _NotForTheApi(MiddlewareMixin):
+    """Mixed into Django's session, authentication and message middleware: the API answers
+    bearer tokens, never a session, a Django user or a flash message, so its requests skip
+    the three (each built a session store, a lazy user or a message storage per request)."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if _is_api(request.path):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionMiddleware(_NotForTheApi, sessions_middleware.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_NotForTheApi, auth_middleware.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_NotForTheApi, messages_middleware.MessageMiddleware):
+    pass

@@ -21,6 +21,7 @@ from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.errors import NotFound
 from scheduling.models import Organization, Patient
+from scheduling.selectors import PatientKey
 
 #: (organisation id, patient id): the patient of a patient-scoped request.
 _PATIENT_BY_ID = CompiledModelQuery(
@@ -52,14 +53,37 @@ class TenantView(APIView):
     organization: Organization
     #: The organisation when one was resolved; None only for an anonymous public view.
     tenant: Organization | None
-    patient: Patient | None
+    #: The path's patient (``patient_scoped``), known to exist and to be reachable by the
+    #: token; its row loads on the first use of :attr:`patient`.
+    patient_key: PatientKey | None
     principal: auth.Principal | None
+    _patient: Patient | None
+
+    @property
+    def patient(self) -> Patient | None:
+        """The path's patient (``patient_scoped`` views), else None."""
+        if self.patient_key is None:
+            return None
+        if self._patient is None:
+            patient_id = str(self.kwargs["patient_id"])
+            patient = _PATIENT_BY_ID.first(self.organization.pk, patient_id)
+            if patient is None:  # deleted since the token query found it
+                raise NotFound(f"Patient '{patient_id}' was not found.")
+            self._patient = patient
+        return self._patient
+
+    def perform_authentication(self, request: Request) -> None:
+        """Nothing: the bearer token is checked in :meth:`initial`, and DRF's own
+        ``request.user`` (no authentication classes: anonymous) is left to whoever asks."""
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         organization_id = str(kwargs.get("organization_id", ""))
         organization: Organization | None
         self.tenant = None
+        self.patient_key = self._patient = None
+        patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None
+        patient_key = None
         if self.public:
             try:
                 # A caller with a usable token: it and the organisation in one query.
@@ -69,8 +93,12 @@ class TenantView(APIView):
                 # tenant-neutral answer, the same for every organisation id, existing or
                 # not, so the answer reveals nothing about which exist.
                 self.principal = None
-                self.patient = None
                 return
+        elif patient_id is not None:
+            # As below, and the patient's key (404 after the access checks) too.
+            self.principal, organization, patient_key = auth.authenticate_for_patient(
+                request, organization_id, patient_id
+            )
         else:
             # The token first (401), then the organisation (404), in one query. The
             # organisation comes with its data stamps, which key the search caches
@@ -78,7 +106,6 @@ class TenantView(APIView):
             self.principal, organization = auth.authenticate_for(request, organization_id)
         if organization is None:
             raise NotFound(f"Organization '{organization_id}' was not found.")
-        patient_id = str(kwargs["patient_id"]) if self.patient_scoped else None
         if self.public:
             # A caller who shows a token of other organisations is told 404, exactly as
             # for an organisation that does not exist.
@@ -98,9 +125,7 @@ class TenantView(APIView):
             )
         self.organization = organization
         self.tenant = organization
-        self.patient = None
         if patient_id is not None:
-            patient = _PATIENT_BY_ID.first(organization.pk, patient_id)
-            if patient is None:
+            if patient_key is None:
                 raise NotFound(f"Patient '{patient_id}' was not found.")
-            self.patient = patient
+            self.patient_key = patient_key

@@ -481,14 +481,16 @@ class AppointmentReadView(TenantView):
     patient_scoped = True
 
     def get(self, request: Request, fhir_id: str, **kwargs: Any) -> Response:
-        organization, patient = self.organization, self.patient
+        # The patient's key came with the token query: a cached read asks nothing more,
+        # and an uncached one reads the patient's row with the appointment's.
+        organization, patient = self.organization, self.patient_key
         assert patient is not None
         # A hold lapses by the clock: the mapper reads it at this instant.
         now = selectors.utc_now()
 
         def build() -> tuple[dict[str, Any], datetime | None]:
-            appointment = selectors.appointment_get(
-                organization=organization, patient=patient, fhir_id=fhir_id
+            appointment = selectors.appointment_read(
+                organization=organization, patient_pk=patient.pk, fhir_id=fhir_id
             )
             resource = mappers.appointment_to_fhir(appointment, now=now)
             # A live hold reads differently once it lapses, without its row changing.

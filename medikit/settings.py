@@ -48,12 +48,13 @@ MIDDLEWARE = [
     "fhir_api.middleware.SecurityHeadersMiddleware",
     "fhir_api.middleware.TokenFloodMiddleware",
     "medikit.static.StaticFilesMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, authentication and message middleware, skipped for API paths.
+    "fhir_api.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "fhir_api.middleware.AuthenticationMiddleware",
+    "fhir_api.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
 ]

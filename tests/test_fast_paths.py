@@ -318,3 +318,31 @@ def test_a_compiled_query_takes_only_and_all_of_its_arguments(org: Organization)
     )
     assert both.rows(org.name, org.pk) == [(org.pk,)]
     assert both.rows(org.pk, org.name) == []
+
+
+def test_api_requests_skip_the_session_user_and_message_middleware() -> None:
+    from django.conf import settings
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    from fhir_api import middleware
+
+    # Django's own classes are not listed: only the ones that let API requests through.
+    for name in ("SessionMiddleware", "AuthenticationMiddleware", "MessageMiddleware"):
+        assert f"fhir_api.middleware.{name}" in settings.MIDDLEWARE, name
+    seen: dict[str, list[bool]] = {}
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen[request.path] = [hasattr(request, n) for n in ("session", "user", "_messages")]
+        return HttpResponse()
+
+    chain = middleware.SessionMiddleware(
+        middleware.AuthenticationMiddleware(middleware.MessageMiddleware(view))
+    )
+    for path in ("/v2/clinic-a/fhir/R4/Slot/x", "/oauth/token", "/admin/"):
+        chain(RequestFactory().get(path))
+    assert seen == {
+        "/v2/clinic-a/fhir/R4/Slot/x": [False, False, False],
+        "/oauth/token": [False, False, False],
+        "/admin/": [True, True, True],
+    }

@@ -69,7 +69,7 @@ def client_for(token: str) -> APIClient:
 CACHED = [
     ("Schedule/sched-c", 1),
     ("Slot/slot-c", 1),
-    ("Patient/pat-c/Appointment/appt-c", 2),
+    ("Patient/pat-c/Appointment/appt-c", 1),
 ]
 
 

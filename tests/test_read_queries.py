@@ -46,7 +46,7 @@ def rows(org: Organization) -> dict[str, Any]:
 PINNED = [
     ("Schedule/sched-v", 2),
     ("Slot/slot-v", 2),
-    ("Patient/pat-v/Appointment/appt-v", 3),
+    ("Patient/pat-v/Appointment/appt-v", 2),
     ("metadata", 1),
 ]
 
@@ -72,6 +72,36 @@ def test_reads_by_id_and_metadata_are_pinned(
         with CaptureQueriesContext(connection) as captured:
             again = api.get(url(path), HTTP_IF_NONE_MATCH=response["ETag"])
         assert again.status_code == 304 and len(captured) == queries
+
+
+@pytest.mark.django_db
+def test_an_uncached_appointment_read_maps_from_the_columns_it_loads(
+    api: APIClient, rows: dict[str, Any]
+) -> None:
+    """The read loads only the fields the resource shows of the appointment's slot,
+    practitioner role and patient: a mapper that needs more would ask another query (here,
+    with every relation present), and the resource must equal the full rows' mapping."""
+    from fhir_api import mappers
+    from scheduling.models import Appointment
+
+    stored = Appointment.objects.get(pk=rows["appointment"].pk)
+    stored.slot = rows["slot"]
+    stored.comment = "bring your card"
+    stored.save()
+    path = url("Patient/pat-v/Appointment/appt-v")
+    assert api.get(path).status_code == 200
+    search_cache.read_cache.clear()
+    with CaptureQueriesContext(connection) as captured:
+        response = api.get(path)
+    assert response.status_code == 200
+    assert len(captured) == 2, [q["sql"] for q in captured.captured_queries]
+    resource = response.json()
+    assert resource["slot"] == [{"reference": "Slot/slot-v"}]
+    assert len(resource["participant"]) == 2
+    full = Appointment.objects.select_related(
+        "slot", "practitioner_role", "patient", "organization"
+    ).get(pk=stored.pk)
+    assert resource == mappers.appointment_to_fhir(full)
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ from scheduling.selectors.appointments import (
     HOLD_EXPIRED_REASON,
     AppointmentResult,
     appointment_get,
+    appointment_read,
     patient_appointment_search,
 )
 from scheduling.selectors.common import Token, token_matches, utc_now
@@ -17,6 +18,7 @@ from scheduling.selectors.organizations import (
     organization_from_row,
     organization_get,
 )
+from scheduling.selectors.patients import PatientKey, patient_columns, patient_key_from_row
 from scheduling.selectors.references import (
     patients_by_pk,
     practitioner_roles_by_pk,
@@ -36,16 +38,20 @@ __all__ = [
     "HOLD_EXPIRED_REASON",
     "AppointmentResult",
     "GeneratedSlot",
+    "PatientKey",
     "ScheduleResult",
     "ScheduleResults",
     "SlotResult",
     "SlotResults",
     "Token",
     "appointment_get",
+    "appointment_read",
     "organization_columns",
     "organization_from_row",
     "organization_get",
     "patient_appointment_search",
+    "patient_columns",
+    "patient_key_from_row",
     "patients_by_pk",
     "practitioner_roles_by_pk",
     "practitioners_by_pk",

@@ -20,6 +20,7 @@ from django.db.models import (
 
 from scheduling import recurrence
 from scheduling.db.compiled_query import CompiledModelQuery
+from scheduling.errors import NotFound
 from scheduling.models import (
     Appointment,
     AppointmentStatus,
@@ -97,17 +98,59 @@ _APPOINTMENT_BY_ID = CompiledModelQuery(
 )
 
 
+#: As ``_APPOINTMENT_BY_ID``, with the patient's row joined in; of the related rows only
+#: what an Appointment resource shows of them (half the columns to fetch and convert).
+_APPOINTMENT_AND_PATIENT_BY_ID = CompiledModelQuery(
+    lambda organization_id, patient_pk, fhir_id: (
+        Appointment.objects.filter(
+            organization_id=organization_id, patient_id=patient_pk, fhir_id=fhir_id
+        )
+        .select_related("slot", "practitioner_role", "patient")
+        .only(
+            *(field.name for field in Appointment._meta.concrete_fields),
+            "slot__fhir_id",
+            "practitioner_role__fhir_id",
+            "patient__fhir_id",
+            "patient__given",
+            "patient__family",
+        )
+        .order_by()
+    ),
+    kinds="sis",
+)
+
+
 def appointment_get(*, organization: Organization, patient: Patient, fhir_id: str) -> Appointment:
     """A stored appointment of this patient; NotFound otherwise (also for occurrences)."""
     appointment = _APPOINTMENT_BY_ID.first(organization.pk, patient.pk, fhir_id)
     if appointment is not None:
         return _bind(appointment, organization, patient)
+    raise _not_found(organization, patient.pk, fhir_id)
+
+
+def appointment_read(*, organization: Organization, patient_pk: int, fhir_id: str) -> Appointment:
+    """:func:`appointment_get` for a patient known by its primary key alone: its row comes
+    joined to the appointment's, in the same query. For mapping the appointment: of its
+    slot, practitioner role and patient, only the fields the resource shows are loaded
+    (any other loads on access, one query each)."""
+    appointment = _APPOINTMENT_AND_PATIENT_BY_ID.first(organization.pk, patient_pk, fhir_id)
+    if appointment is not None:
+        appointment.organization = organization
+        return appointment  # type: ignore[no-any-return]
+    raise _not_found(organization, patient_pk, fhir_id)
+
+
+def _not_found(organization: Organization, patient_pk: int, fhir_id: str) -> NotFound:
     split = recurrence.split_occurrence_id(fhir_id)
     parent_exists = (
         split is not None
-        and _appointments(organization, patient).filter(fhir_id=split[0]).exclude(rrule="").exists()
+        and Appointment.objects.filter(
+            organization=organization, patient_id=patient_pk, fhir_id=split[0]
+        )
+        .exclude(rrule="")
+        .exists()
     )
-    raise generated_not_found("Appointment", fhir_id, parent_exists, split[0] if split else "")
+    return generated_not_found("Appointment", fhir_id, parent_exists, split[0] if split else "")
 
 
 def patient_appointment_search(
