@@ -175,8 +175,8 @@ class FHIRSearchView(TenantView):
         return params.paging()
 
 
-#: Mapped Schedule entries kept per cached result list and base URL (the first pages' worth).
-_SCHEDULE_MEMO_SIZE = 500
+#: Pages of Schedule entries kept per cached result list (by base URL, offset and count).
+_SCHEDULE_PAGES = 8
 
 
 class MappedSchedules:
@@ -231,8 +231,6 @@ class MappedSchedules:
 #: About 2 KB each: a few MB per worker.
 mapped_schedules = MappedSchedules(20_000)
 
-ScheduleEntry = tuple[str, dict[str, Any]]
-
 
 class ScheduleSearchView(FHIRSearchView):
     resource_type = "Schedule"
@@ -266,16 +264,15 @@ class ScheduleSearchView(FHIRSearchView):
         # Without a transaction most results are mapped already (``mapped_schedules``): the
         # search then reads no schedule instances, and the page loads only those it maps.
         results = search(instances=shared is None)
-        page = () if summary_count else results[offset : offset + count]
-        entries = self._entries(results, page, base, shared)
+        entries = self._page_entries(results, offset, count, summary_count, base, shared)
         if entries is None:  # a schedule changed since the search read it: read it again
             results = search(instances=True)
-            page = () if summary_count else results[offset : offset + count]
-            entries = self._entries(results, page, base, shared)
+            entries = self._page_entries(results, offset, count, summary_count, base, shared)
             assert entries is not None
+        kept = entries
 
-        def entry(r: selectors.ScheduleResult) -> ScheduleEntry:
-            return entries[r.id]
+        def page_entries(page: Sequence[selectors.ScheduleResult]) -> list[dict[str, Any]]:
+            return kept
 
         def include(page: Sequence[selectors.ScheduleResult]) -> list[includes.Entry]:
             return includes.schedule_includes(
@@ -288,34 +285,37 @@ class ScheduleSearchView(FHIRSearchView):
                 results,
                 offset=offset,
                 count=count,
-                to_entry=entry,
+                page_entries=page_entries,
                 include=include if wanted else None,
                 summary_count=summary_count,
             )
         )
 
-    def _entries(
+    def _page_entries(
         self,
         results: selectors.ScheduleResults,
-        page: Sequence[selectors.ScheduleResult],
+        offset: int,
+        count: int,
+        summary_count: bool,
         base: str,
         shared: MappedSchedules | None,
-    ) -> dict[str, ScheduleEntry] | None:
-        """(fullUrl, resource) of the page's results by id: from the results' memo (shared
-        by the searches served from one cached list, per base URL), from ``shared``, or
-        mapped; None if a schedule to map changed since the search read it."""
-        memo: dict[str, ScheduleEntry] | None = results.memo.get(base)
-        if memo is None:
-            memo = results.memo.setdefault(base, {})
-        if all(r.id in memo for r in page):
-            return memo
-        found = dict(memo)
+    ) -> list[dict[str, Any]] | None:
+        """The page's match entries, kept with the (cached) results per base URL and page:
+        the searches a cached list serves repeat its first pages. Their resources come
+        from ``shared`` or are mapped; None if a schedule to map changed since the search
+        read it. Shared: never changed."""
+        if summary_count:
+            return []
+        key = (base, offset, count)
+        found: list[dict[str, Any]] | None = results.memo.get(key)
+        if found is not None:
+            return found
+        page = results[offset : offset + count]
         zone = self.organization.timezone
+        resources: dict[str, dict[str, Any]] = {}
         unmapped = []
         rows: dict[int, dict[str, dict[str, Any]]] = {}  # by id(row): its kept resources
         for r in page:
-            if r.id in found:
-                continue
             resource = None
             if shared is not None:
                 kept = rows.get(id(r.row))
@@ -325,7 +325,7 @@ class ScheduleSearchView(FHIRSearchView):
             if resource is None:
                 unmapped.append(r)
             else:
-                found[r.id] = (f"{base}/Schedule/{r.id}", resource)
+                resources[r.id] = resource
         if unmapped:
             loaded = selectors.schedule_rows_load(
                 organization=self.organization, rows=(r.row for r in unmapped)
@@ -342,14 +342,17 @@ class ScheduleSearchView(FHIRSearchView):
                     else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
                 )
                 mapped.setdefault(r.row, {})[r.id] = resource
-                found[r.id] = (f"{base}/Schedule/{r.id}", resource)
+                resources[r.id] = resource
             if shared is not None:
-                for row, resources in mapped.items():
-                    shared.put(zone, row.versions, resources)
-        for r in page:
-            if len(memo) >= _SCHEDULE_MEMO_SIZE:
-                break
-            memo.setdefault(r.id, found[r.id])
+                for row, kept_resources in mapped.items():
+                    shared.put(zone, row.versions, kept_resources)
+        match = {"mode": "match"}
+        found = [
+            {"fullUrl": f"{base}/Schedule/{r.id}", "resource": resources[r.id], "search": match}
+            for r in page
+        ]
+        if len(results.memo) < _SCHEDULE_PAGES:
+            results.memo[key] = found
         return found
 
 

@@ -223,3 +223,23 @@ def test_rows_load_refuses_a_row_that_changed(org: Organization, mixed: list[Sch
     practitioner.family = "Renamed"
     practitioner.save()
     assert selectors.schedule_rows_load(organization=org, rows=rows) is None
+
+
+def test_kept_pages_are_per_base_url_offset_and_count(
+    api: APIClient, mixed: list[Schedule]
+) -> None:
+    query = "Schedule?date=ge2030-03-27&date=lt2030-04-04"
+
+    def page(extra: str, host: str = "testserver") -> list[str]:
+        bundle = assert_bundle(api.get(url(query + extra), HTTP_HOST=host))
+        return [entry["fullUrl"] for entry in bundle["entry"]]
+
+    first = page("&_count=5")
+    assert search_cache.schedule_cache.misses == 1  # the rest: the same cached list
+    assert page("&_count=5&_offset=5") != first
+    assert page("&_count=6")[:5] == first and len(page("&_count=6")) == 6
+    assert page("&_count=5", host="localhost") == [
+        full_url.replace("//testserver/", "//localhost/") for full_url in first
+    ]
+    assert page("&_count=5") == first
+    assert search_cache.schedule_cache.misses == 1
