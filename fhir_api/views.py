@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import orjson
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -24,7 +25,7 @@ from fhir_api import auth, filters, includes, mappers, search
 from fhir_api.errors import outcome_response
 from fhir_api.pagination import DEFAULT_COUNT, MAX_COUNT, searchset
 from fhir_api.parsers import FHIRJSONParser
-from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
+from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer, prerendered
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
 from scheduling.db import search_cache
@@ -188,7 +189,9 @@ class MappedSchedules:
 
     A search that misses the search cache (a new window, or any edit of the organisation's
     schedules) then maps only what changed, instead of every occurrence again, and needs
-    no schedule instances for the rest. Only outside a transaction: a version written by a
+    no schedule instances for the rest. The resources are kept rendered
+    (``renderers.prerendered``): a page of them is then copied into the response rather
+    than encoded again, and takes less memory. Only outside a transaction: a version written by a
     transaction that is rolled back could be written again later with other contents,
     whereas committed versions never repeat. Bounded by resources; the schedules seen
     longest ago go first. The resources are shared: never change them.
@@ -196,7 +199,7 @@ class MappedSchedules:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: dict[Any, dict[str, dict[str, Any]]] = {}
+        self._entries: dict[Any, dict[str, orjson.Fragment]] = {}
         self._count = 0
         self._lock = threading.Lock()
 
@@ -204,11 +207,11 @@ class MappedSchedules:
     def usable() -> bool:
         return not connection.in_atomic_block
 
-    def of(self, zone: str, versions: Any) -> dict[str, dict[str, Any]]:
+    def of(self, zone: str, versions: Any) -> dict[str, orjson.Fragment]:
         """The resources kept for one schedule's rows, by result id (read only)."""
         return self._entries.get((zone, versions)) or {}
 
-    def put(self, zone: str, versions: Any, resources: dict[str, dict[str, Any]]) -> None:
+    def put(self, zone: str, versions: Any, resources: dict[str, orjson.Fragment]) -> None:
         """Keep ``resources`` (by result id) of one schedule's rows."""
         if self.max_entries <= 0:
             return
@@ -301,9 +304,9 @@ class ScheduleSearchView(FHIRSearchView):
         shared: MappedSchedules | None,
     ) -> list[dict[str, Any]] | None:
         """The page's match entries, kept with the (cached) results per base URL and page:
-        the searches a cached list serves repeat its first pages. Their resources come
-        from ``shared`` or are mapped; None if a schedule to map changed since the search
-        read it. Shared: never changed."""
+        the searches a cached list serves repeat its first pages. Their resources, rendered
+        (``renderers.prerendered``), come from ``shared`` or are mapped; None if a
+        schedule to map changed since the search read it. Shared: never changed."""
         if summary_count:
             return []
         key = (base, offset, count)
@@ -312,9 +315,9 @@ class ScheduleSearchView(FHIRSearchView):
             return found
         page = results[offset : offset + count]
         zone = self.organization.timezone
-        resources: dict[str, dict[str, Any]] = {}
+        resources: dict[str, orjson.Fragment] = {}
         unmapped = []
-        rows: dict[int, dict[str, dict[str, Any]]] = {}  # by id(row): its kept resources
+        rows: dict[int, dict[str, orjson.Fragment]] = {}  # by id(row): its kept resources
         for r in page:
             resource = None
             if shared is not None:
@@ -333,16 +336,16 @@ class ScheduleSearchView(FHIRSearchView):
             if loaded is None:
                 return None
             parts: mappers.ScheduleParts = {}
-            mapped: dict[ScheduleRow, dict[str, dict[str, Any]]] = {}
+            mapped: dict[ScheduleRow, dict[str, orjson.Fragment]] = {}
             for r in unmapped:
                 schedule = r.row.schedule or loaded[r.row.pk]
-                resource = (
+                rendered = prerendered(
                     mappers.schedule_to_fhir(schedule)
                     if r.period is None
                     else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
                 )
-                mapped.setdefault(r.row, {})[r.id] = resource
-                resources[r.id] = resource
+                mapped.setdefault(r.row, {})[r.id] = rendered
+                resources[r.id] = rendered
             if shared is not None:
                 for row, kept_resources in mapped.items():
                     shared.put(zone, row.versions, kept_resources)

@@ -376,7 +376,7 @@ class _Kept:
             self._count = 0
 
 
-_kept = _Kept(50_000)
+_kept = _Kept(20_000)
 
 
 @lru_cache(maxsize=65_536)
