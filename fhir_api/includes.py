@@ -96,7 +96,7 @@ class _Entries:
 def _actors(
     entries: _Entries,
     organization: Organization,
-    schedules: Iterable[Schedule],
+    schedules: Iterable[Schedule | selectors.ScheduleRow],
     targets: frozenset[str],
 ) -> None:
     schedules = list(schedules)
@@ -145,7 +145,7 @@ def schedule_includes(
     """``Schedule:actor``: the practitioner roles and practitioners the page's schedules name."""
     entries = _Entries(base)
     if "Schedule:actor" in wanted and page:
-        _actors(entries, organization, (r.schedule for r in page), wanted["Schedule:actor"])
+        _actors(entries, organization, (r.row for r in page), wanted["Schedule:actor"])
     return entries.items
 
 

@@ -36,9 +36,10 @@ def searchset(
     *,
     offset: int,
     count: int,
-    to_entry: Callable[[T], tuple[str, dict[str, Any]]],
+    to_entry: Callable[[T], tuple[str, dict[str, Any]]] | None = None,
     include: Callable[[Sequence[T]], list[tuple[str, dict[str, Any]]]] | None = None,
     summary_count: bool = False,
+    page_entries: Callable[[Sequence[T]], Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A Bundle of one page of ``items``; only that page is mapped (the cost is per page).
 
@@ -46,6 +47,9 @@ def searchset(
     ``include`` maps the resources the page references (``_include``): they follow the
     matches with ``search.mode`` ``include`` and are not counted in ``total``.
     ``summary_count`` (``_summary=count``): the total alone, nothing mapped.
+    ``page_entries`` (instead of ``to_entry``) returns the page's match entries at once
+    (``fullUrl``, ``resource``, ``search``), for a view that keeps them; they are copied
+    into the Bundle's list, never changed.
     """
     total = len(items)
     base = request.build_absolute_uri(request.path)
@@ -59,10 +63,14 @@ def searchset(
     if offset > 0 and count:
         previous = _link(base, query, max(0, offset - count), count)
         links.append({"relation": "previous", "url": previous})
-    entries = []
-    for item in page:
-        full_url, resource = to_entry(item)
-        entries.append({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}})
+    if page_entries is not None:
+        entries = list(page_entries(page))
+    else:
+        assert to_entry is not None
+        entries = []
+        for item in page:
+            full_url, resource = to_entry(item)
+            entries.append({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}})
     if include is not None:
         for full_url, resource in include(page):
             entries.append(

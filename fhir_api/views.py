@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import orjson
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -24,12 +25,13 @@ from fhir_api import auth, filters, includes, mappers, search
 from fhir_api.errors import outcome_response
 from fhir_api.pagination import DEFAULT_COUNT, MAX_COUNT, searchset
 from fhir_api.parsers import FHIRJSONParser
-from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
+from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer, prerendered
 from fhir_api.tenancy import TenantView
 from scheduling import selectors
 from scheduling.db import search_cache
 from scheduling.errors import InvalidSearchValue, NotFound
 from scheduling.recurrence import Period
+from scheduling.selectors.schedules import ScheduleRow
 
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format"})
 #: Slot searches without ``start`` generate from now for this long (docs/api.md section 5).
@@ -174,62 +176,59 @@ class FHIRSearchView(TenantView):
         return params.paging()
 
 
-#: Mapped Schedule resources kept per cached result list (the first pages' worth).
-_SCHEDULE_MEMO_SIZE = 500
+#: Pages of Schedule entries kept per cached result list (by base URL, offset and count).
+_SCHEDULE_PAGES = 8
 
 
 class MappedSchedules:
-    """Mapped Schedule resources (stored ones and occurrences) kept across searches, keyed
-    by the rows they are built from: the schedule, its role and practitioners, each with
-    its trigger-kept ``version`` (scheduling.db.version_triggers), and the organisation's
-    time zone. A changed row has a new version, so a new key: nothing needs invalidating.
+    """Mapped Schedule resources (stored ones and occurrences) kept across searches, by
+    the organisation's time zone and the rows they are built from (``ScheduleRow.versions``:
+    the schedule, its role and practitioners, each with its trigger-kept ``version``,
+    scheduling.db.version_triggers), then by the result's id (the occurrence's start). A
+    changed row has a new version, so a new key: nothing needs invalidating.
 
     A search that misses the search cache (a new window, or any edit of the organisation's
-    schedules) then maps only what changed, instead of every occurrence again. Only
-    outside a transaction: a version written by a transaction that is rolled back could
-    be written again later with other contents, whereas committed versions never repeat.
-    Bounded; the oldest entries go first. The resources are shared: never change them.
+    schedules) then maps only what changed, instead of every occurrence again, and needs
+    no schedule instances for the rest. The resources are kept rendered
+    (``renderers.prerendered``): a page of them is then copied into the response rather
+    than encoded again, and takes less memory. Only outside a transaction: a version written by a
+    transaction that is rolled back could be written again later with other contents,
+    whereas committed versions never repeat. Bounded by resources; the schedules seen
+    longest ago go first. The resources are shared: never change them.
     """
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: dict[Any, dict[str, Any]] = {}
+        self._entries: dict[Any, dict[str, orjson.Fragment]] = {}
+        self._count = 0
         self._lock = threading.Lock()
 
     @staticmethod
     def usable() -> bool:
         return not connection.in_atomic_block
 
-    @staticmethod
-    def rows_key(schedule: Any) -> tuple[Any, ...]:
-        """The schedule and every row its resource shows, each with its version."""
-        role = schedule.practitioner_role if schedule.practitioner_role_id else None
-        role_practitioner = role.practitioner if role is not None and role.practitioner_id else None
-        practitioner = schedule.practitioner if schedule.practitioner_id else None
-        return (
-            schedule.organization_id,
-            schedule.pk,
-            schedule.version,
-            *(
-                (row.pk, row.version) if row is not None else None
-                for row in (role, role_practitioner, practitioner)
-            ),
-        )
+    def of(self, zone: str, versions: Any) -> dict[str, orjson.Fragment]:
+        """The resources kept for one schedule's rows, by result id (read only)."""
+        return self._entries.get((zone, versions)) or {}
 
-    def get(self, key: Any) -> dict[str, Any] | None:
-        return self._entries.get(key)
-
-    def put(self, key: Any, resource: dict[str, Any]) -> None:
+    def put(self, zone: str, versions: Any, resources: dict[str, orjson.Fragment]) -> None:
+        """Keep ``resources`` (by result id) of one schedule's rows."""
         if self.max_entries <= 0:
             return
         with self._lock:
-            self._entries[key] = resource
-            while len(self._entries) > self.max_entries:
-                del self._entries[next(iter(self._entries))]
+            kept = self._entries.pop((zone, versions), {})
+            # A new dict: readers may hold the old one.
+            merged = {**kept, **resources}
+            self._entries[(zone, versions)] = merged
+            self._count += len(merged) - len(kept)
+            while self._count > self.max_entries and self._entries:
+                oldest = next(iter(self._entries))
+                self._count -= len(self._entries.pop(oldest))
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._count = 0
 
 
 #: About 2 KB each: a few MB per worker.
@@ -250,48 +249,37 @@ class ScheduleSearchView(FHIRSearchView):
         wanted = p.includes(includes.SCHEDULE)
         summary_count = p.summary_count()
         f = p.filters(self.filterset)
-        results = selectors.schedule_search(
-            organization=self.organization,
-            ids=p.either(f, "_id", "id"),
-            actor=f.get("actor"),
-            active=f.get("active"),
-            service_category=f.get("service-category"),
-            window=p.window("date", self.organization.zone),
-        )
-        base = self.base_url(request)
-        parts: mappers.ScheduleParts = {}
-        memo = results.memo  # shared by the searches served from one cached list
+        organization = self.organization
         shared = mapped_schedules if mapped_schedules.usable() else None
-        zone = self.organization.timezone
-        rows_keys: dict[int, tuple[Any, ...]] = {}
+        base = self.base_url(request)
 
-        def entry(r: selectors.ScheduleResult) -> tuple[str, dict[str, Any]]:
-            key = (r.schedule.pk, r.period)
-            resource = memo.get(key)
-            if resource is None:
-                schedule = r.schedule
-                shared_key = None
-                if shared is not None:
-                    rows_key = rows_keys.get(schedule.pk)
-                    if rows_key is None:
-                        rows_key = rows_keys[schedule.pk] = shared.rows_key(schedule)
-                    shared_key = (zone, rows_key, r.period)
-                    resource = shared.get(shared_key)
-                if resource is None:
-                    resource = (
-                        mappers.schedule_to_fhir(schedule)
-                        if r.period is None
-                        else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
-                    )
-                    if shared is not None:
-                        shared.put(shared_key, resource)
-                if len(memo) < _SCHEDULE_MEMO_SIZE:
-                    memo[key] = resource
-            return f"{base}/Schedule/{resource['id']}", resource
+        def search(instances: bool) -> selectors.ScheduleResults:
+            return selectors.schedule_search(
+                organization=organization,
+                ids=p.either(f, "_id", "id"),
+                actor=f.get("actor"),
+                active=f.get("active"),
+                service_category=f.get("service-category"),
+                window=p.window("date", organization.zone),
+                instances=instances,
+            )
+
+        # Without a transaction most results are mapped already (``mapped_schedules``): the
+        # search then reads no schedule instances, and the page loads only those it maps.
+        results = search(instances=shared is None)
+        entries = self._page_entries(results, offset, count, summary_count, base, shared)
+        if entries is None:  # a schedule changed since the search read it: read it again
+            results = search(instances=True)
+            entries = self._page_entries(results, offset, count, summary_count, base, shared)
+            assert entries is not None
+        kept = entries
+
+        def page_entries(page: Sequence[selectors.ScheduleResult]) -> list[dict[str, Any]]:
+            return kept
 
         def include(page: Sequence[selectors.ScheduleResult]) -> list[includes.Entry]:
             return includes.schedule_includes(
-                organization=self.organization, page=page, wanted=wanted, base=base
+                organization=organization, page=page, wanted=wanted, base=base
             )
 
         return Response(
@@ -300,11 +288,75 @@ class ScheduleSearchView(FHIRSearchView):
                 results,
                 offset=offset,
                 count=count,
-                to_entry=entry,
+                page_entries=page_entries,
                 include=include if wanted else None,
                 summary_count=summary_count,
             )
         )
+
+    def _page_entries(
+        self,
+        results: selectors.ScheduleResults,
+        offset: int,
+        count: int,
+        summary_count: bool,
+        base: str,
+        shared: MappedSchedules | None,
+    ) -> list[dict[str, Any]] | None:
+        """The page's match entries, kept with the (cached) results per base URL and page:
+        the searches a cached list serves repeat its first pages. Their resources, rendered
+        (``renderers.prerendered``), come from ``shared`` or are mapped; None if a
+        schedule to map changed since the search read it. Shared: never changed."""
+        if summary_count:
+            return []
+        key = (base, offset, count)
+        found: list[dict[str, Any]] | None = results.memo.get(key)
+        if found is not None:
+            return found
+        page = results[offset : offset + count]
+        zone = self.organization.timezone
+        resources: dict[str, orjson.Fragment] = {}
+        unmapped = []
+        rows: dict[int, dict[str, orjson.Fragment]] = {}  # by id(row): its kept resources
+        for r in page:
+            resource = None
+            if shared is not None:
+                kept = rows.get(id(r.row))
+                if kept is None:
+                    kept = rows[id(r.row)] = shared.of(zone, r.row.versions)
+                resource = kept.get(r.id)
+            if resource is None:
+                unmapped.append(r)
+            else:
+                resources[r.id] = resource
+        if unmapped:
+            loaded = selectors.schedule_rows_load(
+                organization=self.organization, rows=(r.row for r in unmapped)
+            )
+            if loaded is None:
+                return None
+            parts: mappers.ScheduleParts = {}
+            mapped: dict[ScheduleRow, dict[str, orjson.Fragment]] = {}
+            for r in unmapped:
+                schedule = r.row.schedule or loaded[r.row.pk]
+                rendered = prerendered(
+                    mappers.schedule_to_fhir(schedule)
+                    if r.period is None
+                    else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
+                )
+                mapped.setdefault(r.row, {})[r.id] = rendered
+                resources[r.id] = rendered
+            if shared is not None:
+                for row, kept_resources in mapped.items():
+                    shared.put(zone, row.versions, kept_resources)
+        match = {"mode": "match"}
+        found = [
+            {"fullUrl": f"{base}/Schedule/{r.id}", "resource": resources[r.id], "search": match}
+            for r in page
+        ]
+        if len(results.memo) < _SCHEDULE_PAGES:
+            results.memo[key] = found
+        return found
 
 
 class ScheduleReadView(TenantView):

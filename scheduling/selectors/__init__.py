@@ -28,8 +28,10 @@ from scheduling.selectors.references import (
 from scheduling.selectors.schedules import (
     ScheduleResult,
     ScheduleResults,
+    ScheduleRow,
     schedule_availability,
     schedule_get,
+    schedule_rows_load,
     schedule_search,
 )
 from scheduling.selectors.slots import GeneratedSlot, SlotResult, SlotResults, slot_get, slot_search
@@ -41,6 +43,7 @@ __all__ = [
     "PatientKey",
     "ScheduleResult",
     "ScheduleResults",
+    "ScheduleRow",
     "SlotResult",
     "SlotResults",
     "Token",
@@ -57,6 +60,7 @@ __all__ = [
     "practitioners_by_pk",
     "schedule_availability",
     "schedule_get",
+    "schedule_rows_load",
     "schedule_search",
     "schedules_by_pk",
     "slot_get",

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
+from django.db import connection
 from django.db.models import (
     Q,
     QuerySet,
+    TextField,
 )
+from django.db.models.functions import Cast
 
 from scheduling import recurrence
 from scheduling.db import search_cache
-from scheduling.db.compiled_query import CompiledModelQuery
+from scheduling.db.compiled_query import CompiledModelQuery, CompiledStatement
+from scheduling.db.epoch import EpochMicros
 from scheduling.models import (
     Organization,
     Schedule,
@@ -32,30 +38,48 @@ from scheduling.selectors.common import (
     token_matches,
     window_q,
 )
+from scheduling.selectors.references import schedules_by_pk
+
+#: The schedule's row and each row its resource shows (role, the role's practitioner, the
+#: practitioner), as (key, version), None where there is none: a changed row has a new
+#: version (scheduling.db.version_triggers), so a new value.
+Versions = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleResult:
-    """A stored schedule (``period`` None) or one generated occurrence of a recurring one."""
+class ScheduleRow:
+    """What a Schedule search result knows of its schedule without loading it.
 
-    schedule: Schedule
-    period: Period | None = None
+    ``schedule`` is the loaded instance, or None where the search read integers and text
+    only (``instances=False``): the caller loads what it must map (``schedules_by_pk``)."""
 
-    @property
-    def id(self) -> str:
-        if self.period is None:
-            return self.schedule.fhir_id
-        return recurrence.occurrence_id(self.schedule.fhir_id, self.period.start)
+    pk: int
+    fhir_id: str
+    practitioner_role_id: int | None
+    practitioner_id: int | None
+    versions: Versions
+    schedule: Schedule | None = None
+
+
+class ScheduleResult(NamedTuple):
+    """A stored schedule (``period`` None) or one generated occurrence of a recurring one.
+
+    ``order`` is the start in microseconds since 1970: results are ordered by it, then id."""
+
+    order: int
+    id: str
+    row: ScheduleRow
+    period: Period | None
 
     @property
     def start(self) -> datetime:
-        return self.period.start if self.period else self.schedule.planning_start
+        return _EPOCH + timedelta(microseconds=self.order)
 
 
 class ScheduleResults(list[ScheduleResult]):
-    """A Schedule search's results, and ``memo``: the resources the API layer mapped for
-    them, kept with the (cached) list so the searches it serves map each result once. The
-    results and the resources are shared: neither may be changed."""
+    """A Schedule search's results, and ``memo``: what the API layer made of them, kept
+    with the (cached) list so the searches it serves map each result once. The results
+    and the memo's values are shared: neither may be changed."""
 
     __slots__ = ("memo",)
 
@@ -94,13 +118,18 @@ def schedule_search(
     active: bool | None = None,
     service_category: Sequence[Token] | None = None,
     window: Period | None = None,
+    instances: bool = True,
 ) -> ScheduleResults:
     """Schedules of ``organization``; with a window, recurring ones become their occurrences.
 
     ``ids`` (OR) may name stored schedules or, with a window, generated occurrences.
     ``actor`` is ``PractitionerRole/x``, ``Practitioner/x`` or a bare id (either kind).
-    Ordered by start, then id.
+    Ordered by start, then id. ``instances=False``: the common search (a window, no ids,
+    actor or active) reads integers and text only, and its results may carry no schedule
+    instance (``ScheduleRow.schedule``); for a caller that maps most results from what it
+    kept by ``ScheduleRow.versions``.
     """
+    integers = not instances and ids is None and actor is None and active is None
     key = (
         "schedule",
         tuple(ids) if ids is not None else None,
@@ -108,22 +137,33 @@ def schedule_search(
         active,
         tuple(service_category) if service_category else None,
         (window.start, window.end) if window is not None else None,
+        # Results without instances must not answer a caller that needs them.
+        integers and window is not None,
     )
 
     def build() -> tuple[ScheduleResults, int]:
-        results = _schedule_search(
-            organization=organization,
-            ids=ids,
-            actor=actor,
-            active=active,
-            service_category=service_category,
-            window=window,
-        )
+        results = None
+        if integers and window is not None:
+            results = _integer_search(
+                organization=organization, service_category=service_category, window=window
+            )
+        if results is None:
+            results = _schedule_search(
+                organization=organization,
+                ids=ids,
+                actor=actor,
+                active=active,
+                service_category=service_category,
+                window=window,
+            )
         return ScheduleResults(results), len(results)
 
     # The cached list and its schedules are shared: the mappers only read them. Schedule
     # resources do not depend on bookings, so bookings do not discard the entry.
     return search_cache.schedule_cache.get_or_build(organization, key, build, bookings=False)
+
+
+_ORDER = itemgetter(0, 1)
 
 
 #: (organisation id, window start, window end, ""): the Schedule search's one query in its
@@ -160,16 +200,189 @@ def _schedule_search(
         schedule.organization = organization  # avoid a query per row in the mappers
         if service_category and not token_matches(schedule.service_category, service_category):
             continue
+        row = ScheduleRow(
+            schedule.pk,
+            schedule.fhir_id,
+            schedule.practitioner_role_id,
+            schedule.practitioner_id,
+            _versions(schedule),
+            schedule,
+        )
         if window is None or not schedule.rrule:
             if ids is None or schedule.fhir_id in wanted:
-                results.append(ScheduleResult(schedule))
+                start = (schedule.planning_start - _EPOCH) // _MICROSECOND
+                results.append(ScheduleResult(start, schedule.fhir_id, row, None))
             continue
         for period in _occurrences(schedule, organization, window):
-            result = ScheduleResult(schedule, period)
-            if ids is None or schedule.fhir_id in wanted or result.id in wanted:
-                results.append(result)
-    results.sort(key=lambda r: (r.start, r.id))
+            occurrence = recurrence.occurrence_id(schedule.fhir_id, period.start)
+            if ids is None or schedule.fhir_id in wanted or occurrence in wanted:
+                start = (period.start - _EPOCH) // _MICROSECOND
+                results.append(ScheduleResult(start, occurrence, row, period))
+    results.sort(key=_ORDER)
     return results
+
+
+def _versions(schedule: Schedule) -> Versions:
+    role = schedule.practitioner_role if schedule.practitioner_role_id else None
+    role_practitioner = role.practitioner if role is not None and role.practitioner_id else None
+    practitioner = schedule.practitioner if schedule.practitioner_id else None
+    return (
+        schedule.organization_id,
+        schedule.pk,
+        schedule.version,
+        *(
+            (row.pk, row.version) if row is not None else None
+            for row in (role, role_practitioner, practitioner)
+        ),
+    )
+
+
+def _integer_rows(organization_id: str, start: datetime, end: datetime) -> list[QuerySet[Any]]:
+    """The common search's schedules as integers and text: instants as microseconds, JSON
+    as text (parsed only to filter by category), and the keys and versions of the rows
+    their resources show. Loading twenty schedules with their roles and practitioners
+    cost more than the rest of the search."""
+    return [
+        Schedule.objects.filter(organization_id=organization_id)
+        .filter(window_q(Period(start, end), "planning_start", "planning_end"))
+        .order_by()
+        .values_list(
+            "pk",
+            "fhir_id",
+            "version",
+            EpochMicros("planning_start"),
+            EpochMicros("planning_end"),
+            "rrule",
+            "recurrence_timezone",
+            Cast("exdates", TextField()),
+            Cast("service_category", TextField()),
+            "practitioner_role_id",
+            "practitioner_role__version",
+            "practitioner_role__practitioner_id",
+            "practitioner_role__practitioner__version",
+            "practitioner_id",
+            "practitioner__version",
+        )
+    ]
+
+
+#: (organisation id, window start, window end): :func:`_integer_rows`, compiled once.
+_INTEGER_ROWS = CompiledStatement(_integer_rows, kinds="sdd")
+
+
+def _integer_search(
+    *, organization: Organization, service_category: Sequence[Token] | None, window: Period
+) -> list[ScheduleResult] | None:
+    """The common search without model instances, or None where it would not give the
+    same results as :func:`_schedule_search` (an instant with a fraction of a second: the
+    expansion cache works in whole seconds, and such rows take the exact path)."""
+    window_start, window_end = int(window.start.timestamp()), int(window.end.timestamp())
+    if window.start.microsecond or window.end.microsecond:
+        return None
+    results: list[ScheduleResult] = []
+    zone = organization.timezone
+    # Committed versions never repeat; inside a transaction they may (a rollback).
+    kept = _kept if not connection.in_atomic_block else None
+    for (
+        pk,
+        fhir_id,
+        version,
+        first_start,
+        first_end,
+        rrule,
+        tzid,
+        exdates,
+        categories,
+        role,
+        role_version,
+        role_practitioner,
+        role_practitioner_version,
+        practitioner,
+        practitioner_version,
+    ) in _INTEGER_ROWS.rows(organization.pk, window.start, window.end):
+        if first_start % 1_000_000 or first_end % 1_000_000:
+            return None
+        if service_category and not token_matches(
+            json.loads(categories or "null"), service_category
+        ):
+            continue
+        versions = (
+            organization.pk,
+            pk,
+            version,
+            (role, role_version) if role is not None else None,
+            (role_practitioner, role_practitioner_version)
+            if role_practitioner is not None
+            else None,
+            (practitioner, practitioner_version) if practitioner is not None else None,
+        )
+        key = (zone, versions, window_start, window_end)
+        found = kept.get(key) if kept is not None else None
+        if found is None:
+            row = ScheduleRow(pk, fhir_id, role, practitioner, versions)
+            if not rrule:
+                found = (ScheduleResult(first_start, fhir_id, row, None),)
+            else:
+                stamps = occurrence_stamps(
+                    rrule=rrule,
+                    first_start=first_start,
+                    first_end=first_end,
+                    tzid=tzid or zone,
+                    exdates=exdates or "[]",
+                    window=window,
+                    window_start=window_start,
+                    window_end=window_end,
+                )
+                found = tuple(
+                    ScheduleResult(
+                        start * 1_000_000, fhir_id + _suffix(start), row, _period(start, end)
+                    )
+                    for start, end in stamps
+                )
+            if kept is not None:
+                kept.put(key, found)
+        results.extend(found)
+    results.sort(key=_ORDER)
+    return results
+
+
+class _Kept:
+    """A schedule's results in a window, by its rows' versions, the organisation's zone and
+    the window (all the expansion depends on): a search that misses the search cache (any
+    edit of the organisation's schedules, or another window) expands only the schedules
+    that changed. Bounded by results; the oldest entries go first. Shared: never changed."""
+
+    def __init__(self, max_results: int) -> None:
+        self.max_results = max_results
+        self._entries: dict[Any, tuple[ScheduleResult, ...]] = {}
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[ScheduleResult, ...] | None:
+        return self._entries.get(key)
+
+    def put(self, key: Any, results: tuple[ScheduleResult, ...]) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._count += len(results) - (len(old) if old is not None else 0)
+            self._entries[key] = results
+            while self._count > self.max_results and self._entries:
+                oldest = next(iter(self._entries))
+                self._count -= len(self._entries.pop(oldest))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._count = 0
+
+
+_kept = _Kept(20_000)
+
+
+@lru_cache(maxsize=65_536)
+def _suffix(start: int) -> str:
+    # What recurrence.occurrence_id appends to the parent's id, once per instant.
+    return recurrence.occurrence_id("", datetime.fromtimestamp(start, UTC))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -303,3 +516,18 @@ def schedules_overlapping(
         if first is not None:
             found.append((other, first))
     return found
+
+
+def schedule_rows_load(
+    *, organization: Organization, rows: Iterable[ScheduleRow]
+) -> dict[int, Schedule] | None:
+    """The schedules of ``rows`` (by key) as the search read them, loaded with what their
+    resources show; None if any of them, or a row it shows, changed or went since (the
+    caller then searches again, with instances)."""
+    wanted = {row.pk: row for row in rows if row.schedule is None}
+    loaded: dict[int, Schedule] = {}
+    for schedule in schedules_by_pk(organization=organization, pks=wanted):
+        if _versions(schedule) != wanted[schedule.pk].versions:
+            return None
+        loaded[schedule.pk] = schedule
+    return loaded if len(loaded) == len(wanted) else None
