@@ -6,7 +6,6 @@ checks happen before any handler runs (``fhir_api.tenancy.TenantView``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -198,10 +197,7 @@ class MappedSchedules:
     """
 
     def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._entries: dict[Any, dict[str, orjson.Fragment]] = {}
-        self._count = 0
-        self._lock = threading.Lock()
+        self._store = search_cache.VersionedStore(max_entries)
 
     @staticmethod
     def usable() -> bool:
@@ -209,26 +205,20 @@ class MappedSchedules:
 
     def of(self, zone: str, versions: Any) -> dict[str, orjson.Fragment]:
         """The resources kept for one schedule's rows, by result id (read only)."""
-        return self._entries.get((zone, versions)) or {}
+        return self._store.get((zone, versions)) or {}
 
     def put(self, zone: str, versions: Any, resources: dict[str, orjson.Fragment]) -> None:
-        """Keep ``resources`` (by result id) of one schedule's rows."""
-        if self.max_entries <= 0:
-            return
-        with self._lock:
-            kept = self._entries.pop((zone, versions), {})
+        """Keep ``resources`` (by result id) of one schedule's rows, beside those kept."""
+
+        def merged(kept: dict[str, orjson.Fragment] | None) -> tuple[Any, int]:
             # A new dict: readers may hold the old one.
-            merged = {**kept, **resources}
-            self._entries[(zone, versions)] = merged
-            self._count += len(merged) - len(kept)
-            while self._count > self.max_entries and self._entries:
-                oldest = next(iter(self._entries))
-                self._count -= len(self._entries.pop(oldest))
+            value = {**(kept or {}), **resources}
+            return value, len(value)
+
+        self._store.update((zone, versions), merged)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._count = 0
+        self._store.clear()
 
 
 #: About 2 KB each: a few MB per worker.

@@ -154,6 +154,45 @@ class StampedCache:
         return len(self._entries)
 
 
+class VersionedStore:
+    """Values kept by a key that names the versions of the rows they are built from (a
+    changed row has a new version, so a new key: nothing is ever invalidated), bounded by
+    their total weight; the values stored longest ago go first. Values are shared: never
+    change one, store a new one (:meth:`update`)."""
+
+    def __init__(self, max_weight: int) -> None:
+        self.max_weight = max_weight
+        self._entries: dict[Hashable, tuple[Any, int]] = {}
+        self._weight = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any:
+        found = self._entries.get(key)
+        return None if found is None else found[0]
+
+    def put(self, key: Hashable, value: Any, weight: int) -> None:
+        self.update(key, lambda _old: (value, weight))
+
+    def update(self, key: Hashable, make: Callable[[Any], tuple[Any, int]]) -> None:
+        """Store ``make(current value or None)``, a (value, weight) pair, under ``key``:
+        atomically, so concurrent updates of one key keep each other's parts."""
+        if self.max_weight <= 0:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            value, weight = make(None if old is None else old[0])
+            self._entries[key] = (value, weight)
+            self._weight += weight - (0 if old is None else old[1])
+            while self._weight > self.max_weight and self._entries:
+                oldest = next(iter(self._entries))
+                self._weight -= self._entries.pop(oldest)[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._weight = 0
+
+
 def _max_rows() -> int:
     return int(getattr(settings, "SEARCH_CACHE_ROWS", 100_000))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -340,43 +339,17 @@ def _integer_search(
                     for start, end in stamps
                 )
             if kept is not None:
-                kept.put(key, found)
+                kept.put(key, found, len(found))
         results.extend(found)
     results.sort(key=_ORDER)
     return results
 
 
-class _Kept:
-    """A schedule's results in a window, by its rows' versions, the organisation's zone and
-    the window (all the expansion depends on): a search that misses the search cache (any
-    edit of the organisation's schedules, or another window) expands only the schedules
-    that changed. Bounded by results; the oldest entries go first. Shared: never changed."""
-
-    def __init__(self, max_results: int) -> None:
-        self.max_results = max_results
-        self._entries: dict[Any, tuple[ScheduleResult, ...]] = {}
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> tuple[ScheduleResult, ...] | None:
-        return self._entries.get(key)
-
-    def put(self, key: Any, results: tuple[ScheduleResult, ...]) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            self._count += len(results) - (len(old) if old is not None else 0)
-            self._entries[key] = results
-            while self._count > self.max_results and self._entries:
-                oldest = next(iter(self._entries))
-                self._count -= len(self._entries.pop(oldest))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._count = 0
-
-
-_kept = _Kept(20_000)
+#: A schedule's results in a window, by its rows' versions, the organisation's zone and
+#: the window (all the expansion depends on): a search that misses the search cache (any
+#: edit of the organisation's schedules, or another window) expands only the schedules
+#: that changed. Bounded by results. Shared: never changed.
+_kept = search_cache.VersionedStore(20_000)
 
 
 @lru_cache(maxsize=65_536)
