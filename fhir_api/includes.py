@@ -117,7 +117,7 @@ def _actors(
 def slot_includes(
     *,
     organization: Organization,
-    page: Sequence[selectors.SlotResult],
+    page: Sequence[selectors.PageSlot],
     wanted: Requested,
     base: str,
 ) -> list[Entry]:
@@ -126,7 +126,7 @@ def slot_includes(
     if "Slot:schedule" not in wanted or not page:
         return entries.items
     schedules = selectors.schedules_by_pk(
-        organization=organization, pks=(r.schedule.pk for r in page)
+        organization=organization, pks=(r.schedule_pk for r in page)
     )
     for schedule in schedules:
         entries.add(mappers.schedule_to_fhir(schedule))

@@ -6,7 +6,9 @@ written as UTC ``isoformat()`` with seconds precision ("2026-06-01T07:00:00+00:0
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NotRequired, TypedDict
 
 from fhir_api.booking_rules import booking_rules_extension
@@ -21,6 +23,7 @@ from scheduling.models import (
     Slot,
 )
 from scheduling.selectors.appointments import HOLD_EXPIRED_REASON
+from scheduling.selectors.slots import PageSlot
 
 EXT_RECURRENCE = "urn:extension:recurrence"
 EXT_PARENT_SCHEDULE = "urn:extension:parent:schedule"
@@ -51,6 +54,20 @@ class CodeableConcept(TypedDict, total=False):
 def instant(value: datetime) -> str:
     """An aware datetime as UTC ISO 8601 with an explicit offset, seconds precision."""
     return value.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+@lru_cache(maxsize=65_536)
+def instant_at(seconds: int) -> str:
+    """:func:`instant` of whole epoch seconds; a page's slots share their starts and ends,
+    and each is formatted once per process."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+@lru_cache(maxsize=1024)
+def _concepts_of_text(text: str | None) -> list[CodeableConcept]:
+    # A schedule's categories as stored JSON text, shared by its slots: read only (the
+    # resources that hold the list are themselves shared by cached searches).
+    return concepts(json.loads(text)) if text else []
 
 
 def _meta(obj: Any, *, versioned: bool = True) -> dict[str, str]:
@@ -285,6 +302,30 @@ def slot_to_fhir(slot: Slot) -> FHIRDict:
         resource["overbooked"] = True
     _put(resource, "comment", slot.comment)
     return _drop_empty_meta(resource)
+
+
+def page_slot_to_fhir(slot: PageSlot) -> FHIRDict:
+    """A slot of a search page as plain values: the resource :func:`slot_to_fhir` (stored)
+    or :func:`generated_slot_to_fhir` (generated) makes of the same slot."""
+    resource: FHIRDict = {"resourceType": "Slot", "id": slot.id}
+    stored = slot.stored
+    if stored is not None:
+        _, _, updated_at, version = stored
+        # (both columns are NOT NULL: the meta of a stored slot is never empty)
+        resource["meta"] = {"versionId": str(version), "lastUpdated": instant_at(updated_at)}
+    resource["schedule"] = {"reference": f"Schedule/{slot.schedule_id}"}
+    resource["status"] = str(slot.status)
+    resource["start"] = instant_at(slot.start)
+    resource["end"] = instant_at(slot.end)
+    categories = _concepts_of_text(slot.categories)
+    if categories:
+        resource["serviceCategory"] = categories
+    if stored is not None:
+        if stored[0]:  # overbooked
+            resource["overbooked"] = True
+        if stored[1]:  # comment
+            resource["comment"] = stored[1]
+    return resource
 
 
 def generated_slot_to_fhir(schedule: Schedule, generated_slot: Any) -> FHIRDict:

@@ -406,19 +406,16 @@ class SlotSearchView(FHIRSearchView):
         base = self.base_url(request)
         memo = results.memo  # shared by the searches served from one cached snapshot
 
-        def entry(r: selectors.SlotResult) -> tuple[str, dict[str, Any]]:
+        def entry(r: selectors.PageSlot) -> tuple[str, dict[str, Any]]:
             key = (r.id, r.status)
             resource = memo.get(key)
             if resource is None:
-                if r.slot is not None:
-                    resource = mappers.slot_to_fhir(r.slot)
-                else:
-                    resource = mappers.generated_slot_to_fhir(r.schedule, r.generated)
+                resource = mappers.page_slot_to_fhir(r)
                 if len(memo) < _SLOT_MEMO_SIZE:
                     memo[key] = resource
-            return f"{base}/Slot/{resource['id']}", resource
+            return f"{base}/Slot/{r.id}", resource
 
-        def include(page: Sequence[selectors.SlotResult]) -> list[includes.Entry]:
+        def include(page: Sequence[selectors.PageSlot]) -> list[includes.Entry]:
             return includes.slot_includes(
                 organization=self.organization, page=page, wanted=wanted, base=base
             )
@@ -426,7 +423,8 @@ class SlotSearchView(FHIRSearchView):
         return Response(
             searchset(
                 request,
-                results,
+                # A page as plain values: no model instance per slot.
+                results.plain(),
                 offset=offset,
                 count=count,
                 to_entry=entry,

@@ -201,3 +201,74 @@ def test_response_to_one_occurrence_names_it(org: Any) -> None:
     assert data["appointment"] == {"reference": "Appointment/series-20260602T070000Z"}
     assert data["start"] == "2026-06-02T07:00:00+00:00"
     both(AppointmentResponse, fc_response.AppointmentResponse, data)
+
+
+def test_a_plain_page_maps_to_what_the_model_path_maps(org: Any) -> None:
+    """A search page rendered from plain values (``SlotResults.plain``, the API's path) is
+    exactly what the stored and generated mappers make of the same results, slot by slot:
+    categories, comment, overbooked, meta, sub-second stored instants, busy and free."""
+    from datetime import timedelta
+
+    from scheduling.selectors import slot_search
+
+    categories = [{"system": "urn:cat", "code": "gp", "display": "GP"}]
+    start = datetime(2030, 1, 7, 8, tzinfo=UTC)
+    schedule = ScheduleFactory(
+        organization=org,
+        planning_start=start,
+        planning_end=start + timedelta(hours=2),
+        slot_minutes=15,
+        service_category=categories,
+    )
+    plain_schedule = ScheduleFactory(
+        organization=org,
+        planning_start=start,
+        planning_end=start + timedelta(hours=1),
+        slot_minutes=20,
+    )
+    SlotFactory(
+        organization=org,
+        schedule=schedule,
+        start=start + timedelta(minutes=30, seconds=1, microseconds=500_000),
+        end=start + timedelta(minutes=45, microseconds=999_999),
+        overbooked=True,
+        comment="extra",
+        service_category=categories,
+    )
+    SlotFactory(
+        organization=org,
+        schedule=plain_schedule,
+        fhir_id="taken",
+        status="busy",
+        start=start + timedelta(hours=3),
+        end=start + timedelta(hours=3, minutes=20),
+    )
+    AppointmentFactory(
+        organization=org,
+        schedule=schedule,
+        practitioner_role=schedule.practitioner_role,
+        start=start,
+        end=start + timedelta(minutes=15),
+    )
+    results = slot_search(
+        organization=org,
+        window=Period(start - timedelta(days=1), start + timedelta(days=1)),
+        now=start - timedelta(days=2),
+    )
+    plain = results.plain()
+    assert len(plain) == len(results) >= 12
+    kinds = set()
+    for index, (model, values) in enumerate(zip(results[:], plain[:], strict=True)):
+        expected = (
+            mappers.slot_to_fhir(model.slot)
+            if model.slot is not None
+            else mappers.generated_slot_to_fhir(model.schedule, model.generated)
+        )
+        assert mappers.page_slot_to_fhir(values) == expected
+        assert mappers.page_slot_to_fhir(plain[index]) == expected
+        kinds.add((model.slot is not None, expected["status"], "serviceCategory" in expected))
+    # Both kinds, both statuses and both with and without categories were compared.
+    assert {stored for stored, _, _ in kinds} == {True, False}
+    assert {status for _, status, _ in kinds} == {"free", "busy"}
+    assert {has for _, _, has in kinds} == {True, False}
+    assert mappers.page_slot_to_fhir(plain[-1]) == mappers.page_slot_to_fhir(plain[len(plain) - 1])

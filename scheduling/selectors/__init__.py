@@ -34,12 +34,20 @@ from scheduling.selectors.schedules import (
     schedule_rows_load,
     schedule_search,
 )
-from scheduling.selectors.slots import GeneratedSlot, SlotResult, SlotResults, slot_get, slot_search
+from scheduling.selectors.slots import (
+    GeneratedSlot,
+    PageSlot,
+    SlotResult,
+    SlotResults,
+    slot_get,
+    slot_search,
+)
 
 __all__ = [
     "HOLD_EXPIRED_REASON",
     "AppointmentResult",
     "GeneratedSlot",
+    "PageSlot",
     "PatientKey",
     "ScheduleResult",
     "ScheduleResults",

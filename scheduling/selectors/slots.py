@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 from django.db.models import QuerySet, TextField
 from django.db.models.functions import Cast
@@ -73,6 +73,51 @@ class SlotResult:
         self.id: str = source.fhir_id if slot is not None else generated.id  # type: ignore[union-attr]
         self.start: datetime = source.start
         self.status: str = source.status
+
+
+class PageSlot(NamedTuple):
+    """One slot of a page as plain values, for a caller that renders it without model
+    instances (the API: a page of a search that is not cached is a hundred of these, and
+    building a Schedule, a Slot and two datetimes for each cost more than the search).
+
+    Instants are whole epoch seconds (a resource's instants have seconds precision);
+    ``categories`` is the service category as stored, JSON text. ``stored`` is None for a
+    generated slot, else the stored row's ``(overbooked, comment, updated_at, version)``
+    (``updated_at`` in whole epoch seconds).
+    """
+
+    id: str
+    status: str
+    start: int
+    end: int
+    schedule_pk: int
+    schedule_id: str
+    categories: str | None
+    stored: tuple[bool, str, int, int] | None
+
+
+class PageSlots(Sequence[PageSlot]):
+    """A view of :class:`SlotResults` whose items are :class:`PageSlot`: the same matches in
+    the same order, built straight from the search's rows."""
+
+    __slots__ = ("_results",)
+
+    def __init__(self, results: SlotResults) -> None:
+        self._results = results
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    @overload
+    def __getitem__(self, index: int) -> PageSlot: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[PageSlot]: ...
+    def __getitem__(self, index: int | slice) -> PageSlot | list[PageSlot]:
+        results = self._results
+        if isinstance(index, slice):
+            return [results._plain(row) for row in results._rows_at(index)]
+        results._fill(None if index < 0 else index + 1)
+        return results._plain(results._rows[index])
 
 
 #: (organisation id, slot id): the one stored slot with its schedule; ids are unique per
@@ -281,15 +326,55 @@ class SlotResults(Sequence[SlotResult]):
             ),
         )
 
+    def _plain(self, row: tuple[int, str, int, Any]) -> PageSlot:
+        start, slot_id, kind, payload = row
+        if kind == 1:
+            schedule_pk, _, end, status = payload
+            schedule_id, categories = self._schedules[schedule_pk]
+            return PageSlot(slot_id, status, start, end, schedule_pk, schedule_id, categories, None)
+        # Stored columns keep instants as microseconds (see ``_slot_snapshot``): floored to
+        # the second, as a resource's instants are written; SQLite gives booleans as 0/1.
+        (
+            _pk,
+            _,
+            schedule_pk,
+            schedule_id,
+            status,
+            _,
+            end,
+            categories,
+            overbooked,
+            comment,
+            updated_at,
+            version,
+        ) = payload
+        return PageSlot(
+            slot_id,
+            status,
+            start,
+            end // 1_000_000,
+            schedule_pk,
+            schedule_id,
+            categories,
+            (bool(overbooked), comment, updated_at // 1_000_000, version),
+        )
+
+    def _rows_at(self, index: slice) -> list[tuple[int, str, int, Any]]:
+        negative = any(v is not None and v < 0 for v in (index.start, index.stop))
+        self._fill(None if negative else index.stop)
+        return self._rows[index]
+
+    def plain(self) -> PageSlots:
+        """These matches as :class:`PageSlot` values (see there)."""
+        return PageSlots(self)
+
     @overload
     def __getitem__(self, index: int) -> SlotResult: ...
     @overload
     def __getitem__(self, index: slice) -> list[SlotResult]: ...
     def __getitem__(self, index: int | slice) -> SlotResult | list[SlotResult]:
         if isinstance(index, slice):
-            negative = any(v is not None and v < 0 for v in (index.start, index.stop))
-            self._fill(None if negative else index.stop)
-            return [self._make(row) for row in self._rows[index]]
+            return [self._make(row) for row in self._rows_at(index)]
         self._fill(None if index < 0 else index + 1)
         return self._make(self._rows[index])
 
