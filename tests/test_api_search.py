@@ -378,8 +378,50 @@ def test_slot_search_query_count_is_fixed(
         bundle = assert_bundle(api.get(url("Slot?start=ge2026-06-01&_count=500")))
     # ge2026-06-01 alone is ge2026-06-01&le2026-06-08: eight days of four slots, plus the stored one
     assert bundle["total"] == n_schedules * (8 * 4 + 1)
-    # auth (token, organisations), organisation, schedules, appointments, stored slots
-    assert len(ctx.captured_queries) <= 6
+    # The token (with the organisation and its stamps), schedules, stored slots (blocked
+    # time among them) and appointments.
+    assert len(ctx.captured_queries) == 4, [q["sql"] for q in ctx.captured_queries]
+
+
+@pytest.mark.parametrize("whole_clinic", [True, False])
+def test_blocked_time_of_one_schedule_is_busy_on_the_persons_other_schedules(
+    api: Any, org: Any, monkeypatch: Any, whole_clinic: bool
+) -> None:
+    """A search of the whole clinic takes blocked time from the stored slots it reads; one
+    of named schedules reads it on its own: either way a block on one schedule makes the
+    same person's slots on their other schedule busy, and only theirs."""
+    monkeypatch.setattr("scheduling.selectors.utc_now", lambda: datetime(2026, 5, 1, tzinfo=UTC))
+    role = PractitionerRoleFactory(organization=org)
+    blocked_one, _other = (
+        ScheduleFactory(
+            organization=org,
+            fhir_id=name,
+            practitioner_role=role,
+            planning_start=ams(2026, 6, 1, 9),
+            planning_end=ams(2026, 6, 1, 10),
+        )
+        for name in ("blocked-one", "other")
+    )
+    ScheduleFactory(
+        organization=org,
+        fhir_id="stranger",
+        planning_start=ams(2026, 6, 1, 9),
+        planning_end=ams(2026, 6, 1, 10),
+    )
+    SlotFactory(
+        organization=org,
+        schedule=blocked_one,
+        status=SlotStatus.BUSY_UNAVAILABLE,
+        start=ams(2026, 6, 1, 9, 15),
+        end=ams(2026, 6, 1, 9, 45),
+    )
+    query = "Slot?start=ge2026-06-01&start=lt2026-06-02&status=free&_count=100"
+    if not whole_clinic:
+        query += "&schedule=other"
+    free = ids(assert_bundle(api.get(url(query))))
+    assert "other-20260601T071500Z" not in free and "other-20260601T073000Z" not in free
+    assert {"other-20260601T070000Z", "other-20260601T074500Z"} <= set(free)
+    assert sum(1 for i in free if i.startswith("stranger-")) == (4 if whole_clinic else 0)
 
 
 def test_schedule_search_queries_do_not_grow(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -700,8 +701,18 @@ def _slot_snapshot(
         if parents is not None
         else None
     )
+    # Blocked time is stored busy-unavailable slots: a search of the whole clinic has just
+    # read every one overlapping the window, so the engine's loader need not read them again.
+    blocked: dict[str, list[tuple[int, int]]] | None = None
+    if parents is None:
+        blocked = defaultdict(list)
+        for values, key in zip(stored_values, occupant_of_stored, strict=True):
+            if values[4] == SlotStatus.BUSY_UNAVAILABLE:
+                blocked[key].append((values[5] // 1_000_000, values[6] // 1_000_000))
     occupied = (
-        occupancies(organization=organization, window=window, now=now, occupants=wanted)
+        occupancies(
+            organization=organization, window=window, now=now, occupants=wanted, blocked=blocked
+        )
         if grid.lanes or stored_values
         else Occupancies({}, None)
     )
