@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from medikit.env import env_bool, env_int, env_str
+from medikit.worker_gc import configured_threshold, tune
 
 
 def default_workers() -> int:
@@ -85,22 +86,11 @@ def when_ready(server: Any) -> None:
 
 
 #: Collections of the youngest generation run after this many new container objects
-#: (CPython's default is 700). 0 keeps Python's default.
-_GC_THRESHOLD = env_int("GUNICORN_GC_THRESHOLD", 50_000)
+#: (``GUNICORN_GC_THRESHOLD``; CPython's default is 700, and 0 keeps it).
+_GC_THRESHOLD = configured_threshold()
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Tune the garbage collector in each worker (Instagram's recipe for forked servers).
-
-    ``gc.freeze()`` moves everything loaded before the fork (the whole application) out of
-    the collector's reach: it is never garbage, and scanning it would also dirty the
-    memory pages the workers share with the master. A higher first threshold collects less
-    often: the search caches hold many thousands of objects, and each full collection
-    paused every thread of a worker. Measured on 2 cores (bench/load.py, 150 s mix): mixed
-    load p99 557 -> 315 ms and 333 -> 368 req/s (docs/benchmarks.md).
-    """
-    import gc
-
-    gc.freeze()
-    if _GC_THRESHOLD > 0:
-        gc.set_threshold(_GC_THRESHOLD, 20, 100)
+    """Tune the garbage collector in each worker (``medikit.worker_gc.tune``: freeze the
+    preloaded application, collect the youngest generation less often)."""
+    tune(_GC_THRESHOLD)
