@@ -71,7 +71,8 @@ def cut(
             expression=["slot-duration"],
             params={"seconds": step},
         )
-    starts: set[int] = set()
+    runs: list[range] = []
+    apart = True  # whether each run starts after the previous one's last start
     for window_start, window_end in windows:
         first, last = window_start, window_end - step
         if lo is not None and lo - step >= first:
@@ -81,7 +82,19 @@ def cut(
         if hi is not None and hi - 1 < last:
             last = hi - 1
         if first <= last:
-            starts.update(range(first, last + 1, step))
+            if runs and first <= runs[-1][-1]:
+                apart = False
+            runs.append(range(first, last + 1, step))
+    if apart:
+        # The common case (a schedule's occurrences, one after another): the runs in order
+        # are already sorted and distinct, with no set to build and sort.
+        ordered: list[int] = []
+        for run in runs:
+            ordered.extend(run)
+        return ordered
+    starts: set[int] = set()
+    for run in runs:
+        starts.update(run)
     return sorted(starts)
 
 
