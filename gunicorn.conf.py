@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from medikit import worker_gc
 from medikit.env import env_bool, env_int, env_str
-from medikit.worker_gc import configured_threshold, tune
 
 
 def default_workers() -> int:
@@ -87,10 +87,10 @@ def when_ready(server: Any) -> None:
 
 #: Collections of the youngest generation run after this many new container objects
 #: (``GUNICORN_GC_THRESHOLD``; CPython's default is 700, and 0 keeps it).
-_GC_THRESHOLD = configured_threshold()
+_GC_THRESHOLD = worker_gc.configured_threshold()
 
 
 def post_fork(server: Any, worker: Any) -> None:
     """Tune the garbage collector in each worker (``medikit.worker_gc.tune``: freeze the
     preloaded application, collect the youngest generation less often)."""
-    tune(_GC_THRESHOLD)
+    worker_gc.tune(_GC_THRESHOLD)
