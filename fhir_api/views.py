@@ -305,29 +305,35 @@ class ScheduleSearchView(FHIRSearchView):
             return found
         page = results[offset : offset + count]
         zone = self.organization.timezone
-        resources: dict[str, orjson.Fragment] = {}
-        unmapped = []
-        rows: dict[int, dict[str, orjson.Fragment]] = {}  # by id(row): its kept resources
+        prefix = f"{base}/Schedule/"
+        match = {"mode": "match"}
+        # One pass builds the entries with their kept resources; an entry without one gets
+        # its resource below (the entries are new: nothing shares them yet).
+        entries: list[dict[str, Any]] = []
+        unmapped: list[tuple[dict[str, Any], selectors.ScheduleResult]] = []
+        # By id(row): its kept resources (a schedule's results are spread over the page).
+        rows: dict[int, dict[str, orjson.Fragment]] = {}
         for r in page:
+            _, result_id, row, _ = r  # (unpacked: cheaper than the named fields)
             resource = None
             if shared is not None:
-                kept = rows.get(id(r.row))
+                kept = rows.get(id(row))
                 if kept is None:
-                    kept = rows[id(r.row)] = shared.of(zone, r.row.versions)
-                resource = kept.get(r.id)
+                    kept = rows[id(row)] = shared.of(zone, row.versions)
+                resource = kept.get(result_id)
+            entry = {"fullUrl": prefix + result_id, "resource": resource, "search": match}
+            entries.append(entry)
             if resource is None:
-                unmapped.append(r)
-            else:
-                resources[r.id] = resource
+                unmapped.append((entry, r))
         if unmapped:
             loaded = selectors.schedule_rows_load(
-                organization=self.organization, rows=(r.row for r in unmapped)
+                organization=self.organization, rows=(r.row for _, r in unmapped)
             )
             if loaded is None:
                 return None
             parts: mappers.ScheduleParts = {}
             mapped: dict[ScheduleRow, dict[str, orjson.Fragment]] = {}
-            for r in unmapped:
+            for entry, r in unmapped:
                 schedule = r.row.schedule or loaded[r.row.pk]
                 rendered = prerendered(
                     mappers.schedule_to_fhir(schedule)
@@ -335,18 +341,13 @@ class ScheduleSearchView(FHIRSearchView):
                     else mappers.schedule_occurrence_to_fhir(schedule, r.period, memo=parts)
                 )
                 mapped.setdefault(r.row, {})[r.id] = rendered
-                resources[r.id] = rendered
+                entry["resource"] = rendered
             if shared is not None:
                 for row, kept_resources in mapped.items():
                     shared.put(zone, row.versions, kept_resources)
-        match = {"mode": "match"}
-        found = [
-            {"fullUrl": f"{base}/Schedule/{r.id}", "resource": resources[r.id], "search": match}
-            for r in page
-        ]
         if len(results.memo) < _SCHEDULE_PAGES:
-            results.memo[key] = found
-        return found
+            results.memo[key] = entries
+        return entries
 
 
 class ScheduleReadView(TenantView):

@@ -162,7 +162,16 @@ def schedule_search(
     return search_cache.schedule_cache.get_or_build(organization, key, build, bookings=False)
 
 
-_ORDER = itemgetter(0, 1)
+_START = itemgetter(0)
+_ID = itemgetter(1)
+
+
+def _sort(results: list[ScheduleResult]) -> None:
+    """Order ``results`` by (start, id) in place: two stable sorts, by id and then by
+    start, give the same order as one by the pair, in about a third of the time (keys of
+    one type take CPython's specialised comparisons; key pairs compare as tuples)."""
+    results.sort(key=_ID)
+    results.sort(key=_START)
 
 
 #: (organisation id, window start, window end, ""): the Schedule search's one query in its
@@ -217,7 +226,7 @@ def _schedule_search(
             if ids is None or schedule.fhir_id in wanted or occurrence in wanted:
                 start = (period.start - _EPOCH) // _MICROSECOND
                 results.append(ScheduleResult(start, occurrence, row, period))
-    results.sort(key=_ORDER)
+    _sort(results)
     return results
 
 
@@ -341,7 +350,7 @@ def _integer_search(
             if kept is not None:
                 kept.put(key, found, len(found))
         results.extend(found)
-    results.sort(key=_ORDER)
+    _sort(results)
     return results
 
 
