@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
 from fhir_api import auth
+from fhir_api.acyclic import AcyclicAPIView
 from fhir_api.parsers import FHIRJSONParser
 from fhir_api.renderers import FHIRContentNegotiation, FHIRJSONRenderer
 from scheduling.db.compiled_query import CompiledModelQuery
@@ -32,7 +32,7 @@ _PATIENT_BY_ID = CompiledModelQuery(
 )
 
 
-class TenantView(APIView):
+class TenantView(AcyclicAPIView):
     """Base view: authenticates, resolves the organisation and patient, checks access."""
 
     resource_type: ClassVar[str] = ""
