@@ -89,15 +89,8 @@ def when_ready(server: Any) -> None:
 _GC_THRESHOLD = env_int("GUNICORN_GC_THRESHOLD", 50_000)
 
 
-#: How long (milliseconds) a thread may keep the GIL while a sibling thread of its worker
-#: waits for it (CPython's default is 5). 0 keeps Python's.
-_SWITCH_INTERVAL_MS = env_int("GUNICORN_SWITCH_INTERVAL_MS", 1)
-
-
 def post_fork(server: Any, worker: Any) -> None:
-    """Tune the garbage collector and the GIL's switch interval in each worker.
-
-    The collector (Instagram's recipe for forked servers):
+    """Tune the garbage collector in each worker (Instagram's recipe for forked servers).
 
     ``gc.freeze()`` moves everything loaded before the fork (the whole application) out of
     the collector's reach: it is never garbage, and scanning it would also dirty the
@@ -105,20 +98,9 @@ def post_fork(server: Any, worker: Any) -> None:
     often: the search caches hold many thousands of objects, and each full collection
     paused every thread of a worker. Measured on 2 cores (bench/load.py, 150 s mix): mixed
     load p99 557 -> 315 ms and 333 -> 368 req/s (docs/benchmarks.md).
-
-    The switch interval: a thread whose database round trip has returned waits for the
-    GIL until a computing sibling thread gives it up, at most this long; by default 5 ms
-    per round trip. A booking holds the occupant's lock over several round trips, and
-    every request racing for that person's time queues behind it: with 32 clients on
-    one slot (bench/bench_booking.py, 2 cores) the contended p95 was 81-124 ms with 1 ms
-    against 115-197 ms with 5 ms, in three pairs of runs; throughput on distinct slots
-    showed no consistent change (docs/benchmarks.md, seventh session).
     """
     import gc
-    import sys
 
     gc.freeze()
     if _GC_THRESHOLD > 0:
         gc.set_threshold(_GC_THRESHOLD, 20, 100)
-    if _SWITCH_INTERVAL_MS > 0:
-        sys.setswitchinterval(_SWITCH_INTERVAL_MS / 1000)

@@ -29,7 +29,6 @@ def load_gunicorn_conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleTyp
         "WEB_CONCURRENCY",
         "GUNICORN_THREADS",
         "GUNICORN_MAX_REQUESTS",
-        "GUNICORN_SWITCH_INTERVAL_MS",
         "ACCESS_LOG",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -287,25 +286,6 @@ def test_workers_freeze_the_application_and_collect_less_often(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
-
-
-def test_workers_hand_the_gil_on_sooner(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gc
-    import sys
-
-    before, threshold = sys.getswitchinterval(), gc.get_threshold()
-    try:
-        conf = load_gunicorn_conf(monkeypatch)
-        conf.post_fork(None, None)
-        assert sys.getswitchinterval() == pytest.approx(0.001)
-        sys.setswitchinterval(before)
-        kept = load_gunicorn_conf(monkeypatch, GUNICORN_SWITCH_INTERVAL_MS="0")
-        kept.post_fork(None, None)
-        assert sys.getswitchinterval() == before
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
-        sys.setswitchinterval(before)
 
 
 # --- Connection: close after a body refused unread (issue #18) ------------------------------
