@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from fhir.resources.R4B.appointment import Appointment as FhirAppointment
 from fhir.resources.R4B.operationoutcome import OperationOutcome as FhirOperationOutcome
@@ -902,13 +904,18 @@ def test_a_loser_that_queued_for_the_lock_is_refused_by_the_plain_check_in_the_s
     before = db_state()
 
     full_reads = request.getfixturevalue("arrived_before_the_winner_committed")
-    locked = outcome(post(api, url, body), 409)
+    with CaptureQueriesContext(connection) as captured:
+        locked = outcome(post(api, url, body), 409)
 
     assert locked == early
     diagnostics = locked["issue"][0]["diagnostics"]
     assert "is no longer free: its practitioner is booked then" in diagnostics
     assert full_reads == []
     assert db_state() == before
+    # It wrote nothing but its locks, and ends without a ROLLBACK (TO SAVEPOINT, in a
+    # test), at which psycopg would forget the connection's prepared statements.
+    sqls = [q["sql"] or "" for q in captured.captured_queries]
+    assert not any(sql.upper().startswith("ROLLBACK") for sql in sqls), sqls
 
 
 @pytest.mark.parametrize("what", ["hold", "stored-busy-slot"])
