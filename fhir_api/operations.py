@@ -287,6 +287,20 @@ class _PatientWriteView(TenantView):
         assert self.patient is not None  # patient_scoped: tenancy resolved it or raised 404
         return self.patient
 
+    def patient_for_booking(self) -> Patient:
+        """The path's patient for a booking service, which needs only its key: a booking
+        refused early (most of a race for one slot) then reads no patient row. The row is
+        read for the answer (:meth:`answered_with_patient`)."""
+        patient = self.patient_keyed
+        assert patient is not None  # patient_scoped: tenancy resolved it or raised 404
+        return patient
+
+    def answered_with_patient(self, appointment: Appointment) -> Appointment:
+        """``appointment`` (of this path's patient) with the patient's loaded row, which the
+        answer shows (its name)."""
+        appointment.patient = self.this_patient()
+        return appointment
+
 
 class BookSlotView(_PatientWriteView):
     """POST ``Patient/{pid}/Appointment/$book-slot``: book one slot for this patient."""
@@ -297,7 +311,7 @@ class BookSlotView(_PatientWriteView):
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = _idempotency_key(request)
         booking = BookingInput(request.data)
-        patient = self.this_patient()
+        patient = self.patient_for_booking()
         result = services.appointment_book(
             organization=self.organization,
             patient=patient,
@@ -309,7 +323,7 @@ class BookSlotView(_PatientWriteView):
             actor=self.actor,
             idempotency_key=key,
         )
-        appointment = result.appointment
+        appointment = self.answered_with_patient(result.appointment)
         location = (
             f"{_fhir_base(request)}/Patient/{patient.fhir_id}/Appointment/{appointment.fhir_id}"
         )
@@ -329,7 +343,7 @@ class HoldView(_PatientWriteView):
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         key = _idempotency_key(request)
         values = read_parameters(request.data, _HOLD_PARAMETERS, "$hold")
-        patient = self.this_patient()
+        patient = self.patient_for_booking()
         now = selectors.utc_now()
         result = services.appointment_hold(
             organization=self.organization,
@@ -343,7 +357,7 @@ class HoldView(_PatientWriteView):
             idempotency_key=key,
             now=now,
         )
-        appointment = result.appointment
+        appointment = self.answered_with_patient(result.appointment)
         location = (
             f"{_fhir_base(request)}/Patient/{patient.fhir_id}/Appointment/{appointment.fhir_id}"
         )

@@ -22,6 +22,7 @@ from scheduling.db.compiled_query import CompiledModelQuery
 from scheduling.errors import NotFound
 from scheduling.models import Organization, Patient
 from scheduling.selectors import PatientKey
+from scheduling.selectors.common import loaded
 
 #: (organisation id, patient id): the patient of a patient-scoped request.
 _PATIENT_BY_ID = CompiledModelQuery(
@@ -71,6 +72,25 @@ class TenantView(AcyclicAPIView):
                 raise NotFound(f"Patient '{patient_id}' was not found.")
             self._patient = patient
         return self._patient
+
+    @property
+    def patient_keyed(self) -> Patient | None:
+        """The path's patient as an instance holding only what the token query read of it
+        (its pk, id and version; ``patient_scoped`` views, else None): reading any other
+        field reads it from the row. For work that needs to know only who the patient
+        is, such as a booking refused because its slot is taken, which then costs no
+        read of the patient's row; the loaded :attr:`patient` when there is one."""
+        if self.patient_key is None:
+            return None
+        if self._patient is not None:
+            return self._patient
+        return loaded(
+            Patient,
+            self.organization,
+            id=self.patient_key.pk,
+            fhir_id=str(self.kwargs["patient_id"]),
+            version=self.patient_key.version,
+        )
 
     def perform_authentication(self, request: Request) -> None:
         """Nothing: the bearer token is checked in :meth:`initial`, and DRF's own

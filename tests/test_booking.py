@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from fhir.resources.R4B.appointment import Appointment as FhirAppointment
 from fhir.resources.R4B.operationoutcome import OperationOutcome as FhirOperationOutcome
@@ -865,3 +867,195 @@ def test_an_occupant_lock_blocks_the_next_writer_without_rewriting_its_row(
     with transaction.atomic():
         lock_occupants(organization=org, keys={key})  # free again once the holder is done
     assert version() == before
+
+
+# --------------------------------------------------------------------------- under the lock
+
+
+@pytest.fixture
+def arrived_before_the_winner_committed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Requests pass the early check as if the winner had not committed yet (a race), and
+    the locked check's full read (``slot_take``) is counted: its calls are returned."""
+    monkeypatch.setattr(booking_service._TAKEN_AT, "rows", lambda *args, **kwargs: [])
+    real = booking_service.slot_take
+    calls: list[int] = []
+
+    def counted(**kwargs: Any) -> Any:
+        calls.append(1)
+        return real(**kwargs)
+
+    monkeypatch.setattr(booking_service, "slot_take", counted)
+    return calls
+
+
+def test_a_loser_that_queued_for_the_lock_is_refused_by_the_plain_check_in_the_same_words(
+    api: APIClient, org: Organization, patient: Patient, schedule: Schedule, request: Any
+) -> None:
+    """A request that got past the early check before the winner committed is refused,
+    once it holds the lock, by the same plain check (an appointment of the occupant starts
+    then), without the full locked read, and with the OperationOutcome a later request
+    gets from the early check."""
+    start = schedule.planning_start
+    won = post(api, book_url(org.id, patient.fhir_id), book_body(schedule, start))
+    assert won.status_code == 201, won.content
+    other = PatientFactory(organization=org, fhir_id="pat-2")
+    url, body = book_url(org.id, other.fhir_id), book_body(schedule, start)
+    early = outcome(post(api, url, body), 409)
+    before = db_state()
+
+    full_reads = request.getfixturevalue("arrived_before_the_winner_committed")
+    with CaptureQueriesContext(connection) as captured:
+        locked = outcome(post(api, url, body), 409)
+
+    assert locked == early
+    diagnostics = locked["issue"][0]["diagnostics"]
+    assert "is no longer free: its practitioner is booked then" in diagnostics
+    assert full_reads == []
+    assert db_state() == before
+    # It wrote nothing but its locks, and ends without a ROLLBACK (TO SAVEPOINT, in a
+    # test), at which psycopg would forget the connection's prepared statements.
+    sqls = [q["sql"] or "" for q in captured.captured_queries]
+    assert not any(sql.upper().startswith("ROLLBACK") for sql in sqls), sqls
+
+
+@pytest.mark.parametrize("what", ["hold", "stored-busy-slot"])
+def test_what_the_plain_check_cannot_word_alike_is_left_to_the_locked_check(
+    api: APIClient,
+    org: Organization,
+    patient: Patient,
+    schedule: Schedule,
+    arrived_before_the_winner_committed: list[int],
+    what: str,
+) -> None:
+    """A live hold at that start gets the engine's own words ("held ..."), and a stored
+    slot there its own status: the plain check under the lock answers neither."""
+    start = schedule.planning_start
+    if what == "hold":
+        AppointmentFactory(
+            organization=org,
+            schedule=schedule,
+            start=start,
+            status=AppointmentStatus.PENDING,
+            held_until=timezone.now() + timedelta(minutes=10),
+        )
+        expected = "held by another patient for now"
+    else:
+        SlotFactory(organization=org, schedule=schedule, start=start, status=SlotStatus.BUSY)
+        AppointmentFactory(organization=org, schedule=schedule, start=start)
+        expected = "is busy; choose another slot"
+    body = outcome(post(api, book_url(org.id, patient.fhir_id), book_body(schedule, start)), 409)
+    assert expected in body["issue"][0]["diagnostics"]
+    assert arrived_before_the_winner_committed == [1]
+
+
+def test_a_cap_per_patient_still_comes_before_the_plain_check_under_the_lock(
+    api: APIClient,
+    org: Organization,
+    patient: Patient,
+    arrived_before_the_winner_committed: list[int],
+) -> None:
+    """Under the lock a schedule's cap on a patient's upcoming bookings (422) is checked
+    before the slot is found taken (409), as it always was there."""
+    schedule = ScheduleFactory(organization=org, max_active_per_patient=1)
+    start = schedule.planning_start
+    AppointmentFactory(organization=org, schedule=schedule, patient=patient, start=start)
+    later = start + timedelta(minutes=30)
+    AppointmentFactory(organization=org, schedule=schedule, start=later)
+    body = outcome(post(api, book_url(org.id, patient.fhir_id), book_body(schedule, later)), 422)
+    assert "at most 1 upcoming booking" in body["issue"][0]["diagnostics"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_check_in_the_locks_round_trip_sees_what_the_holder_committed_meanwhile(
+    org: Organization,
+) -> None:
+    """The plain check is pipelined with the lock statement; it must still read with a
+    snapshot taken after the lock wait, so it sees the booking the lock's holder
+    committed while this request waited."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    from scheduling.selectors.common import utc_now
+    from scheduling.services.claims import lock_occupants
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (run with DATABASE_URL=postgres://...)")
+    schedule = ScheduleFactory(organization=org)
+    start, occupant = schedule.planning_start, schedule.occupant
+    with transaction.atomic():
+        lock_occupants(organization=org, keys={occupant})
+    holding, release = threading.Event(), threading.Event()
+
+    def winner() -> None:
+        try:
+            with transaction.atomic():
+                lock_occupants(organization=org, keys={occupant})
+                AppointmentFactory(organization=org, schedule=schedule, start=start)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    def waiting() -> bool:
+        with connections["default"].cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            return bool(cursor.fetchone()[0])
+
+    holder = threading.Thread(target=winner)
+    holder.start()
+    found: list[tuple[Any, ...]] = []
+
+    def loser() -> None:
+        try:
+            with transaction.atomic():
+                found.extend(
+                    lock_occupants(
+                        organization=org,
+                        keys={occupant},
+                        then=(
+                            booking_service._TAKEN_UNDER_LOCK,
+                            (org.pk, occupant, schedule.pk, start, utc_now()),
+                        ),
+                    )
+                )
+        finally:
+            connections.close_all()
+
+    try:
+        assert holding.wait(10)
+        queued = threading.Thread(target=loser)
+        queued.start()
+        for _ in range(200):  # until the loser waits for the lock
+            if waiting():
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the second request never waited for the occupant's lock")
+        release.set()
+        queued.join(10)
+    finally:
+        release.set()
+        holder.join(10)
+    assert found == [("a", 0)]
+
+
+def test_a_winner_still_answers_with_the_patients_name(
+    api: APIClient, org: Organization, schedule: Schedule
+) -> None:
+    """The booking services get the patient as a key only; the answer still shows the
+    patient's name, read for it."""
+    named = PatientFactory(organization=org, fhir_id="pat-named", given="Ada", family="Lovelace")
+    response = post(
+        api, book_url(org.id, named.fhir_id), book_body(schedule, schedule.planning_start)
+    )
+    assert response.status_code == 201, response.content
+    actors = {
+        p["actor"]["reference"]: p["actor"].get("display") for p in response.json()["participant"]
+    }
+    assert actors[f"Patient/{named.fhir_id}"] == "Ada Lovelace"

@@ -220,6 +220,43 @@ class CompiledStatement:
         return found
 
     def rows(self, *values: Any, alias: str = "default") -> list[tuple[Any, ...]]:
+        cursor, sql, params = self._call(values, alias)
+        with cursor:
+            cursor.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
+
+    def rows_after(
+        self, before: Sequence[tuple[str, Sequence[Any]]], *values: Any, alias: str = "default"
+    ) -> list[tuple[Any, ...]]:
+        """Run the statements ``before`` (SQL and parameters; their results are not
+        wanted), then this statement, and return this one's rows.
+
+        On PostgreSQL all of them go in ONE round trip (psycopg's pipeline mode) instead of
+        one each. Each is still a statement of its own, so under READ COMMITTED this one
+        reads with a snapshot taken after the ones before finished: after a lock they
+        waited for, it sees what the lock's holder committed. Elsewhere they run one after
+        another. Call inside a transaction (the pipeline's end is not a commit).
+        """
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            with connection.cursor() as cursor:
+                for sql, params in before:
+                    cursor.execute(sql, params)
+            return self.rows(*values, alias=alias)
+        cursor, sql, params = self._call(values, alias)
+        with cursor, connection.wrap_database_errors:
+            # Leaving the pipeline sends one Sync and collects every result (the statements
+            # before are answered first; an error in one skips the rest and is raised here).
+            with connection.cursor() as first, connection.connection.pipeline():
+                for before_sql, before_params in before:
+                    first.execute(before_sql, before_params)
+                cursor.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
+
+    def _call(self, values: Sequence[Any], alias: str) -> tuple[Any, str, list[Any]]:
+        """A cursor for this statement, its SQL for that cursor, and the parameters."""
         if len(values) != len(self._kinds):
             raise TypeError(f"Expected {len(self._kinds)} values, got {len(values)}.")
         sql, plan = self.sql(alias)
@@ -232,11 +269,8 @@ class CompiledStatement:
             found = self._native.get(alias)
             if found is None:
                 found = self._native[alias] = _native_placeholders(sql)
-            sql = found
-        with native if native is not None else _cursor(alias) as cursor:
-            cursor.execute(sql, params)
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
-        return rows
+            return native, found, params
+        return _cursor(alias), sql, params
 
 
 _PLACEHOLDER = re.compile(r"%%|%s")

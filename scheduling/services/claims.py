@@ -25,12 +25,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, connection
 from django.db.models import Q
 
 from scheduling import availability, recurrence
+from scheduling.db.compiled_query import CompiledStatement
 from scheduling.errors import BusinessRuleViolation, SlotTaken, Text, gettext_noop
 from scheduling.models import (
     MAX_BUFFER_MINUTES,
@@ -98,12 +100,20 @@ def patient_lock_key(patient: Patient) -> str:
     return f"patient:{patient.pk}"
 
 
-def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
+def lock_occupants(
+    *,
+    organization: Organization,
+    keys: set[str],
+    then: tuple[CompiledStatement, tuple[Any, ...]] | None = None,
+) -> list[tuple[Any, ...]]:
     """Lock the rows of ``keys`` (occupant keys and :func:`patient_lock_key`) until the end
-    of the transaction, creating missing rows first. Must run inside ``atomic()``."""
+    of the transaction, creating missing rows first. Must run inside ``atomic()``.
+
+    ``then``: a compiled statement and its arguments, run once the locks are held, in the
+    same round trip as the locks on PostgreSQL (:meth:`CompiledStatement.rows_after`); its
+    rows are returned (else none). It reads with a snapshot taken after the lock wait,
+    so it sees what the lock's last holder committed."""
     wanted = sorted(k for k in keys if k)
-    if not wanted:
-        return
     # One statement: a missing row is created (and locked, being new), an existing one is
     # locked by the conflict's DO UPDATE, as SELECT ... FOR UPDATE would lock it; its
     # ``WHERE false`` leaves the row itself unwritten (PostgreSQL locks every conflicting
@@ -111,14 +121,22 @@ def lock_occupants(*, organization: Organization, keys: set[str]) -> None:
     # it takes: no WAL, and no dead versions for the next writer to walk. Rows are taken
     # in the order given, key order, the same for every writer. Written out rather than
     # bulk_create(update_conflicts=True), which built and compiled the same statement
-    # for every booking; PostgreSQL and SQLite (3.24+) both know this upsert.
-    with connection.cursor() as cursor:
-        # An import may lock thousands: in batches, within both databases' parameter limits.
-        for first in range(0, len(wanted), _LOCK_BATCH):
-            batch = wanted[first : first + _LOCK_BATCH]
-            cursor.execute(
-                _lock_sql(len(batch)), [v for key in batch for v in (organization.pk, key)]
-            )
+    # for every booking; PostgreSQL and SQLite (3.24+) both know this upsert. An import
+    # may lock thousands: in batches, within both databases' parameter limits.
+    locks = [
+        (_lock_sql(len(batch)), [v for key in batch for v in (organization.pk, key)])
+        for batch in (
+            wanted[first : first + _LOCK_BATCH] for first in range(0, len(wanted), _LOCK_BATCH)
+        )
+    ]
+    if then is not None:
+        statement, values = then
+        return statement.rows_after(locks, *values)
+    if locks:
+        with connection.cursor() as cursor:
+            for sql, params in locks:
+                cursor.execute(sql, params)
+    return []
 
 
 _LOCK_BATCH = 500
