@@ -197,6 +197,14 @@ def occurrence_stamps(
     return [(s, e) for s, e in days if s < window_end and e > window_start]
 
 
+@lru_cache(maxsize=65_536)
+def occurrence_suffix(start: int) -> str:
+    """What :func:`recurrence.occurrence_id` appends to a parent's id for an occurrence
+    starting at ``start`` (epoch seconds): the ids of generated slots and occurrences are
+    made in bulk, and many share their starts, so each is formatted once per process."""
+    return recurrence.occurrence_id("", datetime.fromtimestamp(start, UTC))
+
+
 _M = TypeVar("_M", bound=Model)
 
 

@@ -33,6 +33,7 @@ from scheduling.selectors.common import (
     generated_not_found,
     ids_and_parents,
     occurrence_stamps,
+    occurrence_suffix,
     overlaps,
     token_matches,
     window_q,
@@ -343,7 +344,10 @@ def _integer_search(
                 )
                 found = tuple(
                     ScheduleResult(
-                        start * 1_000_000, fhir_id + _suffix(start), row, _period(start, end)
+                        start * 1_000_000,
+                        fhir_id + occurrence_suffix(start),
+                        row,
+                        _period(start, end),
                     )
                     for start, end in stamps
                 )
@@ -359,12 +363,6 @@ def _integer_search(
 #: edit of the organisation's schedules, or another window) expands only the schedules
 #: that changed. Bounded by results. Shared: never changed.
 _kept = search_cache.VersionedStore(20_000)
-
-
-@lru_cache(maxsize=65_536)
-def _suffix(start: int) -> str:
-    # What recurrence.occurrence_id appends to the parent's id, once per instant.
-    return recurrence.occurrence_id("", datetime.fromtimestamp(start, UTC))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

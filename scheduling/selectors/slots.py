@@ -34,6 +34,7 @@ from scheduling.selectors.common import (
     ids_and_parents,
     loaded,
     occurrence_stamps,
+    occurrence_suffix,
     token_matches,
     ts,
     window_q,
@@ -144,12 +145,6 @@ def slot_get(*, organization: Organization, fhir_id: str) -> Slot:
         and Schedule.objects.filter(organization=organization, fhir_id=split[0]).exists()
     )
     raise generated_not_found("Slot", fhir_id, parent_exists, split[0] if split else "")
-
-
-@lru_cache(maxsize=8192)
-def _stamp(ts: int) -> str:
-    # Many schedules share slot starts: each start is formatted once per process.
-    return f"{datetime.fromtimestamp(ts, UTC):%Y%m%dT%H%M%SZ}"
 
 
 _STORED_SLOT_COLUMNS = (
@@ -410,9 +405,9 @@ class _Lane:
         so the index of each snapshot after a booking only sorts the rows into lists."""
         found = self.made.get("")
         if found is None:
-            pk, step, prefix = self.pk, self.step, f"{self.fhir_id}-"
+            pk, step, parent = self.pk, self.step, self.fhir_id
             found = self.made[""] = [
-                (s, prefix + _stamp(s), 1, (pk, s, s + step)) for s in self.starts
+                (s, parent + occurrence_suffix(s), 1, (pk, s, s + step)) for s in self.starts
             ]
         return found
 
@@ -866,7 +861,7 @@ def _lane_rows(
     the ``wanted`` statuses (None: all), lazily and in order: a page reads a few."""
     lane = verdict.lane
     starts, marked, skipped = lane.starts, verdict.marked, verdict.skipped
-    pk, step, prefix = lane.pk, lane.step, f"{lane.fhir_id}-"
+    pk, step, parent = lane.pk, lane.step, lane.fhir_id
     free, busy = str(SlotStatus.FREE), str(SlotStatus.BUSY)
     reach_lo, reach_hi = availability.reach(now_ts, lane.rules)
     if wanted is not None and wanted == {free}:
@@ -881,7 +876,7 @@ def _lane_rows(
         if status is None:
             status = free if reach_lo <= s and (reach_hi is None or s < reach_hi) else busy
         if wanted is None or status in wanted:
-            yield s, prefix + _stamp(s), 1, (pk, s, s + step, status)
+            yield s, parent + occurrence_suffix(s), 1, (pk, s, s + step, status)
 
 
 def _with_status(
