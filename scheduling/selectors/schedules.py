@@ -235,13 +235,35 @@ def _versions(schedule: Schedule) -> Versions:
     role = schedule.practitioner_role if schedule.practitioner_role_id else None
     role_practitioner = role.practitioner if role is not None and role.practitioner_id else None
     practitioner = schedule.practitioner if schedule.practitioner_id else None
-    return (
+    return _versions_of(
         schedule.organization_id,
         schedule.pk,
         schedule.version,
         *(
-            (row.pk, row.version) if row is not None else None
+            (row.pk, row.version) if row is not None else (None, None)
             for row in (role, role_practitioner, practitioner)
+        ),
+    )
+
+
+def _versions_of(
+    organization_id: str,
+    pk: int,
+    version: int,
+    role: tuple[int | None, int | None],
+    role_practitioner: tuple[int | None, int | None],
+    practitioner: tuple[int | None, int | None],
+) -> Versions:
+    """:data:`Versions` from the rows' (key, version) pairs, a key None where there is no
+    such row: the one spelling of the key, whether the rows came as instances or as
+    columns (:func:`_integer_search`)."""
+    return (
+        organization_id,
+        pk,
+        version,
+        *(
+            pair if pair[0] is not None else None
+            for pair in (role, role_practitioner, practitioner)
         ),
     )
 
@@ -315,15 +337,13 @@ def _integer_search(
             json.loads(categories or "null"), service_category
         ):
             continue
-        versions = (
+        versions = _versions_of(
             organization.pk,
             pk,
             version,
-            (role, role_version) if role is not None else None,
-            (role_practitioner, role_practitioner_version)
-            if role_practitioner is not None
-            else None,
-            (practitioner, practitioner_version) if practitioner is not None else None,
+            (role, role_version),
+            (role_practitioner, role_practitioner_version),
+            (practitioner, practitioner_version),
         )
         key = (zone, versions, window_start, window_end)
         found = kept.get(key) if kept is not None else None
