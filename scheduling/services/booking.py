@@ -426,17 +426,28 @@ def _book_locked(
     return appointment
 
 
-#: The early check of :func:`_refuse_early`: an active plain appointment of the occupant
-#: starting exactly then (organisation, occupant, start, now). Compiled once per process.
-_TAKEN_AT = CompiledStatement(
-    lambda organization_id, occupant, start, now: [
+def _starting_then(
+    organization_id: str, occupant: str, start: datetime, now: datetime
+) -> QuerySet[Appointment]:
+    """The occupant's active plain appointments starting exactly at ``start``: the one
+    question of both cheap refusals (before the lock and first under it). Such an
+    appointment always overlaps the slot starting then (an appointment ends after it
+    starts: ``appointment_end_after_start``), so the engine would find the slot busy too."""
+    return (
         Appointment.objects.filter(
             organization_id=organization_id, occupant=occupant, start=start, rrule=""
         )
         .exclude(occupant="")
         .filter(active_appointments_q(now))
         .order_by()
-        .values_list("id")[:1]
+    )
+
+
+#: The early check of :func:`_refuse_early` (organisation, occupant, start, now).
+#: Compiled once per process.
+_TAKEN_AT = CompiledStatement(
+    lambda organization_id, occupant, start, now: [
+        _starting_then(organization_id, occupant, start, now).values_list("id")[:1]
     ],
     kinds="ssdd",
 )
@@ -448,13 +459,7 @@ _TAKEN_AT = CompiledStatement(
 #: organisation, occupant, schedule, start, now. Compiled once per process.
 _TAKEN_UNDER_LOCK = CompiledStatement(
     lambda organization_id, occupant, schedule_pk, start, now: [
-        Appointment.objects.filter(
-            organization_id=organization_id, occupant=occupant, start=start, rrule=""
-        )
-        .exclude(occupant="")
-        .filter(active_appointments_q(now))
-        .order_by()
-        .values_list(
+        _starting_then(organization_id, occupant, start, now).values_list(
             Value("a"),
             Case(
                 When(status=AppointmentStatus.PENDING, held_until__isnull=False, then=Value(1)),
