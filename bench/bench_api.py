@@ -1,18 +1,22 @@
 """API latency vs the floor (raw SQL + orjson), in-process.
 
 Run:  DATABASE_URL=postgres://postgres@127.0.0.1:5432/medikit_api SECRET_KEY=x \
-      .venv/bin/python bench/bench_api.py [--rounds 30]
+      .venv/bin/python bench/bench_api.py [--rounds 30] [--driver wsgi|client]
 
 It creates a fresh test database (django.test.utils.create_test_db), loads its own data,
-measures the p50 of
+measures the p50 (rounds of the API and of its floor interleaved) of
   1. a 100-entry Slot search page (one week, 20 schedules with 15-minute slots, 100 booked
      appointments), served from the search cache and uncached (caches cleared each time),
   2. a one-week Schedule search over 20 daily recurring schedules (160 occurrences), from
      the search cache and uncached,
   3. reads by id and ``metadata`` (the read cache cleared before each round),
-through Django's test Client, against the "floor": the same rows fetched with a raw SQL
-cursor and encoded with orjson. The Slot floor runs the same per-occupant busy query the
-engine needs (every active appointment of the week, by occupant). The process's garbage
+through the WSGI application as gunicorn calls it (``medikit.wsgi.application``: an environ
+in, the response's bytes out, Django's request signals connected; ``--driver client``
+drives Django's test Client instead, as this bench did until the eighth session: its own
+bookkeeping per request, signals, cookies and the response's test attributes, is no part
+of serving), against the "floor": the same rows fetched with a raw SQL cursor and encoded
+with orjson. The Slot floor runs the same per-occupant busy query the engine needs (every
+active appointment of the week, by occupant). The process's garbage
 collector is set as a gunicorn worker's (``medikit.worker_gc``), for both. Prints ratios
 (target <= 1.5 on PostgreSQL), then drops the test database.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import io
 import os
 import statistics
 import sys
@@ -29,6 +34,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,19 +54,28 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
 
 from medikit import worker_gc  # noqa: E402
+from medikit.wsgi import application  # noqa: E402
 
 AMS = ZoneInfo("Europe/Amsterdam")
 METADATA: dict[str, object] = {}
 
 
-def p50(fn: Callable[[], object], rounds: int) -> float:
-    fn()  # warm caches (rrule parsing, connection)
-    samples = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+def p50s(
+    api: Callable[[], object], floor: Callable[[], object], rounds: int
+) -> tuple[float, float]:
+    """The p50 of ``api`` and of ``floor``, their rounds interleaved: on a machine shared with
+    other work, a quiet or busy spell then falls on both alike, not on one of the two."""
+    api()  # warm caches (rrule parsing, connection)
+    floor()
+    samples: tuple[list[float], list[float]] = ([], [])
+    for n in range(rounds):
+        # Each goes first in every other round: neither always follows the other.
+        for which in (0, 1) if n % 2 == 0 else (1, 0):
+            fn = (api, floor)[which]
+            t0 = time.perf_counter()
+            fn()
+            samples[which].append(time.perf_counter() - t0)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def load_data() -> tuple[str, str]:
@@ -122,6 +139,46 @@ def load_data() -> tuple[str, str]:
 
 
 READER_TOKEN = ""
+
+
+class WsgiClient:
+    """GET requests through the WSGI application as gunicorn makes them: the environ of a
+    keep-alive HTTP/1.1 request from a proxy, the body iterated and closed (which sends
+    Django's ``request_finished``). Answers what the bench reads of a test Client's
+    response: ``status_code`` and ``content``."""
+
+    def __init__(self, token: str) -> None:
+        self._authorization = f"Bearer {token}"
+
+    def get(self, path: str, query: dict[str, object] | None = None) -> SimpleNamespace:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": urlencode(query or {}),
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "testserver",
+            "HTTP_ACCEPT": "application/fhir+json",
+            "HTTP_AUTHORIZATION": self._authorization,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        status: list[str] = []
+        result = application(environ, lambda s, headers, exc_info=None: status.append(s))
+        try:
+            content = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        return SimpleNamespace(status_code=int(status[0].split(" ", 1)[0]), content=content)
 
 
 WEEK = (datetime(2030, 6, 3, tzinfo=AMS), datetime(2030, 6, 10, tzinfo=AMS))
@@ -216,6 +273,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    parser.add_argument(
+        "--driver",
+        choices=("wsgi", "client"),
+        default="wsgi",
+        help="call the WSGI application as gunicorn does (default), or Django's test Client",
+    )
     args = parser.parse_args()
     setup_test_environment()
     old_name = connection.settings_dict["NAME"]
@@ -235,7 +298,13 @@ def main() -> None:
         # worker forks before it has served anything.
         gc.collect()
         worker_gc.tune(worker_gc.configured_threshold())
-        http = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+        def client_for(token: str) -> Any:
+            if args.driver == "client":
+                return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+            return WsgiClient(token)
+
+        http = client_for(token)
         base = f"/v2/{org_id}/fhir/R4"
 
         def slots() -> None:
@@ -257,7 +326,7 @@ def main() -> None:
             search_cache.schedule_cache.clear()
             schedules()
 
-        patient_http = Client(HTTP_AUTHORIZATION=f"Bearer {READER_TOKEN}")
+        patient_http = client_for(READER_TOKEN)
         from scheduling.models import Appointment
 
         booked = Appointment.objects.filter(organization_id=org_id).order_by("start").first()
@@ -266,7 +335,7 @@ def main() -> None:
 
         read_cache = getattr(search_cache, "read_cache", None)  # older checkouts have none
 
-        def getter(client: Client, path: str, *, uncached: bool = False) -> Callable[[], None]:
+        def getter(client: Any, path: str, *, uncached: bool = False) -> Callable[[], None]:
             def run() -> None:
                 if uncached and read_cache is not None:
                     read_cache.clear()
@@ -314,12 +383,11 @@ def main() -> None:
             ),
             ("metadata", getter(http, f"{base}/metadata"), metadata_floor),
         ]
-        print(f"database: {connection.vendor}; rounds: {args.rounds}")
+        print(f"database: {connection.vendor}; rounds: {args.rounds}; driver: {args.driver}")
         for name, api_fn, floor_fn in cases:
             if args.only and args.only not in name:
                 continue
-            api_t = p50(api_fn, args.rounds)
-            floor_t = p50(floor_fn, args.rounds)
+            api_t, floor_t = p50s(api_fn, floor_fn, args.rounds)
             with CaptureQueriesContext(connection) as queries:
                 api_fn()
             print(
