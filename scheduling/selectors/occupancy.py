@@ -28,7 +28,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast
 
 from scheduling import recurrence
 from scheduling.availability import Occupancy, Rules, Seat
@@ -135,10 +135,17 @@ _Spans = Spans
 _REACH = timedelta(minutes=MAX_BUFFER_MINUTES)
 
 
-def _span_columns() -> list[Any]:
-    """The columns the engine needs of an appointment row, in the order
-    :func:`_spans_of_rows` reads them (after a leading group column)."""
+def _span_columns(organization_id: str) -> list[Any]:
+    """The columns the engine needs of an appointment row of organisation
+    ``organization_id``, in the order :func:`_spans_of_rows` reads them (after a leading
+    group column)."""
     plain = Q(rrule="")
+    # Group schedules (a capacity above one) are few: one hashed list of them per
+    # statement, where a join would look up every appointment's schedule. Its
+    # organisation is named so the list is read from that organisation's rows only.
+    group_schedules = Schedule.objects.filter(
+        organization_id=organization_id, capacity__gt=1
+    ).values("pk")
     return [
         EpochSeconds("start"),
         EpochSeconds("end"),
@@ -153,10 +160,17 @@ def _span_columns() -> list[Any]:
         Case(When(plain, then=None), default=EpochMicros("end")),
         Case(When(plain, then=Value("")), default=F("recurrence_timezone")),
         Case(When(plain, then=None), default=Cast("exdates", TextField())),
-        # Buffers (seconds before and after) and, for group slots, the slot's schedule.
-        EpochSeconds("start") - EpochSeconds(Coalesce("occupied_start", "start")),
-        EpochSeconds(Coalesce("occupied_end", "end")) - EpochSeconds("end"),
-        Case(When(schedule__capacity__gt=1, then=F("schedule_id")), default=None),
+        # Buffers (seconds before and after; no arithmetic where there are none, which is
+        # most rows) and, for group slots, the slot's schedule.
+        Case(
+            When(occupied_start__isnull=True, then=Value(0)),
+            default=EpochSeconds("start") - EpochSeconds("occupied_start"),
+        ),
+        Case(
+            When(occupied_end__isnull=True, then=Value(0)),
+            default=EpochSeconds("occupied_end") - EpochSeconds("end"),
+        ),
+        Case(When(schedule_id__in=group_schedules, then=F("schedule_id")), default=None),
     ]
 
 
@@ -184,7 +198,7 @@ def _spans_of_rows(
     occupied: bool = True,
 ) -> tuple[dict[str, _Spans], int | None]:
     """(busy, tentative, seats) per group value (each row's first column) of rows of
-    ``(group, *_span_columns())`` during ``window`` (recurring ones expanded), and the
+    ``(group, *_span_columns(...))`` during ``window`` (recurring ones expanded), and the
     earliest live hold's expiry. With ``occupied`` the spans are the occupied ranges
     (widened by their schedule's buffers) and bookings of group slots are seats; without
     (a patient's own time) they are the appointments' own start and end. Rows read for a
@@ -256,7 +270,7 @@ def _appointment_spans(
     matching ``where`` that overlap ``window`` (:func:`_spans_of_rows`), and the earliest
     live hold's expiry."""
     rows = _appointment_rows(organization, where, window, now, occupied=occupied).values_list(
-        group, *_span_columns()
+        group, *_span_columns(organization.pk)
     )
     return _spans_of_rows(organization, plain_rows(rows), window, occupied=occupied)
 
@@ -321,7 +335,7 @@ def _occupied_statement(count: int | None) -> CompiledStatement:
         rows = _appointment_rows(
             Organization(pk=organization_id), where, window, now, occupied=True
         )
-        return [rows.values_list("occupant", *_span_columns())]
+        return [rows.values_list("occupant", *_span_columns(organization_id))]
 
     return CompiledStatement(make, kinds="sddd" + "s" * (count or 0))
 
@@ -555,14 +569,14 @@ def _claim_querysets(
     wide = Period(wide_start, wide_end)
     appointments = _appointment_rows(
         org, Q(occupant=occupant) & not_excluded, wide, now, occupied=False
-    ).values_list(_kind("o"), *_span_columns())
+    ).values_list(_kind("o"), *_span_columns(organization_id))
     own = _appointment_rows(
         org,
         Q(patient_id=patient_pk) & not_excluded,
         Period(patient_start, patient_end),
         now,
         occupied=False,
-    ).values_list(_kind("p"), *_span_columns())
+    ).values_list(_kind("p"), *_span_columns(organization_id))
     blocked = _blocked_slots(org, occupied_start, occupied_end).values_list(
         _kind("b"),
         EpochSeconds("start"),
