@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+from django.test.utils import CaptureQueriesContext
 
-from scheduling.db.compiled_query import CompiledStatement, _native_placeholders
+from scheduling.db.compiled_query import CompiledStatement, _native_placeholders, rows_of_each
 from scheduling.models import Appointment, Organization
 from tests.factories import AppointmentFactory, PatientFactory, ScheduleFactory
 
@@ -59,6 +62,80 @@ def test_a_compiled_statement_answers_what_its_querysets_do(org: Organization) -
         assert len(got) == 3 + sum(1 for r in rows[1:4] if r.patient_id == patient.pk)
     with pytest.raises(TypeError):
         STATEMENT.rows(org.pk, start, end)
+
+
+#: The organisation's patients' ids: a second statement of another shape.
+PATIENTS = CompiledStatement(
+    lambda organization_id: [
+        Appointment.objects.filter(organization_id=organization_id)
+        .order_by()
+        .values_list("patient_id", "patient_id")
+    ],
+    kinds="s",
+)
+
+
+@pytest.mark.django_db
+def test_rows_of_each_answers_each_statement_in_order(org: Organization) -> None:
+    """On PostgreSQL the statements go in one pipeline, elsewhere one after another: either
+    way each answers what it answers alone, in the order given, and each is logged."""
+    schedule = ScheduleFactory(organization=org, slot_minutes=15)
+    patients = [PatientFactory(organization=org) for _ in range(2)]
+    rows = [
+        AppointmentFactory(
+            organization=org,
+            patient=patients[i % 2],
+            schedule=schedule,
+            practitioner_role=schedule.practitioner_role,
+            start=schedule.planning_start + timedelta(minutes=15 * i),
+        )
+        for i in range(5)
+    ]
+    start, end = rows[0].start, rows[3].start
+    calls = [
+        STATEMENT.with_values(org.pk, start, end, patients[1].pk),
+        PATIENTS.with_values(org.pk),
+        STATEMENT.with_values(org.pk, start, end, patients[0].pk),
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        together = rows_of_each(calls)
+    assert len(queries.captured_queries) == len(calls)
+    alone = [statement.rows(*values) for statement, values in calls]
+    assert [sorted(r) for r in together] == [sorted(r) for r in alone]
+    # (the three answers differ, so an answer in the wrong place would show)
+    assert len({tuple(sorted(r)) for r in alone}) == 3
+    with pytest.raises(TypeError):
+        STATEMENT.with_values(org.pk)
+
+
+@pytest.mark.django_db
+def test_a_failing_statement_in_rows_of_each_raises_and_the_connection_goes_on(
+    org: Organization,
+) -> None:
+    """An error in one statement is raised as Django's database error (not psycopg's), and
+    the connection answers the next statements once its transaction is rolled back."""
+    schedule = ScheduleFactory(organization=org, slot_minutes=15)
+    AppointmentFactory(
+        organization=org,
+        patient=PatientFactory(organization=org),
+        schedule=schedule,
+        practitioner_role=schedule.practitioner_role,
+        start=schedule.planning_start,
+    )
+    failing = CompiledStatement(
+        lambda organization_id: [
+            Appointment.objects.filter(organization_id=organization_id)
+            .order_by()
+            .values_list(RawSQL("no_such_function(id)", []), "patient_id")
+        ],
+        kinds="s",
+    )
+    with pytest.raises(DatabaseError), transaction.atomic():
+        rows_of_each([PATIENTS.with_values(org.pk), failing.with_values(org.pk)])
+    assert (
+        rows_of_each([PATIENTS.with_values(org.pk), PATIENTS.with_values(org.pk)])
+        == [PATIENTS.rows(org.pk)] * 2
+    )
 
 
 def test_every_argument_must_be_used() -> None:

@@ -255,6 +255,12 @@ class CompiledStatement:
             rows: list[tuple[Any, ...]] = cursor.fetchall()
         return rows
 
+    def with_values(self, *values: Any) -> tuple[CompiledStatement, tuple[Any, ...]]:
+        """This statement and ``values``, for :func:`rows_of_each`."""
+        if len(values) != len(self._kinds):
+            raise TypeError(f"Expected {len(self._kinds)} values, got {len(values)}.")
+        return self, values
+
     def _call(self, values: Sequence[Any], alias: str) -> tuple[Any, str, list[Any]]:
         """A cursor for this statement, its SQL for that cursor, and the parameters."""
         if len(values) != len(self._kinds):
@@ -271,6 +277,42 @@ class CompiledStatement:
                 found = self._native[alias] = _native_placeholders(sql)
             return native, found, params
         return _cursor(alias), sql, params
+
+
+def rows_of_each(
+    calls: Sequence[tuple[CompiledStatement, Sequence[Any]]], alias: str = "default"
+) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement with its values (:meth:`CompiledStatement.with_values`),
+    in the order given, for reads that do not depend on one another.
+
+    On PostgreSQL all of them go in ONE round trip (psycopg's pipeline mode): each
+    statement still reads with its own snapshot, as it would alone, but the server answers
+    them back to back instead of waking once per statement. Elsewhere they run one after
+    another.
+    """
+    connection = connections[alias]
+    if connection.vendor == "postgresql" and len(calls) > 1:
+        connection.ensure_connection()
+    if (
+        connection.vendor != "postgresql"
+        or len(calls) < 2
+        # (Django's own client-side binding cursors, without prepared statements, are left
+        # out of the pipeline.)
+        or connection.connection.prepare_threshold is None
+    ):
+        return [statement.rows(*values, alias=alias) for statement, values in calls]
+    prepared = [statement._call(values, alias) for statement, values in calls]
+    try:
+        with connection.wrap_database_errors:
+            # Leaving the pipeline sends one Sync and collects every result (an error in one
+            # skips the rest and is raised here).
+            with connection.connection.pipeline():
+                for cursor, sql, params in prepared:
+                    cursor.execute(sql, params)
+            return [cursor.fetchall() for cursor, _sql, _params in prepared]
+    finally:
+        for cursor, _sql, _params in prepared:
+            cursor.close()
 
 
 _PLACEHOLDER = re.compile(r"%%|%s")

@@ -57,6 +57,7 @@ __all__ = [
     "claim_read",
     "occupancies",
     "occupancy_spans",
+    "occupied_read",
     "occupying_appointments",
     "patient_occupancy",
     "rules_of",
@@ -354,6 +355,26 @@ def _blocked_spans(
     return blocked
 
 
+def occupied_read(
+    *,
+    organization: Organization,
+    window: Period,
+    now: datetime,
+    occupants: Iterable[str] | None = None,
+) -> tuple[CompiledStatement, tuple[Any, ...]] | None:
+    """The compiled statement, with its values, that :func:`occupancies` reads the
+    appointments with, or None where it reads them otherwise (many occupants named). A
+    caller may send it in one round trip with reads of its own
+    (:func:`~scheduling.db.compiled_query.rows_of_each`) and pass its rows to
+    :func:`occupancies` as ``rows``."""
+    wanted = None if occupants is None else sorted(set(occupants))
+    if wanted is not None and len(wanted) > COMPILED_OCCUPANTS:
+        return None
+    return _occupied_statement(None if wanted is None else len(wanted)).with_values(
+        organization.pk, window.start - _REACH, window.end + _REACH, now, *(wanted or ())
+    )
+
+
 def occupancies(
     *,
     organization: Organization,
@@ -363,6 +384,7 @@ def occupancies(
     exclude_appointment: int | None = None,
     blocks: bool = True,
     blocked: dict[str, list[tuple[int, int]]] | None = None,
+    rows: list[tuple[Any, ...]] | None = None,
 ) -> Occupancies:
     """What occupies each occupant during ``window`` at ``now`` (all of the organisation's
     occupants when ``occupants`` is None): its active appointments on any schedule or naming
@@ -372,15 +394,18 @@ def occupancies(
     bookings that blocked time covers: a block never hides a booking). ``blocked``: the
     window's blocked time per occupant as the caller already read it (every stored
     ``busy-unavailable`` slot overlapping ``window``, in epoch seconds), instead of reading
-    it again. Two queries (one with ``blocked``).
+    it again. ``rows``: the rows of :func:`occupied_read`'s statement for the same arguments,
+    as the caller already read them. Two queries (one with ``blocked``, none with both).
     """
     wanted = None if occupants is None else set(occupants)
-    if exclude_appointment is None and (wanted is None or len(wanted) <= COMPILED_OCCUPANTS):
-        count = None if wanted is None else len(wanted)
-        keys = () if wanted is None else sorted(wanted)
-        rows = _occupied_statement(count).rows(
-            organization.pk, window.start - _REACH, window.end + _REACH, now, *keys
-        )
+    if rows is None and exclude_appointment is None:
+        read = occupied_read(organization=organization, window=window, now=now, occupants=wanted)
+        if read is not None:
+            statement, values = read
+            rows = statement.rows(*values)
+    elif rows is not None and exclude_appointment is not None:
+        raise ValueError("Rows read by occupied_read() leave no appointment out.")
+    if rows is not None:
         spans, valid_until = _spans_of_rows(organization, rows, window)
     else:
         where = ~Q(occupant="") if wanted is None else Q(occupant__in=sorted(wanted))

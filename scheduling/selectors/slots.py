@@ -18,7 +18,7 @@ from django.db.models.functions import Cast
 from scheduling import availability, recurrence
 from scheduling.availability import NO_RULES
 from scheduling.db import search_cache
-from scheduling.db.compiled_query import CompiledModelQuery, CompiledStatement
+from scheduling.db.compiled_query import CompiledModelQuery, CompiledStatement, rows_of_each
 from scheduling.db.epoch import EpochMicros, plain_rows
 from scheduling.models import (
     Organization,
@@ -39,7 +39,7 @@ from scheduling.selectors.common import (
     ts,
     window_q,
 )
-from scheduling.selectors.occupancy import Occupancies, occupancies, rules_of
+from scheduling.selectors.occupancy import Occupancies, occupancies, occupied_read, rules_of
 
 
 @dataclass(slots=True)
@@ -603,8 +603,11 @@ def _slot_grid(
     window: Period,
     parents: set[str] | None,
     service_category: Sequence[Token] | None,
+    rows: list[tuple[Any, ...]] | None = None,
 ) -> _SlotGrid:
-    schedules = _read(_grid_rows, organization, window, parents)
+    """The lanes of the schedules' generated slots. ``rows``: :func:`_grid_rows`'s, when
+    the caller read them (else read here)."""
+    schedules = rows if rows is not None else _read(_grid_rows, organization, window, parents)
     window_start, window_end = ts(window.start), ts(window.end)
     lanes: list[_Lane] = []
     infos: dict[int, tuple[str, str]] = {}
@@ -665,6 +668,19 @@ def _slot_grid(
     return _SlotGrid(lanes=lanes, schedules=infos, rules=rules)
 
 
+def _clinic_reads(
+    organization: Organization, window: Period, now: datetime
+) -> list[tuple[CompiledStatement, tuple[Any, ...]]]:
+    """The two reads of a whole-clinic snapshot: every stored slot of the window, and what
+    occupies every occupant (:func:`occupied_read`). A search of the whole clinic knows
+    whose time it needs before it has read anything, so they can go in one round trip
+    (with the grid's read too, when that is not cached)."""
+    read = occupied_read(organization=organization, window=window, now=now)
+    assert read is not None  # (None only for many occupants named)
+    stored = _compiled(_stored_rows, None).with_values(organization.pk, window.start, window.end)
+    return [stored, read]
+
+
 def _slot_snapshot(
     *,
     organization: Organization,
@@ -673,9 +689,18 @@ def _slot_snapshot(
     grid: _SlotGrid,
     service_category: Sequence[Token] | None,
     now: datetime,
+    reads: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None,
 ) -> _SlotSnapshot:
-    """The engine's verdict on the grid's slots and the stored slots of the window."""
-    stored_values = _read(_stored_rows, organization, window, parents)
+    """The engine's verdict on the grid's slots and the stored slots of the window.
+    ``reads``: :func:`_clinic_reads`'s rows, when the caller read them with the grid."""
+    occupied_rows: list[tuple[Any, ...]] | None = None
+    if reads is not None:
+        stored_values, occupied_rows = reads
+    elif parents is None and grid.lanes:
+        stored_values, occupied_rows = rows_of_each(_clinic_reads(organization, window, now))
+    else:
+        # A search of named schedules learns whose time to read from their stored slots.
+        stored_values = _read(_stored_rows, organization, window, parents)
     width = len(_STORED_SLOT_COLUMNS)
     occupant_of_stored = [
         occupant_key(
@@ -706,7 +731,12 @@ def _slot_snapshot(
                 blocked[key].append((values[5] // 1_000_000, values[6] // 1_000_000))
     occupied = (
         occupancies(
-            organization=organization, window=window, now=now, occupants=wanted, blocked=blocked
+            organization=organization,
+            window=window,
+            now=now,
+            occupants=wanted,
+            blocked=blocked,
+            rows=occupied_rows,
         )
         if grid.lanes or stored_values
         else Occupancies({}, None)
@@ -1105,13 +1135,26 @@ def slot_search(
     )
     now_ts = ts(now)
     built: list[bool] = []
+    # A whole-clinic grid that is not cached is read in one round trip with the snapshot's
+    # own reads, which wait here for it.
+    clinic_reads: list[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = []
 
     def build_grid() -> tuple[_SlotGrid, int]:
+        rows = None
+        if parents is None:
+            grid_read = _compiled(_grid_rows, None).with_values(
+                organization.pk, window.start, window.end
+            )
+            rows, stored, occupied = rows_of_each(
+                [grid_read, *_clinic_reads(organization, window, now)]
+            )
+            clinic_reads.append((stored, occupied))
         grid = _slot_grid(
             organization=organization,
             window=window,
             parents=parents,
             service_category=service_category,
+            rows=rows,
         )
         return grid, grid.weight
 
@@ -1126,6 +1169,7 @@ def slot_search(
             grid=grid,
             service_category=service_category,
             now=now,
+            reads=clinic_reads[0] if clinic_reads else None,
         )
         built.append(True)
         return snapshot, snapshot.weight
