@@ -12,7 +12,9 @@ from django.contrib.messages import middleware as messages_middleware
 from django.contrib.sessions import middleware as sessions_middleware
 from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
+from django.middleware import locale as locale_middleware
 from django.urls import reverse
+from django.utils import translation
 from django.utils.deprecation import MiddlewareMixin
 
 from fhir_api.errors import (
@@ -195,3 +197,22 @@ class AuthenticationMiddleware(_NotForTheApi, auth_middleware.AuthenticationMidd
 
 class MessageMiddleware(_NotForTheApi, messages_middleware.MessageMiddleware):
     pass
+
+
+#: The API's one language: its diagnostics are written for the client's developer, and
+#: clients match on them (fhir_api.errors.outcome_for_exception).
+API_LANGUAGE = "en"
+
+
+class LocaleMiddleware(locale_middleware.LocaleMiddleware):
+    """Django's language negotiation for the admin and the front desk; the API answers in
+    English whatever the request's ``Accept-Language``. So an API request activates
+    English (a thread that last served the Dutch admin must not answer DRF's own messages
+    in Dutch), and its responses claim neither ``Content-Language`` from the request nor
+    ``Vary: Accept-Language``, which would split shared caches for nothing."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if _is_api(request.path):
+            translation.activate(API_LANGUAGE)
+            return self.get_response(request)
+        return super().__call__(request)

@@ -50,7 +50,8 @@ MIDDLEWARE = [
     "medikit.static.StaticFilesMiddleware",
     # Django's session, authentication and message middleware, skipped for API paths.
     "fhir_api.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    # Django's language negotiation, for all but the API (which answers in English).
+    "fhir_api.middleware.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "fhir_api.middleware.AuthenticationMiddleware",

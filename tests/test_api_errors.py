@@ -303,3 +303,26 @@ def test_unexpected_error_is_generic_500(caplog: Any) -> None:
     assert "secret" not in str(response.data)
     assert response.data["issue"][0]["code"] == "exception"
     assert "Unhandled error" in caplog.text
+
+
+def test_the_api_answers_in_english_whatever_accept_language(api: APIClient, data: Any) -> None:
+    """Diagnostics are English (docs/api.md): DRF's own messages too, even on a thread whose
+    last request (the Dutch admin) left Dutch active; and an API response neither varies
+    by nor claims the request's language. The admin still negotiates (test_front_desk)."""
+    from django.utils import translation
+
+    org = data["schedule"].organization_id
+    translation.activate("nl")  # what a Dutch admin request leaves on its thread
+    try:
+        for language in ("nl", "en", None):
+            extra = {} if language is None else {"HTTP_ACCEPT_LANGUAGE": language}
+            response = api.put(url("Slot", org), {}, format="json", **extra)
+            assert_outcome(response, 405, contains='Method "PUT" not allowed.')
+            assert "Accept-Language" not in response.headers.get("Vary", "")
+            assert "Content-Language" not in response.headers
+            search = api.get(url("Schedule", org), **extra)
+            assert search.status_code == 200
+            assert "Accept-Language" not in search.headers.get("Vary", "")
+            translation.activate("nl")
+    finally:
+        translation.deactivate()
