@@ -4,6 +4,7 @@ answer exactly what the querysets would (issue 19: the booking's one check state
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -39,8 +40,8 @@ def _make(
 STATEMENT = CompiledStatement(_make, kinds="sddi")
 
 
-@pytest.mark.django_db
-def test_a_compiled_statement_answers_what_its_querysets_do(org: Organization) -> None:
+def _booked(org: Organization, count: int) -> tuple[list[Any], list[Appointment]]:
+    """Two patients, and ``count`` appointments 15 minutes apart, theirs in turn."""
     schedule = ScheduleFactory(organization=org, slot_minutes=15)
     patients = [PatientFactory(organization=org) for _ in range(2)]
     rows = [
@@ -51,8 +52,14 @@ def test_a_compiled_statement_answers_what_its_querysets_do(org: Organization) -
             practitioner_role=schedule.practitioner_role,
             start=schedule.planning_start + timedelta(minutes=15 * i),
         )
-        for i in range(6)
+        for i in range(count)
     ]
+    return patients, rows
+
+
+@pytest.mark.django_db
+def test_a_compiled_statement_answers_what_its_querysets_do(org: Organization) -> None:
+    patients, rows = _booked(org, 6)
     start, end = rows[1].start, rows[4].start
     for patient in patients:
         # Compiled once (the first call), then run again with other values.
@@ -79,18 +86,7 @@ PATIENTS = CompiledStatement(
 def test_rows_of_each_answers_each_statement_in_order(org: Organization) -> None:
     """On PostgreSQL the statements go in one pipeline, elsewhere one after another: either
     way each answers what it answers alone, in the order given, and each is logged."""
-    schedule = ScheduleFactory(organization=org, slot_minutes=15)
-    patients = [PatientFactory(organization=org) for _ in range(2)]
-    rows = [
-        AppointmentFactory(
-            organization=org,
-            patient=patients[i % 2],
-            schedule=schedule,
-            practitioner_role=schedule.practitioner_role,
-            start=schedule.planning_start + timedelta(minutes=15 * i),
-        )
-        for i in range(5)
-    ]
+    patients, rows = _booked(org, 5)
     start, end = rows[0].start, rows[3].start
     calls = [
         STATEMENT.with_values(org.pk, start, end, patients[1].pk),
