@@ -8,6 +8,8 @@ RFC 6749 members), never a 500, an HTML page or a traceback in the log.
 from __future__ import annotations
 
 import base64
+import io
+import json
 import logging
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -18,7 +20,9 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from fhir_api.errors import InvalidRequest
 from fhir_api.models import ApiClient, ApiClientOrganization
+from fhir_api.parsers import FHIRJSONParser
 from scheduling.models import Appointment, Organization, Patient, Schedule
 from tests.api_helpers import assert_outcome, body, url
 from tests.factories import PatientFactory, ScheduleFactory
@@ -208,6 +212,38 @@ def test_nul_in_book_slot_comment_is_400(
     assert data["issue"][0]["expression"] == ["Parameters.parameter[4].valueString"]
     assert Appointment.objects.count() == 0
     no_traceback(caplog)
+
+
+#: Every character the API refuses in a body (middleware.CONTROL_CHARACTERS).
+CONTROLS = [chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F]]
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("raw", [False, True], ids=["escaped", "raw"])
+def test_every_control_character_in_a_body_is_refused_wherever_it_stands(
+    control: str, raw: bool
+) -> None:
+    """In a value and in a key, escaped (as JSON encoders write it) or raw where JSON
+    allows it raw (DEL): the parser's quick test of the text must not let one through."""
+    for where in ("value", "key"):
+        item = {"name": "start", "valueString": f"a{control}b"}
+        if where == "key":
+            item = {"name": "start", f"x{control}": "b"}
+        text = json.dumps({"resourceType": "Parameters", "parameter": [item]})
+        if raw:
+            if control != "\x7f":
+                continue  # JSON has no raw C0 control in a string: the decoder refuses it
+            text = text.replace("\\u007f", "\x7f")
+            assert "\x7f" in text and "\\u007f" not in text
+        with pytest.raises(InvalidRequest) as refused:
+            FHIRJSONParser().parse(io.BytesIO(text.encode()))
+        expression = refused.value.issues[0]["expression"]
+        assert expression[0].startswith("Parameters.parameter[0]."), (where, expression)
+
+
+def test_tab_and_line_breaks_in_a_body_are_not_control_characters() -> None:
+    text = json.dumps({"resourceType": "Parameters", "parameter": [{"name": "a\tb\r\nc"}]})
+    assert FHIRJSONParser().parse(io.BytesIO(text.encode()))["parameter"][0]["name"] == "a\tb\r\nc"
 
 
 def test_line_breaks_in_a_comment_are_fine(
