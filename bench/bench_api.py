@@ -4,7 +4,8 @@ Run:  DATABASE_URL=postgres://postgres@127.0.0.1:5432/medikit_api SECRET_KEY=x \
       .venv/bin/python bench/bench_api.py [--rounds 30] [--driver wsgi|client]
 
 It creates a fresh test database (django.test.utils.create_test_db), loads its own data,
-measures the p50 (rounds of the API and of its floor interleaved) of
+measures the p50 (rounds of the API and of its floor interleaved; each API response is
+checked, outside the timing, since the floor's output is not read back either) of
   1. a 100-entry Slot search page (one week, 20 schedules with 15-minute slots, 100 booked
      appointments), served from the search cache and uncached (caches cleared each time),
   2. a one-week Schedule search over 20 daily recurring schedules (160 occurrences), from
@@ -61,11 +62,16 @@ METADATA: dict[str, object] = {}
 
 
 def p50s(
-    api: Callable[[], object], floor: Callable[[], object], rounds: int
+    api: Callable[[], Any],
+    floor: Callable[[], object],
+    rounds: int,
+    check: Callable[[Any], None],
 ) -> tuple[float, float]:
     """The p50 of ``api`` and of ``floor``, their rounds interleaved: on a machine shared with
-    other work, a quiet or busy spell then falls on both alike, not on one of the two."""
-    api()  # warm caches (rrule parsing, connection)
+    other work, a quiet or busy spell then falls on both alike, not on one of the two.
+    ``check`` asserts each API response, outside the timing: reading the body back is the
+    client's work, as the floor's bytes are never read back either."""
+    check(api())  # warm caches (rrule parsing, connection)
     floor()
     samples: tuple[list[float], list[float]] = ([], [])
     for n in range(rounds):
@@ -73,8 +79,10 @@ def p50s(
         for which in (0, 1) if n % 2 == 0 else (1, 0):
             fn = (api, floor)[which]
             t0 = time.perf_counter()
-            fn()
+            out = fn()
             samples[which].append(time.perf_counter() - t0)
+            if which == 0:
+                check(out)
     return statistics.median(samples[0]), statistics.median(samples[1])
 
 
@@ -307,24 +315,29 @@ def main() -> None:
         http = client_for(token)
         base = f"/v2/{org_id}/fhir/R4"
 
-        def slots() -> None:
-            r = http.get(f"{base}/Slot", {"start": "ge2030-06-03", "_count": 100})
-            assert r.status_code == 200 and len(orjson.loads(r.content)["entry"]) == 100
+        def slots() -> Any:
+            return http.get(f"{base}/Slot", {"start": "ge2030-06-03", "_count": 100})
 
-        def slots_uncached() -> None:
+        def slots_uncached() -> Any:
+            # (inside the timing: an uncached search also frees the snapshot it replaces)
             for cache in caches:
                 cache.clear()
-            slots()
+            return slots()
 
-        def schedules() -> None:
-            r = http.get(f"{base}/Schedule", {"date": "ge2030-06-03", "_count": 500})
+        def check_slots(r: Any) -> None:
+            assert r.status_code == 200 and len(orjson.loads(r.content)["entry"]) == 100
+
+        def schedules() -> Any:
+            return http.get(f"{base}/Schedule", {"date": "ge2030-06-03", "_count": 500})
+
+        def schedules_uncached() -> Any:
+            search_cache.schedule_cache.clear()
+            return schedules()
+
+        def check_schedules(r: Any) -> None:
             # 20 schedules x the days the default window reaches (8 since the window's end
             # day is included): whatever it is, the same every round.
             assert r.status_code == 200 and orjson.loads(r.content)["total"] in (140, 160)
-
-        def schedules_uncached() -> None:
-            search_cache.schedule_cache.clear()
-            schedules()
 
         patient_http = client_for(READER_TOKEN)
         from scheduling.models import Appointment
@@ -335,30 +348,33 @@ def main() -> None:
 
         read_cache = getattr(search_cache, "read_cache", None)  # older checkouts have none
 
-        def getter(client: Any, path: str, *, uncached: bool = False) -> Callable[[], None]:
-            def run() -> None:
+        def getter(client: Any, path: str, *, uncached: bool = False) -> Callable[[], Any]:
+            def run() -> Any:
                 if uncached and read_cache is not None:
                     read_cache.clear()
-                r = client.get(path)
-                assert r.status_code == 200, (path, r.status_code, r.content[:300])
+                return client.get(path)
 
             return run
+
+        def check_ok(r: Any) -> None:
+            assert r.status_code == 200, (r.status_code, r.content[:300])
 
         def metadata_floor() -> bytes:
             return orjson.dumps(METADATA)
 
         METADATA.update(orjson.loads(http.get(f"{base}/metadata").content))
-        cases: list[tuple[str, Callable[[], object], Callable[[], object]]] = [
-            ("Slot search, 100-entry page, cached", slots, floor_slots),
-            ("Slot search, 100-entry page, uncached", slots_uncached, floor_slots),
-            ("Schedule search, 20 schedules x 1 week", schedules, floor_schedules),
+        cases: list[tuple[str, Callable[[], Any], Callable[[], object], Callable[[Any], None]]] = [
+            ("Slot search, 100-entry page, cached", slots, floor_slots, check_slots),
+            ("Slot search, 100-entry page, uncached", slots_uncached, floor_slots, check_slots),
+            ("Schedule search, 20 schedules x 1 week", schedules, floor_schedules, check_schedules),
             (
                 "Schedule search, 20 schedules x 1 week, uncached",
                 schedules_uncached,
                 floor_schedules,
+                check_schedules,
             ),
             *(
-                (f"{name} read{label}", getter(client, path, uncached=uncached), floor)
+                (f"{name} read{label}", getter(client, path, uncached=uncached), floor, check_ok)
                 for name, client, path, floor in (
                     (
                         "Slot/{id}",
@@ -381,15 +397,15 @@ def main() -> None:
                 )
                 for label, uncached in ((", uncached", True), ("", False))
             ),
-            ("metadata", getter(http, f"{base}/metadata"), metadata_floor),
+            ("metadata", getter(http, f"{base}/metadata"), metadata_floor, check_ok),
         ]
         print(f"database: {connection.vendor}; rounds: {args.rounds}; driver: {args.driver}")
-        for name, api_fn, floor_fn in cases:
+        for name, api_fn, floor_fn, check in cases:
             if args.only and args.only not in name:
                 continue
-            api_t, floor_t = p50s(api_fn, floor_fn, args.rounds)
+            api_t, floor_t = p50s(api_fn, floor_fn, args.rounds, check)
             with CaptureQueriesContext(connection) as queries:
-                api_fn()
+                check(api_fn())
             print(
                 f"{name:42s} api p50 {api_t * 1000:7.2f} ms  floor p50 "
                 f"{floor_t * 1000:7.2f} ms  ratio {api_t / floor_t:5.2f}  "
