@@ -257,14 +257,16 @@ class CompiledStatement:
 
     def with_values(self, *values: Any) -> tuple[CompiledStatement, tuple[Any, ...]]:
         """This statement and ``values``, for :func:`rows_of_each`."""
+        self._check_arity(values)
+        return self, values
+
+    def _check_arity(self, values: Sequence[Any]) -> None:
         if len(values) != len(self._kinds):
             raise TypeError(f"Expected {len(self._kinds)} values, got {len(values)}.")
-        return self, values
 
     def _call(self, values: Sequence[Any], alias: str) -> tuple[Any, str, list[Any]]:
         """A cursor for this statement, its SQL for that cursor, and the parameters."""
-        if len(values) != len(self._kinds):
-            raise TypeError(f"Expected {len(self._kinds)} values, got {len(values)}.")
+        self._check_arity(values)
         sql, plan = self.sql(alias)
         prepared = [self._prepare(k, v, alias) for k, v in zip(self._kinds, values, strict=True)]
         params = [prepared[x] if is_arg else x for is_arg, x in plan]
@@ -291,16 +293,10 @@ def rows_of_each(
     another.
     """
     connection = connections[alias]
-    if connection.vendor == "postgresql" and len(calls) > 1:
-        connection.ensure_connection()
-    if (
-        connection.vendor != "postgresql"
-        or len(calls) < 2
-        # (Django's own client-side binding cursors, without prepared statements, are left
-        # out of the pipeline.)
-        or connection.connection.prepare_threshold is None
-    ):
+    if connection.vendor != "postgresql" or len(calls) < 2:
         return [statement.rows(*values, alias=alias) for statement, values in calls]
+    # (Each cursor is what ``rows`` would use: with prepared statements off, Django's own,
+    # which a pipeline takes as well, as in ``rows_after``.)
     prepared = [statement._call(values, alias) for statement, values in calls]
     try:
         with connection.wrap_database_errors:
