@@ -8,7 +8,8 @@ runs it (issue 5).
    migrates it and adds one small organisation: ``--schedules`` schedules of 15-minute
    slots from tomorrow on, ``--clients`` patients and a bearer token;
 2. starts the production server as deployed (scripts/serve.sh: gunicorn, production
-   settings, ``2 x cores + 1`` workers as in gunicorn.conf.py) on a free loopback port;
+   settings, ``2 x cores + 1`` workers of two threads each, as in gunicorn.conf.py) on a
+   free loopback port;
 3. drives it from a SEPARATE process (this file with ``--client``: asyncio + aiohttp,
    keep-alive connections opened before measuring) through three phases:
 
@@ -22,7 +23,9 @@ runs it (issue 5).
      another, each to a free slot of its own (p50/p95);
 
 4. prints the figures and the ratio contended p95 / uncontended p95 against the target
-   (<= 3x), then stops the server and drops the database, also on errors or Ctrl-C.
+   (<= 3x), with each phase's CPU per request of the server (gunicorn, PostgreSQL) and of
+   the client, which shares the machine's cores with the server; then stops the server
+   and drops the database, also on errors or Ctrl-C.
 
 Serving and driving from separate processes matters: with both in one interpreter the
 contended figure measured mostly the GIL (32 requests x client and server CPU each).
@@ -287,7 +290,7 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
         @contextlib.asynccontextmanager
         async def measured(phase: str) -> Any:
             """Server CPU (gunicorn, PostgreSQL), wall time and load average of a phase."""
-            began = time.perf_counter()
+            began, client_began = time.perf_counter(), time.process_time()
             async with CpuMeter(server_session, database) as meter:
                 yield
             wall = time.perf_counter() - began
@@ -295,6 +298,7 @@ async def drive(plan: dict[str, Any]) -> dict[str, Any]:
             cpu[phase] = {
                 "gunicorn_s": gunicorn,
                 "postgres_s": postgres,
+                "client_s": time.process_time() - client_began,
                 "wall_s": wall,
                 "loadavg_1m": os.getloadavg()[0],
             }
@@ -530,6 +534,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> bool:
             f"  {phase_name:<12} {total / count * 1000:6.2f} ms "
             f"(gunicorn {used['gunicorn_s'] / count * 1000:5.2f} + PostgreSQL "
             f"{used['postgres_s'] / count * 1000:5.2f}) over {phase['count']} requests; "
+            f"client {used['client_s'] / count * 1000:5.2f} ms; "
             f"{total / used['wall_s'] * 100 if used['wall_s'] else 0:.0f}% of one core"
         )
     if result["waits"]:
@@ -596,7 +601,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sequential $reschedule requests (at most --uncontended)",
     )
     parser.add_argument("--workers", type=int, default=2 * load.CORES + 1)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)  # gunicorn.conf.py's default
     parser.add_argument("--time-limit", type=float, default=300.0, help="client, seconds")
     parser.add_argument("--keep-database", action="store_true")
     parser.add_argument(
