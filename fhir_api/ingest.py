@@ -21,7 +21,8 @@ from datetime import date, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError as PydanticValidationError
@@ -191,17 +192,47 @@ def _copy(model: type[Any], rows: list[Any]) -> None:
         with cursor.cursor.copy(
             f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN"
         ) as copy:
+            prepared = [(f, _copy_preparer(f)) for f in fields]
             for row, row_id in zip(rows, ids, strict=True):
                 setattr(row, pk.attname, row_id)
-                copy.write_row(
-                    [
-                        row_id,
-                        *(f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields),
-                    ]
-                )
+                copy.write_row([row_id, *(prep(f.pre_save(row, True)) for f, prep in prepared)])
     for row in rows:
         row._state.adding = False
         row._state.db = connection.alias
+
+
+#: Field classes whose ``get_db_prep_save`` gives PostgreSQL a value of these types
+#: unchanged (``to_python`` of such a value is the value; the PostgreSQL backend adapts
+#: no instant). Exact classes only: a subclass may prepare differently.
+_COPIED_AS_IS: dict[type[Any], tuple[type[Any], ...]] = {
+    models.CharField: (str,),
+    models.TextField: (str,),
+    models.IntegerField: (int,),
+    models.PositiveIntegerField: (int,),
+    models.PositiveSmallIntegerField: (int,),
+    models.BigAutoField: (int,),
+    models.BooleanField: (bool,),
+    models.DateTimeField: (datetime,),
+}
+
+
+def _copy_preparer(field: Any) -> Callable[[Any], Any]:
+    """How COPY gets ``field``'s value: the field's own ``get_db_prep_save``, skipped for
+    a value it would hand over unchanged (per :data:`_COPIED_AS_IS`; an instant only when
+    aware, since a naive one is made aware, with a warning, by the field). Preparing every
+    value of every row through the field was a seventh of a large import's time."""
+    target = field.target_field if field.is_relation else field
+    kinds = _COPIED_AS_IS.get(type(target), ())
+    instant = type(target) is models.DateTimeField
+
+    def prepare(value: Any) -> Any:
+        if value is None or (
+            type(value) in kinds and (not instant or value.utcoffset() is not None)
+        ):
+            return value
+        return field.get_db_prep_save(value, connection)
+
+    return prepare
 
 
 def _copy_update(model: type[Any], rows: list[Any], fields: list[str]) -> None:
@@ -222,16 +253,9 @@ def _copy_update(model: type[Any], rows: list[Any], fields: list[str]) -> None:
             f"CREATE TEMPORARY TABLE {temporary} AS SELECT {names} FROM {table} WITH NO DATA"  # noqa: S608
         )
         with cursor.cursor.copy(f"COPY {temporary} ({names}) FROM STDIN") as copy:
+            prepared = [(f, _copy_preparer(f)) for f in columns[1:]]
             for row in rows:
-                copy.write_row(
-                    [
-                        row.pk,
-                        *(
-                            f.get_db_prep_save(f.pre_save(row, False), connection)
-                            for f in columns[1:]
-                        ),
-                    ]
-                )
+                copy.write_row([row.pk, *(prep(f.pre_save(row, False)) for f, prep in prepared)])
         cursor.execute(
             f"UPDATE {table} SET {assignments} FROM {temporary} AS t "  # noqa: S608
             f"WHERE {table}.{quote(pk.column)} = t.{quote(pk.column)}"
@@ -464,6 +488,19 @@ class _Importer:
 
     def _existing(self, model: type[Any], ids: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
+        if connection.vendor == "postgresql":
+            # One array parameter (``= ANY``) instead of an IN list of a thousand: the
+            # statement's text no longer grows with the batch, and neither Django nor
+            # psycopg handles each id as a parameter of its own.
+            # (Only the model's own quoted names go into the SQL; the ids are bound.)
+            column = f"{connection.ops.quote_name(model._meta.db_table)}.fhir_id"
+            for i in range(0, len(ids), COPY_SIZE):
+                among = RawSQL(  # noqa: S611  (names only, see above)
+                    f"{column} = ANY(%s)", (ids[i : i + COPY_SIZE],), models.BooleanField()
+                )
+                rows = model.objects.filter(among, organization=self.organization)
+                found.update((row.fhir_id, row) for row in rows)
+            return found
         for i in range(0, len(ids), BATCH_SIZE):
             rows = model.objects.filter(
                 organization=self.organization, fhir_id__in=ids[i : i + BATCH_SIZE]

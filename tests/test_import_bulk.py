@@ -3,12 +3,17 @@ decides every appointment, against what is stored and against the rest of the bu
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_api.ingest import bundle_import
 from scheduling import models as m
@@ -200,3 +205,55 @@ def test_importing_again_updates_in_batches_and_moves_versions(org: m.Organizati
     # Still one appointment each, each audited once per import.
     assert m.Appointment.objects.filter(organization=org).count() == 3
     assert m.AuditEvent.objects.filter(organization=org, action="imported").count() == 6
+
+
+_ZONES = [UTC, ZoneInfo("Europe/Amsterdam"), ZoneInfo("Australia/Sydney")]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(
+        st.none(),
+        st.text(max_size=12),
+        st.integers(min_value=-(2**40), max_value=2**40),
+        st.booleans(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.datetimes(timezones=st.sampled_from(_ZONES)),
+        st.datetimes(),  # naive: the field makes it aware, with a warning
+        st.dates(),
+        st.lists(st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2), max_size=2),
+    )
+)
+def test_copy_writes_every_value_as_the_field_itself_would(value: Any) -> None:
+    """COPY skips a field's own preparation only where it would change nothing COPY
+    writes: for every field of every imported model and any value the field accepts, the
+    text COPY sends for the value is the text it sends for ``get_db_prep_save``'s."""
+    from psycopg.adapt import PyFormat, Transformer
+
+    from fhir_api.ingest import _MODELS, _copy_preparer
+
+    if connection.vendor != "postgresql":
+        pytest.skip("COPY is PostgreSQL's (run with DATABASE_URL=postgres://...)")
+    connection.ensure_connection()
+    written = Transformer(connection.connection)  # the connection's own adapters
+
+    def text(prepared: Any) -> Any:
+        """The text COPY sends, or the kind of error that refuses it."""
+        try:
+            (dumped,) = written.dump_sequence([prepared], [PyFormat.TEXT])
+        except (TypeError, ValueError) as exc:
+            return type(exc)
+        return None if dumped is None else bytes(dumped)
+
+    for model in [*_MODELS.values(), m.AuditEvent]:
+        for field in model._meta.concrete_fields:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a naive instant
+                try:
+                    expected = field.get_db_prep_save(value, connection)
+                except (TypeError, ValueError, ValidationError, OverflowError):
+                    continue  # the field refuses it (full_clean would have, before COPY)
+                copied = _copy_preparer(field)(value)
+            assert text(copied) == text(expected), (model.__name__, field.name, value)
