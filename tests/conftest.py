@@ -84,6 +84,15 @@ def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked ``nodb`` must not be a database test: CI runs it once, in the SQLite
+    pass (its PostgreSQL pass deselects ``nodb``), so it must not depend on the database.
+    (Without ``django_db`` pytest-django refuses any database access anyway.)"""
+    for item in items:
+        if item.get_closest_marker("nodb") and item.get_closest_marker("django_db"):
+            raise pytest.UsageError(f"{item.nodeid} is marked both nodb and django_db")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
     """In CI (MEDIKIT_FORBID_SKIPS=1) a skipped test is a failed test.

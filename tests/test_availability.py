@@ -18,6 +18,9 @@ from scheduling.availability import (
 from scheduling.errors import InvalidInput
 from scheduling.recurrence import Period, split_occurrence_id
 
+# Pure: no database; CI runs these once, in its SQLite pass.
+pytestmark = pytest.mark.nodb
+
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 M15 = timedelta(minutes=15)
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)

@@ -24,6 +24,9 @@ from scheduling.recurrence import (
 )
 from tests.rfc5545_reference import reference_expand
 
+# Pure: no database; CI runs these once, in its SQLite pass.
+pytestmark = pytest.mark.nodb
+
 AMS = ZoneInfo("Europe/Amsterdam")
 LHI = ZoneInfo("Australia/Lord_Howe")
 SYD = ZoneInfo("Australia/Sydney")

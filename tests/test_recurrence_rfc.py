@@ -534,6 +534,7 @@ def _valid(rule: str) -> bool:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+@pytest.mark.nodb
 @pytest.mark.parametrize("tzid", PROPERTY_ZONES)
 @given(data=st.data())
 def test_expand_equals_the_rfc_reference(tzid: str, data: st.DataObject) -> None:
@@ -576,6 +577,7 @@ def test_expand_equals_the_rfc_reference(tzid: str, data: st.DataObject) -> None
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+@pytest.mark.nodb
 @given(data=st.data())
 def test_upcoming_equals_the_start_of_the_rfc_reference(data: st.DataObject) -> None:
     # upcoming() feeds the admin preview: the next occurrences after a moment.
