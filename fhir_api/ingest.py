@@ -22,6 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
@@ -488,23 +489,21 @@ class _Importer:
 
     def _existing(self, model: type[Any], ids: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        if connection.vendor == "postgresql":
-            # One array parameter (``= ANY``) instead of an IN list of a thousand: the
-            # statement's text no longer grows with the batch, and neither Django nor
-            # psycopg handles each id as a parameter of its own.
-            # (Only the model's own quoted names go into the SQL; the ids are bound.)
-            column = f"{connection.ops.quote_name(model._meta.db_table)}.fhir_id"
-            for i in range(0, len(ids), COPY_SIZE):
-                among = RawSQL(  # noqa: S611  (names only, see above)
-                    f"{column} = ANY(%s)", (ids[i : i + COPY_SIZE],), models.BooleanField()
-                )
-                rows = model.objects.filter(among, organization=self.organization)
-                found.update((row.fhir_id, row) for row in rows)
-            return found
-        for i in range(0, len(ids), BATCH_SIZE):
-            rows = model.objects.filter(
-                organization=self.organization, fhir_id__in=ids[i : i + BATCH_SIZE]
+        # On PostgreSQL one array parameter (``= ANY``) per batch instead of an IN list of
+        # a thousand: the statement's text no longer grows with the batch, and neither
+        # Django nor psycopg handles each id as a parameter of its own. (Only the model's
+        # own quoted names go into the SQL; the ids are bound.)
+        postgres = connection.vendor == "postgresql"
+        column = f"{connection.ops.quote_name(model._meta.db_table)}.fhir_id"
+        size = COPY_SIZE if postgres else BATCH_SIZE
+        for i in range(0, len(ids), size):
+            chunk = ids[i : i + size]
+            among = (
+                RawSQL(f"{column} = ANY(%s)", (chunk,), models.BooleanField())  # noqa: S611
+                if postgres
+                else Q(fhir_id__in=chunk)
             )
+            rows = model.objects.filter(among, organization=self.organization)
             found.update((row.fhir_id, row) for row in rows)
         return found
 
