@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
+from django.db import connections
 
 from scheduling.models import Appointment, AuditEvent, Organization, Schedule, Slot, StaffMembership
 from tests.factories import (
@@ -72,6 +73,13 @@ def browser_page() -> Iterator[Any]:
         try:
             yield page
         finally:
+            # Between its calls Playwright marks its event loop as running in this thread,
+            # and Django then keeps this thread's database connections apart from the ones
+            # it uses outside the session: the test's ORM calls opened a second connection
+            # that the database fixtures never see. Close it while the session still runs,
+            # or it stays open until the garbage collector finds it, often after the test
+            # database should have been dropped ("being accessed by other users").
+            connections.close_all()
             context.close()
             browser.close()
 
