@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +34,42 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get("NAME"):
         name = os.path.join(tempfile.gettempdir(), f"medikit-test-{os.getpid()}.sqlite3")
         db.setdefault("TEST", {})["NAME"] = name
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """On PostgreSQL, fail the run if another session (a thread's connection, a helper's
+    own connection, a server a test started) is still connected to the test database when
+    pytest-django is about to drop it: the drop would fail, and pytest-django reports that
+    only as a warning, after whichever test happened to run last."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor != "postgresql":
+            return
+        # A connection closed a moment ago leaves pg_stat_activity once its backend has
+        # exited; DROP DATABASE waits 5 seconds for that too.
+        deadline = time.monotonic() + 5
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid, application_name, backend_start, state, left(query, 200) "
+                    "FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+                others = cursor.fetchall()
+            if not others or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    if others:
+        lines = "\n".join(
+            f"  pid {pid} {name!r}, connected {started:%H:%M:%S}, {state}: {query}"
+            for pid, name, started, state, query in others
+        )
+        pytest.fail(
+            f"{len(others)} other session(s) still connected to the test database, so it "
+            f"cannot be dropped; close the connections of threads and helpers:\n{lines}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
